@@ -1,0 +1,79 @@
+"""Celery settings (lowercase only), drawn from ``config``.
+
+What makes SPEC's guarantees hold on RabbitMQ:
+
+- ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acked only
+  after its task finished, so a killed worker child's task is redelivered.
+- ``worker_prefetch_multiplier = 1``: a worker holds one unacked message per
+  child, so a crash strands as little as possible.
+- publisher confirms (``confirm_publish``): ``apply_async`` returns only once
+  RabbitMQ has the message.
+- classic durable queues: Celery's native delayed delivery (switched on by
+  quorum queues) dropped countdown messages on RabbitMQ before 4.0.1
+  (celery#9867); this machine runs 3.10, so countdown retries wait in the
+  worker (unacked, redelivered on a crash) instead.
+"""
+from kombu import Exchange, Queue
+
+from config import get_settings
+
+_settings = get_settings()
+
+SAGA_QUEUE, FULFILMENT_QUEUE, NOTIFY_QUEUE = "orion.saga", "orion.fulfilment", "orion.notify"
+_exchange = Exchange("orion", type="direct", durable=True)
+
+broker_url = _settings.broker_url
+broker_transport_options = _settings.broker_transport_options
+broker_connection_retry_on_startup = True
+broker_pool_limit = 10
+result_backend = _settings.result_backend
+result_expires = 86400
+result_extended = False
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+event_serializer = "json"
+timezone = "UTC"
+enable_utc = True
+
+task_acks_late = True
+task_reject_on_worker_lost = True
+task_acks_on_failure_or_timeout = True
+worker_prefetch_multiplier = 1
+worker_cancel_long_running_tasks_on_connection_loss = True
+task_ignore_result = True  # results only where a chord needs them (see tasks.canvas)
+task_track_started = False
+task_time_limit = 120
+task_soft_time_limit = 90
+worker_max_tasks_per_child = 2000
+worker_hijack_root_logger = False
+
+task_create_missing_queues = False
+task_default_queue = SAGA_QUEUE
+task_default_exchange = _exchange.name
+task_default_routing_key = SAGA_QUEUE
+task_default_queue_type = "classic"
+worker_detect_quorum_queues = False
+task_queues = [
+    Queue(name, _exchange, routing_key=name, durable=True)
+    for name in (SAGA_QUEUE, FULFILMENT_QUEUE, NOTIFY_QUEUE)
+]
+task_routes = {
+    "saga.create_shipment": {"queue": FULFILMENT_QUEUE, "routing_key": FULFILMENT_QUEUE},
+    "saga.cancel_shipment": {"queue": FULFILMENT_QUEUE, "routing_key": FULFILMENT_QUEUE},
+    "saga.send_confirmation_email": {"queue": NOTIFY_QUEUE, "routing_key": NOTIFY_QUEUE},
+    "saga.send_cancellation_email": {"queue": NOTIFY_QUEUE, "routing_key": NOTIFY_QUEUE},
+}
+
+worker_send_task_events = True
+task_send_sent_event = True
+
+beat_schedule = {
+    "outbox.republish_unsent": {
+        "task": "outbox.republish_unsent",
+        "schedule": _settings.outbox_sweep_s,
+        "options": {"expires": max(_settings.outbox_sweep_s, 1.0)},
+    },
+}
+beat_schedule_filename = str(_settings.data_dir / "celerybeat-schedule")

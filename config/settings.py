@@ -1,0 +1,175 @@
+"""Settings read from the environment; see the README's table for every variable.
+
+Two modes share one code path:
+
+- ``embedded`` (the default): SQLite, kombu's ``filesystem://`` broker and a
+  ``file://`` result backend under ``ORION_DATA_DIR``; no servers needed.
+- ``services``: RabbitMQ, PostgreSQL and Redis, defaulting to their local ports.
+
+Any URL given explicitly wins over the mode's default.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Mapping
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEV_SECRET = "orion-dev-secret-change-me-0123456789abcdef"
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: str
+    data_dir: Path
+    database_url: str
+    broker_url: str
+    result_backend: str
+    redis_url: str | None
+    jwt_secret_key: str
+    access_token_seconds: int
+    refresh_token_seconds: int
+    smtp_host: str
+    smtp_port: int
+    mail_from: str
+    payment_latency_ms: int
+    step_max_retries: int
+    retry_backoff_max_s: int
+    payment_window_s: int
+    reservation_hold_s: int
+    outbox_sweep_s: float
+    outbox_stale_s: float
+    worker_concurrency: int
+    web_host: str
+    web_port: int
+    flower_port: int
+    broker_transport_options: dict = field(default_factory=dict)
+
+    @property
+    def embedded(self) -> bool:
+        return self.mode == "embedded"
+
+    @property
+    def broker_folder(self) -> Path:
+        return self.data_dir / "broker"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Build settings from ``env`` (default ``os.environ``).
+
+        Raises ConfigError on a malformed value, or when ``services`` mode runs
+        with ``ORION_ENV=production`` and no ``JWT_SECRET_KEY``.
+        """
+        env = os.environ if env is None else env
+        mode = env.get("ORION_MODE", "embedded")
+        if mode not in ("embedded", "services"):
+            raise ConfigError(f"ORION_MODE must be 'embedded' or 'services', got {mode!r}")
+        data_dir = Path(env.get("ORION_DATA_DIR") or REPO_ROOT / "var").resolve()
+        defaults = _embedded_urls(data_dir) if mode == "embedded" else _service_urls()
+        secret = env.get("JWT_SECRET_KEY", "")
+        if not secret:
+            if env.get("ORION_ENV") == "production":
+                raise ConfigError("JWT_SECRET_KEY is required when ORION_ENV=production")
+            secret = DEV_SECRET
+        broker_url = env.get("BROKER_URL") or defaults["broker_url"]
+        return cls(
+            mode=mode,
+            data_dir=data_dir,
+            database_url=env.get("DATABASE_URL") or defaults["database_url"],
+            broker_url=broker_url,
+            result_backend=env.get("RESULT_BACKEND") or defaults["result_backend"],
+            redis_url=env.get("REDIS_URL") or defaults["redis_url"],
+            jwt_secret_key=secret,
+            access_token_seconds=_int(env, "JWT_ACCESS_SECONDS", 900),
+            refresh_token_seconds=_int(env, "JWT_REFRESH_SECONDS", 30 * 86400),
+            smtp_host=env.get("SMTP_HOST", "127.0.0.1"),
+            smtp_port=_int(env, "SMTP_PORT", 8025),
+            mail_from=env.get("MAIL_FROM", "Orion Shop <orders@orion.example>"),
+            payment_latency_ms=_int(env, "PAYMENT_LATENCY_MS", 20),
+            step_max_retries=_int(env, "SAGA_STEP_MAX_RETRIES", 5),
+            retry_backoff_max_s=_int(env, "SAGA_RETRY_BACKOFF_MAX", 30),
+            payment_window_s=_int(env, "PAYMENT_WINDOW_SECONDS", 3 * 86400),
+            reservation_hold_s=_int(env, "RESERVATION_HOLD_SECONDS", 3 * 86400 + 3600),
+            outbox_sweep_s=_float(env, "OUTBOX_SWEEP_SECONDS", 10.0),
+            outbox_stale_s=_float(env, "OUTBOX_STALE_SECONDS", 5.0),
+            worker_concurrency=_int(env, "WORKER_CONCURRENCY", 2),
+            web_host=env.get("WEB_HOST", "127.0.0.1"),
+            web_port=_int(env, "WEB_PORT", 8000),
+            flower_port=_int(env, "FLOWER_PORT", 5555),
+            broker_transport_options=_transport_options(broker_url, data_dir),
+        )
+
+
+def _embedded_urls(data_dir: Path) -> dict:
+    return {
+        "database_url": f"sqlite:///{data_dir / 'orion.db'}",
+        "broker_url": "filesystem://",
+        "result_backend": f"file://{data_dir / 'results'}",
+        "redis_url": None,
+    }
+
+
+def _service_urls() -> dict:
+    return {
+        "database_url": "postgresql+psycopg://postgres@127.0.0.1:5432/orion",
+        "broker_url": "amqp://guest:guest@127.0.0.1:5672//",
+        "result_backend": "redis://127.0.0.1:6379/0",
+        "redis_url": "redis://127.0.0.1:6379/0",
+    }
+
+
+def _transport_options(broker_url: str, data_dir: Path) -> dict:
+    """kombu transport options; the filesystem transport needs its folders.
+
+    One folder serves as both ``data_folder_in`` and ``data_folder_out`` so every
+    process sees every message; ``control_folder`` carries fanout (remote control,
+    Flower, events).
+    """
+    if not broker_url.startswith("filesystem://"):
+        return {"confirm_publish": True}
+    folder = data_dir / "broker"
+    return {
+        "data_folder_in": str(folder / "queue"),
+        "data_folder_out": str(folder / "queue"),
+        "control_folder": str(folder / "control"),
+        "processed_folder": str(folder / "processed"),
+        "store_processed": False,
+        "polling_interval": 0.1,
+    }
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from ``os.environ``."""
+    return Settings.from_env()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests that change the environment call this)."""
+    get_settings.cache_clear()

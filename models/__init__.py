@@ -1,0 +1,19 @@
+"""Orion's SQLAlchemy 2 models, engine and session factory, and domain rules."""
+from models.catalog import HELD, Inventory, InventoryLedger, Product, Reservation
+from models.db import Base, dispose_engine, get_engine, session_factory, unit_of_work, utcnow
+from models.fulfilment import EmailMessage, Shipment
+from models.order import InvalidTransition, Order, OrderLine
+from models.outbox import OutboxMessage
+from models.payment import Payment
+from models.saga_log import OrderEvent, SagaStep, record_event
+from models.sandbox import SandboxCall, SandboxCharge
+from models.token import RevokedToken
+from models.user import User
+
+__all__ = [
+    "Base", "dispose_engine", "get_engine", "session_factory", "unit_of_work", "utcnow",
+    "User", "Product", "Inventory", "InventoryLedger", "Reservation", "HELD",
+    "Order", "OrderLine", "InvalidTransition", "Payment", "Shipment", "EmailMessage",
+    "OutboxMessage", "SagaStep", "OrderEvent", "record_event", "SandboxCharge", "SandboxCall",
+    "RevokedToken",
+]

@@ -1,0 +1,119 @@
+"""Products, inventory, the inventory ledger and stock reservations.
+
+Stock rules (SPEC guarantee 3): ``on_hand`` and ``reserved`` never go negative,
+``reserved`` equals the sum of held reservations, and every change to
+``on_hand`` is written to the ledger with its reason.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Uuid, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from models.db import Base, utcnow
+
+HELD, RELEASED, CONSUMED = "held", "released", "consumed"
+
+
+class Product(Base):
+    __tablename__ = "products"
+
+    sku: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    unit_price: Mapped[Decimal]
+    currency: Mapped[str] = mapped_column(String(3), default="GBP")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Inventory(Base):
+    __tablename__ = "inventory"
+    __table_args__ = (
+        CheckConstraint("on_hand >= 0", name="ck_inventory_on_hand"),
+        CheckConstraint("reserved >= 0", name="ck_inventory_reserved"),
+        CheckConstraint("reserved <= on_hand", name="ck_inventory_reserved_le_on_hand"),
+    )
+
+    sku: Mapped[str] = mapped_column(ForeignKey("products.sku"), primary_key=True)
+    on_hand: Mapped[int] = mapped_column(default=0)
+    reserved: Mapped[int] = mapped_column(default=0)
+    reorder_point: Mapped[int] = mapped_column(default=0)
+    reorder_quantity: Mapped[int] = mapped_column(default=0)
+
+    @property
+    def available(self) -> int:
+        return self.on_hand - self.reserved
+
+
+class InventoryLedger(Base):
+    """Every change of ``on_hand``: delta, reason and the reference that caused it."""
+
+    __tablename__ = "inventory_ledger"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sku: Mapped[str] = mapped_column(ForeignKey("products.sku"), index=True)
+    delta: Mapped[int]
+    on_hand_after: Mapped[int]
+    reason: Mapped[str] = mapped_column(String(200))
+    reference: Mapped[str | None] = mapped_column(String(100))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Reservation(Base):
+    """Units of one order line held against a SKU (one row per line)."""
+
+    __tablename__ = "reservations"
+    __table_args__ = (
+        CheckConstraint("quantity > 0", name="ck_reservations_quantity"),
+        Index("ix_reservations_order", "order_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[object] = mapped_column(Uuid, ForeignKey("orders.id"))
+    order_line_id: Mapped[int] = mapped_column(ForeignKey("order_lines.id"), unique=True)
+    sku: Mapped[str] = mapped_column(ForeignKey("products.sku"))
+    quantity: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16), default=HELD)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+
+
+def try_reserve(session: Session, sku: str, quantity: int) -> bool:
+    """Atomically add ``quantity`` to ``reserved`` if that many units are available.
+
+    One conditional UPDATE, so two orders racing for the last units can never
+    both win. Returns False when stock is short.
+    """
+    result = session.execute(
+        update(Inventory)
+        .where(Inventory.sku == sku, Inventory.on_hand - Inventory.reserved >= quantity)
+        .values(reserved=Inventory.reserved + quantity)
+    )
+    return result.rowcount == 1
+
+
+def unreserve(session: Session, sku: str, quantity: int) -> None:
+    """Return ``quantity`` reserved units to available stock."""
+    session.execute(
+        update(Inventory).where(Inventory.sku == sku).values(reserved=Inventory.reserved - quantity)
+    )
+
+
+def change_on_hand(session: Session, sku: str, delta: int, reason: str, reference: str | None,
+                   *, release_reserved: int = 0) -> int:
+    """Apply ``delta`` to ``on_hand`` (and drop ``release_reserved`` from ``reserved``), with a ledger row.
+
+    Returns the new ``on_hand``. A result below zero or below ``reserved`` violates
+    the table's check constraints and raises ``sqlalchemy.exc.IntegrityError``.
+    """
+    row = session.execute(
+        update(Inventory)
+        .where(Inventory.sku == sku)
+        .values(on_hand=Inventory.on_hand + delta, reserved=Inventory.reserved - release_reserved)
+        .returning(Inventory.on_hand)
+    ).one()
+    session.add(InventoryLedger(sku=sku, delta=delta, on_hand_after=row.on_hand,
+                                reason=reason, reference=reference))
+    return row.on_hand

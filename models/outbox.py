@@ -1,0 +1,34 @@
+"""The transactional outbox: messages written in the same transaction as the change
+that calls for them, published to the broker after commit, republished by a sweeper
+if a process died in between."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, Index, String
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from models.db import Base, utcnow
+
+SAGA_START, SAGA_RESUME, SAGA_COMPENSATE = "saga.start", "saga.resume", "saga.compensate"
+
+
+class OutboxMessage(Base):
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_undispatched", "dispatched_at", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    topic: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict] = mapped_column(JSON)
+    headers: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    dispatched_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(default=0)
+
+
+def enqueue(session: Session, topic: str, payload: dict, headers: dict | None = None) -> OutboxMessage:
+    """Add an outbox row to ``session``'s transaction; it is published after commit."""
+    message = OutboxMessage(topic=topic, payload=payload, headers=headers or {})
+    session.add(message)
+    session.info.setdefault("outbox", []).append(message)
+    return message

@@ -1,0 +1,89 @@
+"""The saga step log and the order event log (per-order ``seq``, for timelines and replay)."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, String, Text, UniqueConstraint, Uuid, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from models.db import Base, utcnow
+from models.order import Order
+
+FORWARD, COMPENSATION = "forward", "compensation"
+RUNNING, RETRYING, SUCCEEDED, FAILED, SKIPPED = "running", "retrying", "succeeded", "failed", "skipped"
+
+
+class SagaStep(Base):
+    """One run of one saga step for an order: keyed on (order, step, run)."""
+
+    __tablename__ = "saga_steps"
+    __table_args__ = (UniqueConstraint("order_id", "name", "run", name="uq_saga_steps_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("orders.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    run: Mapped[int]
+    kind: Mapped[str] = mapped_column(String(16), default=FORWARD)
+    status: Mapped[str] = mapped_column(String(16), default=RUNNING)
+    attempt: Mapped[int] = mapped_column(default=1)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name, "status": self.status, "attempt": self.attempt,
+            "started_at": _iso(self.started_at), "finished_at": _iso(self.finished_at),
+            "error": self.error,
+        }
+
+
+class OrderEvent(Base):
+    """What happened to an order, numbered per order by ``seq`` (1, 2, 3, ...)."""
+
+    __tablename__ = "order_events"
+    __table_args__ = (UniqueConstraint("order_id", "seq", name="uq_order_events_seq"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("orders.id"))
+    seq: Mapped[int]
+    status: Mapped[str] = mapped_column(String(24))
+    step: Mapped[str | None] = mapped_column(String(64))
+    step_status: Mapped[str | None] = mapped_column(String(16))
+    attempt: Mapped[int | None]
+    detail: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def to_dict(self) -> dict:
+        return {
+            "order_id": str(self.order_id), "seq": self.seq, "status": self.status,
+            "step": self.step, "step_status": self.step_status, "attempt": self.attempt,
+            "detail": self.detail, "at": _iso(self.at),
+        }
+
+
+def record_event(session: Session, order: Order, step: str | None = None,
+                 step_status: str | None = None, attempt: int | None = None,
+                 detail: str | None = None) -> OrderEvent:
+    """Append an event with the order's next ``seq``.
+
+    The counter is bumped with one UPDATE on the order row, which the database
+    serializes, so concurrent steps of one order (a chord header) get distinct,
+    gap-free numbers.
+    """
+    session.flush()
+    seq = session.execute(
+        update(Order).where(Order.id == order.id)
+        .values(last_event_seq=Order.last_event_seq + 1)
+        .returning(Order.last_event_seq)
+    ).scalar_one()
+    order.last_event_seq = seq
+    event = OrderEvent(order_id=order.id, seq=seq, status=order.status, step=step,
+                       step_status=step_status, attempt=attempt, detail=detail)
+    session.add(event)
+    return event
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None

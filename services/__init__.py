@@ -1,0 +1,1 @@
+"""Application services: the commands that the HTTP API and the CLI run."""

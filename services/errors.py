@@ -1,0 +1,27 @@
+"""Errors raised by application services; the web layer maps each to an HTTP status."""
+
+
+class ServiceError(Exception):
+    """Base class; ``detail`` is safe to show a client."""
+
+    def __init__(self, detail: str):
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(ServiceError):
+    """The thing does not exist, or the caller may not see it (404)."""
+
+
+class Conflict(ServiceError):
+    """The request conflicts with the current state (409)."""
+
+
+class Forbidden(ServiceError):
+    """The caller's role may not do this (403)."""
+
+
+class UnknownSku(NotFound):
+    def __init__(self, sku: str):
+        super().__init__(f"unknown sku {sku!r}")
+        self.sku = sku

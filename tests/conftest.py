@@ -1,0 +1,38 @@
+"""Test settings: services mode on the machine's real PostgreSQL, RabbitMQ and Redis.
+
+The database ``orion_test`` (override with ``ORION_TEST_DATABASE_URL``) is created
+if missing and migrated to head once per session; tests use unique ids instead
+of truncating tables.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+TEST_DB = os.environ.get("ORION_TEST_DATABASE_URL",
+                         "postgresql+psycopg://postgres@127.0.0.1:5432/orion_test")
+os.environ.setdefault("ORION_MODE", "services")
+os.environ["DATABASE_URL"] = TEST_DB
+os.environ.setdefault("BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+os.environ.setdefault("RESULT_BACKEND", "redis://127.0.0.1:6379/1")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/1")
+os.environ.setdefault("PAYMENT_LATENCY_MS", "0")
+os.environ.setdefault("SMTP_PORT", "8026")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def database():
+    """Create and migrate the test database once per session."""
+    from tools.dbsetup import ensure_database, upgrade
+
+    ensure_database(TEST_DB)
+    upgrade(TEST_DB)
+    yield TEST_DB
+
+
+@pytest.fixture
+def uid() -> str:
+    """A short unique id for names, emails and SKUs made by one test."""
+    return uuid.uuid4().hex[:10]

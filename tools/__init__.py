@@ -1,0 +1,1 @@
+"""Operator tools: database setup, catalog import, replay, the local SMTP sink, the launcher."""

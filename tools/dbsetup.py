@@ -1,0 +1,55 @@
+"""Create the database if it is missing and migrate it with Alembic."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def ensure_database(url: str) -> None:
+    """Create the PostgreSQL database named in ``url`` if it does not exist.
+
+    SQLite creates its file on first connect; only its folder is made here.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        return
+    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        exists = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"),
+                             {"n": parsed.database})
+        if not exists:
+            conn.exec_driver_sql(f'CREATE DATABASE "{parsed.database}"')
+    admin.dispose()
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config(str(REPO_ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(REPO_ROOT / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Run Alembic migrations on ``url`` up to ``revision``."""
+    command.upgrade(alembic_config(url), revision)
+
+
+def main() -> None:
+    from config import get_settings
+
+    url = get_settings().database_url
+    ensure_database(url)
+    upgrade(url)
+    print(f"database ready: {make_url(url).render_as_string(hide_password=True)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+"""The Celery app: ``celery -A worker worker|beat|flower``.
+
+Signals only: engine disposal after fork, session cleanup. Business rules live
+in ``models`` and the saga in ``tasks``.
+"""
+from celery import Celery
+
+from worker.signals import connect_signals
+
+app = Celery("orion")
+app.config_from_object("celeryconfig")
+app.conf.include = ["tasks.saga_steps", "tasks.compensations", "tasks.outbox"]
+connect_signals()
+
+celery = app
+__all__ = ["app", "celery"]
