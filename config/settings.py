@@ -59,6 +59,7 @@ class Settings:
     smtp_port: int
     mail_from: str
     payment_latency_ms: int
+    sandbox_database_url: str
     step_max_retries: int
     retry_backoff_max_s: int
     payment_window_s: int
@@ -98,10 +99,14 @@ class Settings:
                 raise ConfigError("JWT_SECRET_KEY is required when ORION_ENV=production")
             secret = DEV_SECRET
         broker_url = env.get("BROKER_URL") or defaults["broker_url"]
+        database_url = env.get("DATABASE_URL") or defaults["database_url"]
+        # The sandbox stands for a remote provider: its own SQLite file when
+        # embedded (SQLite allows one writer), else tables beside Orion's.
+        sandbox_url = env.get("PAYMENT_SANDBOX_URL") or defaults.get("sandbox_database_url", database_url)
         return cls(
             mode=mode,
             data_dir=data_dir,
-            database_url=env.get("DATABASE_URL") or defaults["database_url"],
+            database_url=database_url,
             broker_url=broker_url,
             result_backend=env.get("RESULT_BACKEND") or defaults["result_backend"],
             redis_url=env.get("REDIS_URL") or defaults["redis_url"],
@@ -112,6 +117,7 @@ class Settings:
             smtp_port=_int(env, "SMTP_PORT", 8025),
             mail_from=env.get("MAIL_FROM", "Orion Shop <orders@orion.example>"),
             payment_latency_ms=_int(env, "PAYMENT_LATENCY_MS", 20),
+            sandbox_database_url=sandbox_url,
             step_max_retries=_int(env, "SAGA_STEP_MAX_RETRIES", 5),
             retry_backoff_max_s=_int(env, "SAGA_RETRY_BACKOFF_MAX", 30),
             payment_window_s=_int(env, "PAYMENT_WINDOW_SECONDS", 3 * 86400),
@@ -129,6 +135,7 @@ class Settings:
 def _embedded_urls(data_dir: Path) -> dict:
     return {
         "database_url": f"sqlite:///{data_dir / 'orion.db'}",
+        "sandbox_database_url": f"sqlite:///{data_dir / 'payment-sandbox.db'}",
         "broker_url": "filesystem://",
         "result_backend": f"file://{data_dir / 'results'}",
         "redis_url": None,

@@ -6,7 +6,6 @@ from models.order import InvalidTransition, Order, OrderLine
 from models.outbox import OutboxMessage
 from models.payment import Payment
 from models.saga_log import OrderEvent, SagaStep, record_event
-from models.sandbox import SandboxCall, SandboxCharge
 from models.token import RevokedToken
 from models.user import User
 
@@ -14,6 +13,6 @@ __all__ = [
     "Base", "dispose_engine", "get_engine", "session_factory", "unit_of_work", "utcnow",
     "User", "Product", "Inventory", "InventoryLedger", "Reservation", "HELD",
     "Order", "OrderLine", "InvalidTransition", "Payment", "Shipment", "EmailMessage",
-    "OutboxMessage", "SagaStep", "OrderEvent", "record_event", "SandboxCharge", "SandboxCall",
+    "OutboxMessage", "SagaStep", "OrderEvent", "record_event",
     "RevokedToken",
 ]

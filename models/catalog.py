@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Uuid, update
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint, Uuid, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.db import Base, utcnow
@@ -61,17 +61,19 @@ class InventoryLedger(Base):
 
 
 class Reservation(Base):
-    """Units of one order line held against a SKU (one row per line)."""
+    """Units of one order line held against a SKU (one row per line and saga run)."""
 
     __tablename__ = "reservations"
     __table_args__ = (
         CheckConstraint("quantity > 0", name="ck_reservations_quantity"),
         Index("ix_reservations_order", "order_id"),
+        UniqueConstraint("order_line_id", "run", name="uq_reservations_line_run"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     order_id: Mapped[object] = mapped_column(Uuid, ForeignKey("orders.id"))
-    order_line_id: Mapped[int] = mapped_column(ForeignKey("order_lines.id"), unique=True)
+    order_line_id: Mapped[int] = mapped_column(ForeignKey("order_lines.id"))
+    run: Mapped[int] = mapped_column(default=1)
     sku: Mapped[str] = mapped_column(ForeignKey("products.sku"))
     quantity: Mapped[int]
     status: Mapped[str] = mapped_column(String(16), default=HELD)

@@ -77,8 +77,9 @@ class Order(Base):
     payment_token: Mapped[str] = mapped_column(String(64))
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
+    # Bumped on every re-drive (pay again, operator retry of a failed order);
+    # step rows, reservations and payment idempotency keys are keyed on it.
     saga_run: Mapped[int] = mapped_column(default=1)
-    payment_attempt: Mapped[int] = mapped_column(default=1)
     last_event_seq: Mapped[int] = mapped_column(default=0)
     correlation_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -94,8 +95,7 @@ class Order(Base):
         if target not in TRANSITIONS[self.status]:
             raise InvalidTransition(self.status, target)
         self.status = target
-        if target in FINAL_STATUSES:
-            self.finished_at = utcnow()
+        self.finished_at = utcnow() if target in FINAL_STATUSES else None
         self.awaiting_payment_since = utcnow() if target == AWAITING_PAYMENT else None
 
     def start_compensation(self, cancel_reason: str | None, failure: str | None = None) -> None:

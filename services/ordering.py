@@ -154,7 +154,7 @@ def pay_again(order_id: uuid.UUID | str, actor: Actor, token: str) -> Order:
         if order.status != lifecycle.AWAITING_PAYMENT:
             raise Conflict(f"an order in status {order.status!r} is not awaiting payment")
         order.payment_token = token
-        order.payment_attempt += 1
+        order.saga_run += 1
         order.transition_to(lifecycle.STOCK_RESERVED)
         record_event(session, order, detail="payment resubmitted")
         enqueue(session, SAGA_RESUME, {"order_id": str(order.id), "from_step": "authorize_payment"})

@@ -9,7 +9,9 @@ from worker.signals import connect_signals
 
 app = Celery("orion")
 app.config_from_object("celeryconfig")
-app.conf.include = ["tasks.saga_steps", "tasks.compensations", "tasks.outbox"]
+app.conf.include = [
+    "tasks.lifecycle", "tasks.stock", "tasks.payment", "tasks.fulfilment", "tasks.outbox",
+]
 connect_signals()
 
 celery = app

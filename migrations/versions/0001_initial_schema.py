@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 19:08:44.243952
+Create Date: 2026-11-21 19:10:57.412125
 
 """
 from typing import Sequence, Union
@@ -44,21 +44,6 @@ def upgrade() -> None:
     sa.Column('jti', sa.String(length=64), nullable=False),
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('jti')
-    )
-    op.create_table('sandbox_calls',
-    sa.Column('order_ref', sa.String(length=64), nullable=False),
-    sa.Column('operation', sa.String(length=16), nullable=False),
-    sa.Column('count', sa.Integer(), nullable=False),
-    sa.PrimaryKeyConstraint('order_ref', 'operation')
-    )
-    op.create_table('sandbox_charges',
-    sa.Column('idempotency_key', sa.String(length=128), nullable=False),
-    sa.Column('operation', sa.String(length=16), nullable=False),
-    sa.Column('reference', sa.String(length=64), nullable=False),
-    sa.Column('amount', sa.Numeric(precision=12, scale=2), nullable=False),
-    sa.Column('result', sa.JSON(), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('idempotency_key')
     )
     op.create_table('users',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -109,7 +94,6 @@ def upgrade() -> None:
     sa.Column('idempotency_key', sa.String(length=255), nullable=True),
     sa.Column('request_hash', sa.String(length=64), nullable=True),
     sa.Column('saga_run', sa.Integer(), nullable=False),
-    sa.Column('payment_attempt', sa.Integer(), nullable=False),
     sa.Column('last_event_seq', sa.Integer(), nullable=False),
     sa.Column('correlation_id', sa.String(length=64), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
@@ -222,6 +206,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('order_id', sa.Uuid(), nullable=False),
     sa.Column('order_line_id', sa.Integer(), nullable=False),
+    sa.Column('run', sa.Integer(), nullable=False),
     sa.Column('sku', sa.String(length=32), nullable=False),
     sa.Column('quantity', sa.Integer(), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
@@ -233,7 +218,7 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['order_line_id'], ['order_lines.id'], ),
     sa.ForeignKeyConstraint(['sku'], ['products.sku'], ),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('order_line_id')
+    sa.UniqueConstraint('order_line_id', 'run', name='uq_reservations_line_run')
     )
     op.create_index('ix_reservations_order', 'reservations', ['order_id'], unique=False)
     # ### end Alembic commands ###
@@ -261,8 +246,6 @@ def downgrade() -> None:
     op.drop_table('inventory_ledger')
     op.drop_table('inventory')
     op.drop_table('users')
-    op.drop_table('sandbox_charges')
-    op.drop_table('sandbox_calls')
     op.drop_table('revoked_tokens')
     op.drop_table('products')
     op.drop_index('ix_outbox_undispatched', table_name='outbox')

@@ -1,0 +1,1 @@
+"""Customer emails: rendered into the email outbox, sent over SMTP."""

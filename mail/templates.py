@@ -1,0 +1,44 @@
+"""Email templates: (subject, plain-text body) for an order."""
+from __future__ import annotations
+
+from models import Order
+
+CONFIRMATION, CANCELLATION = "order_confirmation", "order_cancellation"
+
+_REASONS = {
+    "out_of_stock": "some items are out of stock",
+    "payment_declined": "the payment was declined",
+    "payment_expired": "the payment was not completed in time",
+    "customer_request": "you asked us to cancel it",
+    "operator_request": "our team cancelled it",
+    None: "we could not process it",
+}
+
+
+def render(template: str, order: Order, customer_name: str) -> tuple[str, str]:
+    """Subject and body for ``template``; raises KeyError for an unknown template."""
+    return _RENDERERS[template](order, customer_name)
+
+
+def _lines(order: Order) -> str:
+    return "\n".join(f"  {l.quantity} x {l.name} ({l.sku}) {l.line_total} {order.currency}"
+                     for l in order.lines)
+
+
+def _confirmation(order: Order, name: str) -> tuple[str, str]:
+    subject = f"Your Orion order {order.id} is confirmed"
+    body = (f"Hello {name},\n\nThank you for your order {order.id}. We have taken your payment "
+            f"of {order.total} {order.currency} and are preparing:\n\n{_lines(order)}\n\n"
+            "Orion Shop\n")
+    return subject, body
+
+
+def _cancellation(order: Order, name: str) -> tuple[str, str]:
+    subject = f"Your Orion order {order.id} was cancelled"
+    why = _REASONS.get(order.cancel_reason, _REASONS[None])
+    body = (f"Hello {name},\n\nYour order {order.id} was cancelled because {why}. Any payment "
+            f"taken has been returned, and nothing was shipped.\n\n{_lines(order)}\n\nOrion Shop\n")
+    return subject, body
+
+
+_RENDERERS = {CONFIRMATION: _confirmation, CANCELLATION: _cancellation}

@@ -1,0 +1,66 @@
+"""What Orion needs from a payment provider.
+
+Every call carries the caller's idempotency key; a provider answers a repeated
+key with the first result and never charges twice (as Stripe's API does).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import lru_cache
+from typing import Protocol
+
+
+class ProviderError(Exception):
+    """A call the provider refused for good (not a decline): retrying will not help."""
+
+
+class TransientProviderError(Exception):
+    """The call may succeed if repeated with the same idempotency key."""
+
+
+class ProviderTimeout(TransientProviderError):
+    """No answer in time; the outcome is unknown until the key is replayed."""
+
+
+class ProviderUnavailable(TransientProviderError):
+    """The provider reported a processing error (HTTP 5xx)."""
+
+
+@dataclass(frozen=True)
+class ProviderResult:
+    """``approved`` or a decline; ``soft`` declines may succeed with another attempt."""
+
+    approved: bool
+    reference: str | None = None
+    decline_code: str | None = None
+    soft: bool = False
+
+    def to_dict(self) -> dict:
+        return {"approved": self.approved, "reference": self.reference,
+                "decline_code": self.decline_code, "soft": self.soft}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ProviderResult":
+        return cls(**data)
+
+
+class PaymentProvider(Protocol):
+    def authorize(self, key: str, order_ref: str, token: str, amount: Decimal,
+                  currency: str) -> ProviderResult: ...
+
+    def capture(self, key: str, authorization_ref: str, amount: Decimal) -> ProviderResult: ...
+
+    def void(self, key: str, authorization_ref: str) -> ProviderResult: ...
+
+    def refund(self, key: str, capture_ref: str, amount: Decimal) -> ProviderResult: ...
+
+
+@lru_cache(maxsize=1)
+def get_provider() -> PaymentProvider:
+    """The configured provider (only the sandbox is bundled)."""
+    from config import get_settings
+    from payments.sandbox import SandboxProvider
+
+    settings = get_settings()
+    return SandboxProvider(settings.sandbox_database_url, settings.payment_latency_ms)

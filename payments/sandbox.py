@@ -1,0 +1,155 @@
+"""The bundled payment sandbox: behaves by token like a provider's test mode (SPEC table).
+
+| token | behaviour |
+| tok_visa, tok_mastercard | authorized, then captured |
+| tok_chargeDeclined | hard decline ``card_declined`` |
+| tok_chargeDeclinedInsufficientFunds | soft decline ``insufficient_funds`` |
+| tok_flaky | the first two authorization calls for an order time out |
+| tok_processingError | every call fails transiently |
+
+It keeps its own records in its own database (``PAYMENT_SANDBOX_URL``), like a
+remote provider, so its call counts survive the caller's rolled-back
+transaction. Repeating an idempotency key returns the first result.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import JSON, Numeric, String, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from models.db import UTCDateTime, make_engine, utcnow
+from payments.provider import ProviderError, ProviderResult, ProviderTimeout, ProviderUnavailable
+
+APPROVING = frozenset({"tok_visa", "tok_mastercard", "tok_flaky"})
+FLAKY_TIMEOUTS = 2
+
+
+class SandboxBase(DeclarativeBase):
+    type_annotation_map = {Decimal: Numeric(12, 2), datetime: UTCDateTime()}
+
+
+class SandboxOperation(SandboxBase):
+    """A completed operation, keyed by the caller's idempotency key."""
+
+    __tablename__ = "sandbox_operations"
+
+    idempotency_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    operation: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str | None] = mapped_column(String(64), index=True)
+    token: Mapped[str | None] = mapped_column(String(64))
+    amount: Mapped[Decimal | None]
+    result: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SandboxCallCount(SandboxBase):
+    """Calls per (order, operation); drives ``tok_flaky``."""
+
+    __tablename__ = "sandbox_call_counts"
+
+    order_ref: Mapped[str] = mapped_column(String(64), primary_key=True)
+    operation: Mapped[str] = mapped_column(String(16), primary_key=True)
+    count: Mapped[int] = mapped_column(default=0)
+
+
+class SandboxProvider:
+    """A PaymentProvider backed by ``database_url``, answering after ``latency_ms``."""
+
+    def __init__(self, database_url: str, latency_ms: int = 0):
+        engine = make_engine(database_url)
+        SandboxBase.metadata.create_all(engine, checkfirst=True)
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._latency = latency_ms / 1000.0
+
+    def authorize(self, key: str, order_ref: str, token: str, amount: Decimal,
+                  currency: str) -> ProviderResult:
+        self._wait()
+        calls = self._count_call(order_ref, "authorize")
+        if token == "tok_processingError":
+            raise ProviderUnavailable("sandbox: processing error")
+        if token == "tok_flaky" and calls <= FLAKY_TIMEOUTS:
+            raise ProviderTimeout(f"sandbox: authorization call {calls} for {order_ref} timed out")
+        return self._once(key, "authorize", order_ref, token, amount,
+                          lambda: _authorization_outcome(token))
+
+    def capture(self, key: str, authorization_ref: str, amount: Decimal) -> ProviderResult:
+        return self._settle(key, "capture", authorization_ref, amount)
+
+    def void(self, key: str, authorization_ref: str) -> ProviderResult:
+        return self._settle(key, "void", authorization_ref, None)
+
+    def refund(self, key: str, capture_ref: str, amount: Decimal) -> ProviderResult:
+        return self._settle(key, "refund", capture_ref, amount)
+
+    def _settle(self, key: str, operation: str, target: str, amount: Decimal | None) -> ProviderResult:
+        """Capture, void or refund ``target``; each may happen once per target."""
+        self._wait()
+        with self._sessions.begin() as session:
+            token = self._token_of(session, target)
+        if token == "tok_processingError":
+            raise ProviderUnavailable(f"sandbox: processing error on {operation}")
+        return self._once(key, operation, target, token, amount,
+                          lambda: self._settlement_outcome(operation, target))
+
+    def _settlement_outcome(self, operation: str, target: str) -> ProviderResult:
+        with self._sessions.begin() as session:
+            done = session.scalar(select(SandboxOperation).where(
+                SandboxOperation.target == target, SandboxOperation.operation == operation))
+        if done is not None:
+            raise ProviderError(f"sandbox: {target} already has a {operation}")
+        return ProviderResult(True, reference=f"{operation[:2]}_{uuid.uuid4().hex[:16]}")
+
+    def _once(self, key, operation, target, token, amount, outcome) -> ProviderResult:
+        with self._sessions.begin() as session:
+            existing = session.get(SandboxOperation, key)
+            if existing is not None:
+                return ProviderResult.from_dict(existing.result)
+        result = outcome()
+        try:
+            with self._sessions.begin() as session:
+                session.add(SandboxOperation(idempotency_key=key, operation=operation, target=target,
+                                             token=token, amount=amount, result=result.to_dict()))
+        except IntegrityError:  # a concurrent call with the same key won
+            with self._sessions.begin() as session:
+                return ProviderResult.from_dict(session.get(SandboxOperation, key).result)
+        return result
+
+    def _token_of(self, session: Session, reference: str) -> str | None:
+        """The card token behind an authorization or capture reference."""
+        op = session.scalar(select(SandboxOperation).where(
+            SandboxOperation.operation.in_(("authorize", "capture")),
+            SandboxOperation.result["reference"].as_string() == reference))
+        if op is None:
+            raise ProviderError(f"sandbox: unknown reference {reference!r}")
+        return op.token if op.operation == "authorize" else self._token_of(session, op.target)
+
+    def _count_call(self, order_ref: str, operation: str) -> int:
+        for _ in range(3):
+            try:
+                with self._sessions.begin() as session:
+                    row = session.get(SandboxCallCount, (order_ref, operation), with_for_update=True)
+                    if row is None:
+                        row = SandboxCallCount(order_ref=order_ref, operation=operation, count=0)
+                        session.add(row)
+                    row.count += 1
+                    return row.count
+            except IntegrityError:
+                continue
+        raise ProviderUnavailable("sandbox: call counter contention")
+
+    def _wait(self) -> None:
+        if self._latency:
+            time.sleep(self._latency)
+
+
+def _authorization_outcome(token: str) -> ProviderResult:
+    if token in APPROVING:
+        return ProviderResult(True, reference=f"au_{uuid.uuid4().hex[:16]}")
+    if token == "tok_chargeDeclinedInsufficientFunds":
+        return ProviderResult(False, decline_code="insufficient_funds", soft=True)
+    return ProviderResult(False, decline_code="card_declined")

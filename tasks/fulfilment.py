@@ -1,0 +1,136 @@
+"""Fulfilment steps: the confirmation email and the shipment (run in parallel after
+the capture), the shipment's undo, and the cancellation email.
+
+An email is a row in the email outbox, unique per (order, template): claimed,
+sent over SMTP, then marked sent; a redelivered task finds it sent and stops.
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from celery import shared_task
+from sqlalchemy import select
+
+from mail import smtp, templates
+from models import EmailMessage, Order, Reservation, Shipment, User, unit_of_work, utcnow
+from models import order as lifecycle
+from models.catalog import CONSUMED, HELD, change_on_hand
+from models.fulfilment import EMAIL_SENDING, EMAIL_SENT, SHIPMENT_CANCELLED
+from tasks import journal
+from tasks.base import CompensationTask, Halt, SagaTask, StepNotReady
+
+CLAIM_TIMEOUT = timedelta(seconds=60)
+
+
+@shared_task(bind=True, base=SagaTask, name="saga.send_confirmation_email")
+def send_confirmation_email(self, order_id: str, run: int) -> dict:
+    """Email the customer that the order is confirmed (chord header; never halts the chord)."""
+    with unit_of_work() as session:
+        order = journal.lock_order(session, order_id)
+        if order.status not in (lifecycle.CONFIRMED, lifecycle.SHIPPED, lifecycle.COMPLETED):
+            return {"halted": True}
+    sent = _deliver(self, order_id, templates.CONFIRMATION, "send_confirmation_email")
+    return {"sent": sent}
+
+
+@shared_task(bind=True, base=CompensationTask, name="saga.send_cancellation_email")
+def send_cancellation_email(self, order_id: str) -> None:
+    """Tell the customer the order was cancelled or failed (after compensation)."""
+    with unit_of_work() as session:
+        order = journal.lock_order(session, order_id)
+        if order.status not in (lifecycle.CANCELLED, lifecycle.FAILED):
+            raise Halt()
+    _deliver(self, order_id, templates.CANCELLATION, "send_cancellation_email")
+
+
+def _deliver(task, order_id: str, template: str, step_name: str) -> bool:
+    """Claim, send and mark one email; returns False if it had been sent already."""
+    with unit_of_work() as session:
+        order = journal.lock_order(session, order_id)
+        message = _claim(session, order, template)
+        if message is None:
+            return False
+        step = journal.start_step(session, order, step_name, task.step_kind, task.attempt)
+    try:
+        smtp.send(message, order.correlation_id)
+    except smtp.TRANSIENT_SMTP_ERRORS:
+        with unit_of_work() as session:
+            session.get(EmailMessage, message.id).claimed_at = None
+        raise
+    with unit_of_work() as session:
+        order = journal.lock_order(session, order_id)
+        row = session.get(EmailMessage, message.id)
+        row.status, row.sent_at = EMAIL_SENT, utcnow()
+        step = journal.find_step(session, order, step_name)
+        journal.finish_step(session, order, step, "succeeded", f"{template} sent to {row.to_address}")
+    return True
+
+
+def _claim(session, order: Order, template: str) -> EmailMessage | None:
+    message = session.scalar(select(EmailMessage).where(EmailMessage.order_id == order.id,
+                                                        EmailMessage.template == template))
+    if message is None:
+        message = _render(session, order, template)
+    if message.status == EMAIL_SENT:
+        return None
+    if message.claimed_at is not None and utcnow() - message.claimed_at < CLAIM_TIMEOUT:
+        raise StepNotReady(f"{template} for {order.id} is being sent by another attempt")
+    message.status, message.claimed_at = EMAIL_SENDING, utcnow()
+    message.attempts += 1
+    session.flush()
+    return message
+
+
+def _render(session, order: Order, template: str) -> EmailMessage:
+    customer = session.get(User, order.customer_id)
+    subject, body = templates.render(template, order, customer.name)
+    message = EmailMessage(order_id=order.id, template=template, to_address=customer.email,
+                           subject=subject, body=body,
+                           message_id=f"<{order.id}.{template}@orion.example>", attempts=0)
+    session.add(message)
+    return message
+
+
+@shared_task(bind=True, base=SagaTask, name="saga.create_shipment")
+def create_shipment(self, order_id: str, run: int) -> dict:
+    """Hand the order to the carrier: reserved units leave stock (ledger: ``shipment``)."""
+    with unit_of_work() as session:
+        order = journal.lock_order(session, order_id)
+        try:
+            if not journal.should_run(order, run, lifecycle.CONFIRMED, Halt):
+                return {"shipped": True}
+        except Halt:
+            return {"halted": True}
+        shipment = Shipment(order_id=order.id, tracking_number=f"OR{uuid.uuid4().hex[:12].upper()}")
+        session.add(shipment)
+        for reservation in _reservations(session, order, HELD):
+            change_on_hand(session, reservation.sku, -reservation.quantity, "shipment",
+                           str(order.id), release_reserved=reservation.quantity)
+            reservation.status, reservation.closed_at = CONSUMED, utcnow()
+        order.transition_to(lifecycle.SHIPPED)
+        journal.complete_step(session, order, "create_shipment", self.step_kind, self.attempt,
+                              f"tracking {shipment.tracking_number}")
+    return {"shipped": True}
+
+
+@shared_task(bind=True, base=CompensationTask, name="saga.cancel_shipment")
+def cancel_shipment(self, order_id: str) -> None:
+    """Undo of create_shipment: recall the parcel and put its units back on hand."""
+    with unit_of_work() as session:
+        order = journal.lock_order(session, order_id)
+        if order.status != lifecycle.COMPENSATING:
+            raise Halt()
+        shipment = session.scalar(select(Shipment).where(Shipment.order_id == order.id))
+        if shipment is None or shipment.status == SHIPMENT_CANCELLED:
+            return
+        for reservation in _reservations(session, order, CONSUMED):
+            change_on_hand(session, reservation.sku, reservation.quantity, "shipment cancelled",
+                           str(order.id))
+        shipment.status, shipment.cancelled_at = SHIPMENT_CANCELLED, utcnow()
+        journal.complete_step(session, order, "cancel_shipment", self.step_kind, self.attempt)
+
+
+def _reservations(session, order: Order, status: str) -> list[Reservation]:
+    return list(session.scalars(select(Reservation).where(Reservation.order_id == order.id,
+                                                          Reservation.status == status)))

@@ -1,0 +1,91 @@
+"""The order saga, declared in one place: forward steps in order, each with its undo.
+
+    validate_order
+    reserve_stock (one per line, in parallel)  -> collect_reservations   undo: release_stock
+    authorize_payment                                                    undo: void_authorization
+    capture_payment (the pivot)                                          undo: refund_payment
+    send_confirmation_email | create_shipment  -> complete_order         undo: cancel_shipment
+
+Compensation runs the undos of every step that ran, in reverse, then
+``finish_compensation`` (the order ends ``cancelled`` or ``failed``) and the
+cancellation email.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from celery import Celery, chain, chord
+from celery.canvas import Signature
+
+
+@dataclass(frozen=True)
+class Step:
+    """A forward task and the task that undoes it (None when nothing can be undone)."""
+
+    task: str
+    undo: str | None = None
+
+    @property
+    def short_name(self) -> str:
+        return self.task.split(".", 1)[1]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Steps run together: one step, one step per order line, or parallel steps.
+
+    Several steps (or ``per_line``) make a chord whose ``join`` task receives
+    the header results.
+    """
+
+    steps: tuple[Step, ...]
+    per_line: bool = False
+    join: str | None = None
+
+
+ORDER_SAGA: tuple[Stage, ...] = (
+    Stage((Step("saga.validate_order"),)),
+    Stage((Step("saga.reserve_stock", undo="saga.release_stock"),),
+          per_line=True, join="saga.collect_reservations"),
+    Stage((Step("saga.authorize_payment", undo="saga.void_authorization"),)),
+    Stage((Step("saga.capture_payment", undo="saga.refund_payment"),)),  # the pivot
+    Stage((Step("saga.send_confirmation_email"),
+           Step("saga.create_shipment", undo="saga.cancel_shipment")),
+          join="saga.complete_order"),
+)
+COMPENSATION_EPILOGUE = ("saga.finish_compensation", "saga.send_cancellation_email")
+
+
+def forward_canvas(app: Celery, order_id: str, run: int, line_ids: Sequence[int],
+                   from_task: str | None = None) -> Signature:
+    """The forward saga for one order as a Celery canvas, optionally from ``from_task`` on."""
+    stages = list(ORDER_SAGA)
+    if from_task is not None:
+        start = next(i for i, s in enumerate(stages) if any(st.task == from_task for st in s.steps))
+        stages = stages[start:]
+    return chain(*(_stage_signature(app, stage, order_id, run, line_ids) for stage in stages))
+
+
+def _stage_signature(app: Celery, stage: Stage, order_id: str, run: int,
+                     line_ids: Sequence[int]) -> Signature:
+    if stage.join is None:
+        return app.signature(stage.steps[0].task, args=(order_id, run), immutable=True)
+    # Header results reach the join through the backend's chord support; only
+    # backends without native join (file://, db+) must store them for polling.
+    keep = not app.backend.supports_native_join
+    if stage.per_line:
+        header = [app.signature(stage.steps[0].task, args=(order_id, run, line_id), immutable=True,
+                                ignore_result=not keep) for line_id in line_ids]
+    else:
+        header = [app.signature(step.task, args=(order_id, run), immutable=True,
+                                ignore_result=not keep) for step in stage.steps]
+    return chord(header, app.signature(stage.join, args=(order_id, run)))
+
+
+def compensation_canvas(app: Celery, order_id: str, steps_that_ran: set[str]) -> Signature:
+    """Undo every step in ``steps_that_ran`` (short names), latest first, then finish."""
+    undos = [step.undo for stage in reversed(ORDER_SAGA) for step in reversed(stage.steps)
+             if step.undo and step.short_name in steps_that_ran]
+    names = undos + list(COMPENSATION_EPILOGUE)
+    return chain(*(app.signature(name, args=(order_id,), immutable=True) for name in names))
