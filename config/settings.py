@@ -180,3 +180,14 @@ def get_settings() -> Settings:
 def reset_settings() -> None:
     """Forget the cached settings (tests that change the environment call this)."""
     get_settings.cache_clear()
+
+
+def prepare_data_dir(settings: Settings) -> None:
+    """Create the embedded mode's folders (kombu's filesystem transport does not)."""
+    if not settings.embedded:
+        return
+    for key in ("data_folder_in", "control_folder", "processed_folder"):
+        if key in settings.broker_transport_options:
+            Path(settings.broker_transport_options[key]).mkdir(parents=True, exist_ok=True)
+    if settings.result_backend.startswith("file://"):
+        Path(settings.result_backend[len("file://"):]).mkdir(parents=True, exist_ok=True)

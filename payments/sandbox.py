@@ -10,6 +10,7 @@
 It keeps its own records in its own database (``PAYMENT_SANDBOX_URL``), like a
 remote provider, so its call counts survive the caller's rolled-back
 transaction. Repeating an idempotency key returns the first result.
+``PAYMENT_LATENCY_MS`` delays each answer after the operation is recorded.
 """
 from __future__ import annotations
 
@@ -68,14 +69,13 @@ class SandboxProvider:
 
     def authorize(self, key: str, order_ref: str, token: str, amount: Decimal,
                   currency: str) -> ProviderResult:
-        self._wait()
         calls = self._count_call(order_ref, "authorize")
         if token == "tok_processingError":
             raise ProviderUnavailable("sandbox: processing error")
         if token == "tok_flaky" and calls <= FLAKY_TIMEOUTS:
             raise ProviderTimeout(f"sandbox: authorization call {calls} for {order_ref} timed out")
-        return self._once(key, "authorize", order_ref, token, amount,
-                          lambda: _authorization_outcome(token))
+        return self._answer(self._once(key, "authorize", order_ref, token, amount,
+                                       lambda: _authorization_outcome(token)))
 
     def capture(self, key: str, authorization_ref: str, amount: Decimal) -> ProviderResult:
         return self._settle(key, "capture", authorization_ref, amount)
@@ -88,13 +88,12 @@ class SandboxProvider:
 
     def _settle(self, key: str, operation: str, target: str, amount: Decimal | None) -> ProviderResult:
         """Capture, void or refund ``target``; each may happen once per target."""
-        self._wait()
         with self._sessions.begin() as session:
             token = self._token_of(session, target)
         if token == "tok_processingError":
             raise ProviderUnavailable(f"sandbox: processing error on {operation}")
-        return self._once(key, operation, target, token, amount,
-                          lambda: self._settlement_outcome(operation, target))
+        return self._answer(self._once(key, operation, target, token, amount,
+                                       lambda: self._settlement_outcome(operation, target)))
 
     def _settlement_outcome(self, operation: str, target: str) -> ProviderResult:
         with self._sessions.begin() as session:
@@ -142,9 +141,13 @@ class SandboxProvider:
                 continue
         raise ProviderUnavailable("sandbox: call counter contention")
 
-    def _wait(self) -> None:
+    def _answer(self, result: ProviderResult) -> ProviderResult:
+        # The latency is the response's: the operation is already recorded, as
+        # at a real provider whose answer is slow, so a caller that dies while
+        # waiting must replay the key to learn the outcome.
         if self._latency:
             time.sleep(self._latency)
+        return result
 
 
 def _authorization_outcome(token: str) -> ProviderResult:

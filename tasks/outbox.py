@@ -40,6 +40,9 @@ def publish(ids: list[int]) -> int:
     Each row is locked while it is sent, so the sweeper and a request never
     send the same row at once. Raises a broker error if the broker is down.
     """
+    from worker import app
+    from worker.results import release_pending_results
+
     sent = 0
     for message_id in ids:
         with unit_of_work() as session:
@@ -53,6 +56,7 @@ def publish(ids: list[int]) -> int:
             _signature_for(session, row).apply_async(headers=row.headers or None)
             row.dispatched_at = utcnow()
             sent += 1
+    release_pending_results(app)
     return sent
 
 
@@ -62,7 +66,7 @@ def _signature_for(session: Session, row: OutboxMessage):
 
     order_id = row.payload["order_id"]
     if row.topic == SAGA_COMPENSATE:
-        return app.signature("saga.compensate", args=(order_id,))
+        return app.signature("saga.compensate", args=(order_id,), ignore_result=True)
     order = session.get(Order, uuid.UUID(order_id))
     line_ids = [line.id for line in order.lines]
     from_task = None

@@ -70,7 +70,7 @@ def forward_canvas(app: Celery, order_id: str, run: int, line_ids: Sequence[int]
 def _stage_signature(app: Celery, stage: Stage, order_id: str, run: int,
                      line_ids: Sequence[int]) -> Signature:
     if stage.join is None:
-        return app.signature(stage.steps[0].task, args=(order_id, run), immutable=True)
+        return _task(app, stage.steps[0].task, order_id, run)
     # Header results reach the join through the backend's chord support; only
     # backends without native join (file://, db+) must store them for polling.
     keep = not app.backend.supports_native_join
@@ -80,7 +80,7 @@ def _stage_signature(app: Celery, stage: Stage, order_id: str, run: int,
     else:
         header = [app.signature(step.task, args=(order_id, run), immutable=True,
                                 ignore_result=not keep) for step in stage.steps]
-    return chord(header, app.signature(stage.join, args=(order_id, run)))
+    return chord(header, app.signature(stage.join, args=(order_id, run), ignore_result=True))
 
 
 def compensation_canvas(app: Celery, order_id: str, steps_that_ran: set[str]) -> Signature:
@@ -88,4 +88,12 @@ def compensation_canvas(app: Celery, order_id: str, steps_that_ran: set[str]) ->
     undos = [step.undo for stage in reversed(ORDER_SAGA) for step in reversed(stage.steps)
              if step.undo and step.short_name in steps_that_ran]
     names = undos + list(COMPENSATION_EPILOGUE)
-    return chain(*(app.signature(name, args=(order_id,), immutable=True) for name in names))
+    return chain(*(_task(app, name, order_id) for name in names))
+
+
+def _task(app: Celery, name: str, *args) -> Signature:
+    # Signatures made by name are sent with send_task, which keeps results
+    # unless told not to, and with the Redis backend every kept result
+    # subscribes the producer to a channel nobody reads (connections were
+    # reset after ~6,000 orders). Only chord headers may keep theirs.
+    return app.signature(name, args=args, immutable=True, ignore_result=True)

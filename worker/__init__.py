@@ -5,8 +5,10 @@ in ``models`` and the saga in ``tasks``.
 """
 from celery import Celery
 
+from config import get_settings, prepare_data_dir
 from worker.signals import connect_signals
 
+prepare_data_dir(get_settings())
 app = Celery("orion")
 app.config_from_object("celeryconfig")
 app.conf.include = [

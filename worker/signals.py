@@ -1,8 +1,7 @@
 """Celery signal handlers: per-process database state."""
 from __future__ import annotations
 
-
-from celery.signals import worker_process_init
+from celery.signals import task_postrun, worker_process_init
 
 from models.db import dispose_engine
 
@@ -13,7 +12,14 @@ def _dispose_after_fork(**_kwargs) -> None:
     dispose_engine()
 
 
+def _release_results(sender=None, **_kwargs) -> None:
+    # A task that continued a chain into a chord registered its header results.
+    from worker.results import release_pending_results
+
+    if sender is not None:
+        release_pending_results(sender.app)
 
 
 def connect_signals() -> None:
     worker_process_init.connect(_dispose_after_fork, weak=False)
+    task_postrun.connect(_release_results, weak=False)

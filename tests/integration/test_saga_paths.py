@@ -1,0 +1,170 @@
+"""Each payment sandbox token's path through the saga, on a real worker."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from models import (EmailMessage, Inventory, InventoryLedger, OrderEvent, Payment, Reservation,
+                    SagaStep, unit_of_work)
+from services.ordering import Actor, pay_again
+from tests.support.factories import count, customer, eventually, place, product, wait_for
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+FORWARD = ["validate_order", "reserve_stock:1", "reserve_stock:2", "collect_reservations",
+           "authorize_payment", "capture_payment", "send_confirmation_email", "create_shipment",
+           "complete_order"]
+
+
+def steps(order_id) -> list[SagaStep]:
+    with unit_of_work() as session:
+        return list(session.scalars(select(SagaStep).where(SagaStep.order_id == order_id)
+                                    .order_by(SagaStep.id)))
+
+
+def events(order_id) -> list[OrderEvent]:
+    with unit_of_work() as session:
+        return list(session.scalars(select(OrderEvent).where(OrderEvent.order_id == order_id)
+                                    .order_by(OrderEvent.seq)))
+
+
+def payments(order_id, kind: str) -> list[Payment]:
+    with unit_of_work() as session:
+        return list(session.scalars(select(Payment).where(Payment.order_id == order_id,
+                                                          Payment.kind == kind)))
+
+
+def stock(sku: str) -> tuple[int, int]:
+    with unit_of_work() as session:
+        inv = session.get(Inventory, sku)
+        return inv.on_hand, inv.reserved
+
+
+def names(order_id) -> list[str]:
+    return [s.name if not s.name.startswith("reserve_stock") else ":".join(s.name.split(":")[:2])
+            for s in steps(order_id)]
+
+
+@pytest.mark.parametrize("token", ["tok_visa", "tok_mastercard"])
+def test_approving_card_completes_and_ships(token, uid, inbox):
+    user, sku = customer(uid), product(uid, on_hand=10)
+    order_id = place(user, [(sku, 2), (sku, 1)], token)
+    order = wait_for(order_id)
+    assert order.status == "completed" and order.cancel_reason is None
+    assert sorted(names(order_id)) == sorted(FORWARD)
+    assert all(s.status == "succeeded" for s in steps(order_id))
+    assert len(payments(order_id, "capture")) == 1
+    assert stock(sku) == (7, 0)
+    assert count(InventoryLedger, InventoryLedger.sku == sku, InventoryLedger.reason == "shipment") == 2
+    [mail] = eventually(lambda: inbox.to(user.email))
+    assert str(order_id) in mail["Subject"] and "confirmed" in mail["Subject"]
+    seqs = [e.seq for e in events(order_id)]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_hard_decline_compensates_and_cancels(uid, inbox):
+    user, sku = customer(uid), product(uid, on_hand=10)
+    order_id = place(user, [(sku, 4), (sku, 1)], "tok_chargeDeclined")
+    order = wait_for(order_id)
+    assert (order.status, order.cancel_reason) == ("cancelled", "payment_declined")
+    [mail] = eventually(lambda: inbox.to(user.email))
+    timeline = names(order_id)
+    assert timeline.index("authorize_payment") < timeline.index("release_stock")
+    assert timeline[-2:] == ["finish_compensation", "send_cancellation_email"]
+    assert payments(order_id, "capture") == []
+    assert stock(sku) == (10, 0)
+    assert count(Reservation, Reservation.order_id == order_id, Reservation.status == "held") == 0
+    assert "cancelled" in mail["Subject"] and "declined" in mail.get_content()
+
+
+def test_soft_decline_waits_for_payment_then_completes(uid, inbox):
+    user, sku = customer(uid), product(uid, on_hand=10)
+    order_id = place(user, [(sku, 3)], "tok_chargeDeclinedInsufficientFunds")
+    order = wait_for(order_id, ("awaiting_payment",) + ("completed", "cancelled", "failed"))
+    assert order.status == "awaiting_payment"
+    assert stock(sku) == (10, 3)  # the stock stays held while the customer pays again
+    pay_again(order_id, Actor(user.id, "customer"), "tok_visa")
+    assert wait_for(order_id).status == "completed"
+    assert [p.status for p in payments(order_id, "authorization")] == ["declined", "succeeded"]
+    assert len(payments(order_id, "capture")) == 1
+    assert stock(sku) == (7, 0)
+
+
+def test_flaky_provider_is_cured_by_retries_with_countdown(uid):
+    user, sku = customer(uid), product(uid, on_hand=10)
+    order_id = place(user, [(sku, 1)], "tok_flaky")
+    assert wait_for(order_id).status == "completed"
+    [auth] = [s for s in steps(order_id) if s.name == "authorize_payment"]
+    assert (auth.status, auth.attempt) == ("succeeded", 3)
+    trail = [e for e in events(order_id) if e.step == "authorize_payment"]
+    assert [(e.step_status, e.attempt) for e in trail] == [
+        ("retrying", 1), ("retrying", 2), ("succeeded", 3)]
+    # Each retry was published with a countdown (equal jitter: at least half the
+    # backoff, 0.5 s then 1 s) and still arrived.
+    gaps = [(b.at - a.at).total_seconds() for a, b in zip(trail, trail[1:])]
+    assert gaps[0] >= 0.5 and gaps[1] >= 1.0
+    assert len(payments(order_id, "authorization")) == 1
+
+
+def test_processing_error_exhausts_retries_and_fails(uid, inbox):
+    user, sku = customer(uid), product(uid, on_hand=10)
+    order_id = place(user, [(sku, 2)], "tok_processingError")
+    order = wait_for(order_id)
+    assert (order.status, order.cancel_reason) == ("failed", None)
+    assert "ProviderUnavailable" in order.failure
+    [auth] = [s for s in steps(order_id) if s.name == "authorize_payment"]
+    assert (auth.status, auth.attempt) == ("failed", 4)  # 1 + SAGA_STEP_MAX_RETRIES=3
+    assert stock(sku) == (10, 0)
+    assert payments(order_id, "authorization") == [] and payments(order_id, "capture") == []
+    assert len(eventually(lambda: inbox.to(user.email))) == 1
+
+
+def test_short_stock_cancels_out_of_stock_and_releases_what_was_held(uid):
+    user = customer(uid)
+    plenty, scarce = product(uid, on_hand=50, suffix="a"), product(uid, on_hand=1, suffix="b")
+    order_id = place(user, [(plenty, 5), (scarce, 2)])
+    order = wait_for(order_id)
+    assert (order.status, order.cancel_reason) == ("cancelled", "out_of_stock")
+    assert stock(plenty) == (50, 0) and stock(scarce) == (1, 0)
+    failed = [s for s in steps(order_id) if s.status == "failed"]
+    assert {s.name.split(":")[0] for s in failed} == {"reserve_stock", "collect_reservations"}
+
+
+def test_orders_racing_for_the_last_units_never_oversell(uid):
+    sku = product(uid, on_hand=5)
+    buyers = [customer(f"{uid}{i}") for i in range(8)]
+    order_ids = [place(buyer, [(sku, 2)]) for buyer in buyers]
+    outcomes = [wait_for(order_id) for order_id in order_ids]
+    completed = [o for o in outcomes if o.status == "completed"]
+    assert len(completed) == 2  # 5 units, 2 per order
+    assert all(o.cancel_reason == "out_of_stock" for o in outcomes if o.status != "completed")
+    assert stock(sku) == (1, 0)
+
+
+def test_ledger_explains_every_unit(uid):
+    user, sku = customer(uid), product(uid, on_hand=6)
+    wait_for(place(user, [(sku, 2)]))
+    with unit_of_work() as session:
+        moves = session.scalars(select(InventoryLedger.delta).where(InventoryLedger.sku == sku)).all()
+    assert sum(moves) == -2 and stock(sku)[0] == 4
+
+
+def test_one_confirmation_email_per_order(uid):
+    user, sku = customer(uid), product(uid, on_hand=6)
+    order_id = wait_for(place(user, [(sku, 1)])).id
+    assert count(EmailMessage, EmailMessage.order_id == order_id) == 1
+
+
+def test_sagas_leave_no_result_channel_subscribed(uid):
+    """Chords made the producer and the worker SUBSCRIBE to result channels that
+    nobody reads (celery#3812); after a saga, neither holds any."""
+    import redis
+
+    from config import get_settings
+
+    user, sku = customer(uid), product(uid, on_hand=10)
+    order_ids = [place(user, [(sku, 1), (sku, 1)]) for _ in range(3)]
+    for order_id in order_ids:
+        wait_for(order_id)
+    client = redis.Redis.from_url(get_settings().result_backend)
+    assert eventually(lambda: client.pubsub_channels("celery-task-meta-*") == [], timeout=5)

@@ -1,0 +1,107 @@
+"""Real Orion processes for tests: a Celery worker and a local SMTP server."""
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from email.message import Message
+from pathlib import Path
+from typing import Iterator
+
+from aiosmtpd.controller import Controller
+
+REPO = Path(__file__).resolve().parents[2]
+ALL_QUEUES = "orion.saga,orion.fulfilment,orion.notify"
+ARTIFACTS = REPO / "artifacts"
+
+
+@contextmanager
+def celery_worker(env: dict[str, str] | None = None, queues: str = ALL_QUEUES,
+                  concurrency: int = 2, purge: bool = True) -> Iterator[subprocess.Popen]:
+    """``celery -A worker worker`` as a user starts it, with ``env`` over the test environment.
+
+    Queues are purged first so leftovers of earlier tests are not consumed.
+    The log goes to ``artifacts/worker-<name>.log``.
+    """
+    if purge:
+        subprocess.run([sys.executable, "-m", "celery", "-A", "worker", "purge", "-f",
+                        "-Q", ALL_QUEUES], cwd=REPO, check=True, capture_output=True)
+    name = f"test-{uuid.uuid4().hex[:6]}"
+    ARTIFACTS.mkdir(exist_ok=True)
+    log_path = ARTIFACTS / f"worker-{name}.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "worker", "worker", "-l", "info",
+         "-c", str(concurrency), "-Q", queues, "-n", f"{name}@%h",
+         "--without-gossip", "--without-mingle"],
+        cwd=REPO, env={**os.environ, **(env or {})},
+        stdout=log_path.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_ready(proc, log_path)
+        proc.log_path = log_path
+        yield proc
+    finally:
+        stop(proc)
+
+
+def _wait_ready(proc: subprocess.Popen, log_path: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited with {proc.returncode}; see {log_path}")
+        if b" ready." in log_path.read_bytes():
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"worker not ready after {timeout}s; see {log_path}")
+
+
+def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def pool_children(proc: subprocess.Popen) -> list[int]:
+    """PIDs of a prefork worker's pool processes."""
+    import psutil
+
+    return [child.pid for child in psutil.Process(proc.pid).children(recursive=False)]
+
+
+class Inbox:
+    """What a real SMTP server (aiosmtpd) received, thread-safe."""
+
+    def __init__(self) -> None:
+        self._messages: list[Message] = []
+        self._lock = threading.Lock()
+
+    async def handle_DATA(self, server, session, envelope):
+        with self._lock:
+            raw = envelope.original_content or envelope.content
+            self._messages.append(email.message_from_bytes(raw, policy=email.policy.default))
+        return "250 OK"
+
+    def to(self, address: str) -> list[Message]:
+        with self._lock:
+            return [m for m in self._messages if m["To"] == address]
+
+
+@contextmanager
+def smtp_server(port: int) -> Iterator[Inbox]:
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield inbox
+    finally:
+        controller.stop()

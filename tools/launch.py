@@ -1,0 +1,127 @@
+"""Start the whole platform: SMTP sink, web, worker, beat and Flower, in the
+foreground, until Ctrl-C (or until one of them dies, which stops the rest).
+
+``python -m tools.launch [--no-flower] [--no-smtp-sink] [--no-beat] [--no-catalog]``
+(``./run.sh`` calls it). The mode comes from ``ORION_MODE``: ``embedded`` by
+default, needing no servers.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from config import get_settings, prepare_data_dir
+from config.settings import REPO_ROOT, Settings
+
+
+def clear_stale_bindings(settings: Settings) -> None:
+    """kombu's filesystem transport leaves one binding file per exited process
+    under ``control_folder``; fanout messages would be written for each forever."""
+    folder = settings.broker_transport_options.get("control_folder")
+    if folder and Path(folder).exists():
+        shutil.rmtree(folder)
+        Path(folder).mkdir(parents=True)
+
+
+def commands(settings: Settings, args: argparse.Namespace) -> dict[str, list[str]]:
+    py, celery = sys.executable, [sys.executable, "-m", "celery", "-A", "worker"]
+    queues = "orion.saga,orion.fulfilment,orion.notify"
+    procs = {
+        "worker": celery + ["worker", "-l", "info", "-c", str(settings.worker_concurrency),
+                            "-Q", queues, "-n", "orion@%h"],
+        "web": [py, "-m", "gunicorn", "-k", "gthread", "-w", "1", "--threads", "16",
+                "-b", f"{settings.web_host}:{settings.web_port}", "--access-logfile", "-",
+                "web:create_app()"],
+    }
+    if not args.no_smtp_sink:
+        procs["smtp"] = [py, "-m", "tools.smtp_sink"]
+    if not args.no_beat:
+        procs["beat"] = celery + ["beat", "-l", "info",
+                                  "-s", str(settings.data_dir / "celerybeat-schedule")]
+    if not args.no_flower:
+        procs["flower"] = celery + ["flower", f"--port={settings.flower_port}",
+                                    f"--address={settings.web_host}",
+                                    f"--db={settings.data_dir / 'flower.db'}", "--persistent=True"]
+    return procs
+
+
+def prepare(settings: Settings, args: argparse.Namespace) -> None:
+    from tools.dbsetup import ensure_database, upgrade
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(settings)
+    clear_stale_bindings(settings)
+    ensure_database(settings.database_url)
+    upgrade(settings.database_url)
+    if not args.no_catalog and _catalog_empty():
+        subprocess.run([sys.executable, "-m", "tools.catalog"], cwd=REPO_ROOT, check=True)
+
+
+def _catalog_empty() -> bool:
+    from sqlalchemy import func, select
+
+    from models import Product, unit_of_work
+
+    with unit_of_work() as session:
+        return session.scalar(select(func.count()).select_from(Product)) == 0
+
+
+def banner(settings: Settings, names: list[str]) -> str:
+    base = f"http://{settings.web_host}:{settings.web_port}"
+    lines = [f"Orion is up ({settings.mode} mode): {', '.join(names)}",
+             f"  API        {base}/api/v1   (OpenAPI: {base}/api/v1/openapi.json)",
+             f"  health     {base}/healthz  {base}/readyz"]
+    if "flower" in names:
+        lines.append(f"  Flower     http://{settings.web_host}:{settings.flower_port}")
+    if "smtp" in names:
+        lines.append(f"  emails     {settings.data_dir / 'mail'} (SMTP sink on port {settings.smtp_port})")
+    lines.append(f"  data       {settings.data_dir}")
+    lines.append("  replay     .venv/bin/python -m tools.replay --limit 2000   (in another terminal)")
+    lines.append("Ctrl-C stops everything.")
+    return "\n".join(lines)
+
+
+def supervise(procs: dict[str, list[str]], settings: Settings) -> int:
+    running = {name: subprocess.Popen(cmd, cwd=REPO_ROOT) for name, cmd in procs.items()}
+    print(banner(settings, list(running)), flush=True)
+    stop = {"now": False}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.update(now=True))
+    code = 0
+    while not stop["now"]:
+        dead = [(n, p.returncode) for n, p in running.items() if p.poll() is not None]
+        if dead:
+            print(f"launcher: {dead[0][0]} exited with {dead[0][1]}; stopping the rest", flush=True)
+            code = 1
+            break
+        time.sleep(0.5)
+    for proc in running.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in running.values():
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for flag in ("--no-flower", "--no-smtp-sink", "--no-beat", "--no-catalog"):
+        parser.add_argument(flag, action="store_true")
+    args = parser.parse_args(argv)
+    os.chdir(REPO_ROOT)
+    settings = get_settings()
+    prepare(settings, args)
+    return supervise(commands(settings, args), settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
