@@ -78,9 +78,11 @@ def _signature_for(session: Session, row: OutboxMessage):
 
 
 @shared_task(name="outbox.republish_unsent", ignore_result=True)
-def republish_unsent(batch: int = 500) -> int:
-    """Beat job: publish rows older than ``OUTBOX_STALE_SECONDS`` still unsent."""
-    cutoff = utcnow() - timedelta(seconds=get_settings().outbox_stale_s)
+def republish_unsent(batch: int = 500, older_than: float | None = None) -> int:
+    """Beat job: publish rows still unsent after ``older_than`` seconds
+    (default ``OUTBOX_STALE_SECONDS``); returns how many were sent."""
+    age = get_settings().outbox_stale_s if older_than is None else older_than
+    cutoff = utcnow() - timedelta(seconds=age)
     with unit_of_work() as session:
         ids = list(session.scalars(select(OutboxMessage.id)
                                    .where(OutboxMessage.dispatched_at.is_(None),

@@ -168,3 +168,97 @@ def test_sagas_leave_no_result_channel_subscribed(uid):
         wait_for(order_id)
     client = redis.Redis.from_url(get_settings().result_backend)
     assert eventually(lambda: client.pubsub_channels("celery-task-meta-*") == [], timeout=5)
+
+
+def _republish(order_id) -> None:
+    from models.outbox import SAGA_START, enqueue
+    from tasks.outbox import publish_after_commit
+
+    with unit_of_work() as session:
+        enqueue(session, SAGA_START, {"order_id": str(order_id)})
+        messages = session.info["outbox"]
+    publish_after_commit(messages)
+
+
+def _effects(order_id, sku) -> tuple:
+    from models import OrderEvent, Shipment
+
+    return (kinds_of(order_id), count(EmailMessage, EmailMessage.order_id == order_id),
+            count(Shipment, Shipment.order_id == order_id),
+            count(Reservation, Reservation.order_id == order_id),
+            count(InventoryLedger, InventoryLedger.sku == sku), stock(sku),
+            count(OrderEvent, OrderEvent.order_id == order_id))
+
+
+def kinds_of(order_id) -> list[str]:
+    with unit_of_work() as session:
+        return sorted(session.scalars(select(Payment.kind).where(Payment.order_id == order_id)))
+
+
+def test_replayed_saga_start_repeats_no_effect(uid):
+    user, sku = customer(uid), product(uid, on_hand=10)
+    order_id = place(user, [(sku, 2), (sku, 1)])
+    assert wait_for(order_id).status == "completed"
+    before = _effects(order_id, sku)
+    _republish(order_id)  # as the outbox sweeper would after a crash
+    _republish(order_id)
+    eventually(lambda: _queues_idle(), timeout=30)
+    assert _effects(order_id, sku) == before
+
+
+def test_concurrent_duplicate_saga_has_each_effect_once(uid, inbox):
+    user, sku = customer(uid), product(uid, on_hand=10)
+    order_id = place(user, [(sku, 2), (sku, 1)])
+    _republish(order_id)  # a second copy of the whole saga races the first
+    assert wait_for(order_id).status == "completed"
+    eventually(lambda: _queues_idle(), timeout=30)
+    assert kinds_of(order_id) == ["authorization", "capture"]
+    assert stock(sku) == (7, 0)
+    assert count(Reservation, Reservation.order_id == order_id) == 2
+    assert len(eventually(lambda: inbox.to(user.email))) == 1
+
+
+def _queues_idle() -> bool:
+    from worker import app
+
+    with app.connection_for_read() as conn:
+        channel = conn.default_channel
+        depth = sum(channel.queue_declare(q, passive=True).message_count
+                    for q in ("orion.saga", "orion.fulfilment", "orion.notify"))
+    active = app.control.inspect(timeout=1).active() or {}
+    return depth == 0 and not any(active.values())
+
+
+def test_outbox_sweeper_publishes_what_a_crash_left_unsent(uid):
+    from models import Order
+    from models.outbox import SAGA_START, OutboxMessage, enqueue
+    from services.ordering import _new_order, request_fingerprint
+    from tasks.outbox import republish_unsent
+    from tests.support.factories import order_body
+
+    user, sku = customer(uid), product(uid, on_hand=10)
+    body = order_body([(sku, 1)])
+    with unit_of_work() as session:  # committed, then the process "died" before publishing
+        order = _new_order(session, user.id, body, None, request_fingerprint(body), None)
+        enqueue(session, SAGA_START, {"order_id": str(order.id)})
+    assert count(OutboxMessage, OutboxMessage.dispatched_at.is_(None),
+                 OutboxMessage.payload["order_id"].as_string() == str(order.id)) == 1
+    assert republish_unsent(older_than=0) >= 1
+    assert wait_for(order.id).status == "completed"
+
+
+def test_same_idempotency_key_same_order_nothing_new(uid):
+    from models import Order
+    from models.outbox import OutboxMessage
+    from services.errors import Conflict
+
+    user, sku = customer(uid), product(uid, on_hand=10)
+    first = place(user, [(sku, 1)], key=f"key-{uid}")
+    wait_for(first)
+    again = place(user, [(sku, 1)], key=f"key-{uid}")
+    assert again == first
+    assert count(Order, Order.customer_id == user.id) == 1
+    assert count(OutboxMessage, OutboxMessage.payload["order_id"].as_string() == str(first)) == 1
+    with pytest.raises(Conflict):
+        place(user, [(sku, 2)], key=f"key-{uid}")
+    assert stock(sku) == (9, 0)

@@ -5,6 +5,7 @@ import email
 import email.policy
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -45,6 +46,7 @@ def celery_worker(env: dict[str, str] | None = None, queues: str = ALL_QUEUES,
     try:
         _wait_ready(proc, log_path)
         proc.log_path = log_path
+        proc.node_name = f"{name}@{socket.gethostname()}"
         yield proc
     finally:
         stop(proc)
