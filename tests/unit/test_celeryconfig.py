@@ -1,0 +1,45 @@
+"""The Celery settings that SPEC's guarantees depend on."""
+import celeryconfig
+from config import Settings
+
+
+def test_delivery_guarantees():
+    assert celeryconfig.task_acks_late is True
+    assert celeryconfig.task_reject_on_worker_lost is True
+    assert celeryconfig.worker_prefetch_multiplier == 1
+    assert celeryconfig.accept_content == ["json"] and celeryconfig.task_serializer == "json"
+    assert celeryconfig.task_time_limit > celeryconfig.task_soft_time_limit > 0
+    assert celeryconfig.task_default_queue_type == "classic"
+
+
+def test_services_mode_confirms_publishes():
+    settings = Settings.from_env({"ORION_MODE": "services"})
+    assert settings.broker_url.startswith("amqp://")
+    assert settings.broker_transport_options == {"confirm_publish": True}
+
+
+def test_embedded_mode_shares_one_folder_for_in_and_out(tmp_path):
+    settings = Settings.from_env({"ORION_DATA_DIR": str(tmp_path)})
+    options = settings.broker_transport_options
+    assert settings.broker_url == "filesystem://"
+    assert options["data_folder_in"] == options["data_folder_out"]
+    assert options["control_folder"] != options["data_folder_in"]
+    assert settings.database_url == f"sqlite:///{tmp_path / 'orion.db'}"
+
+
+def test_bad_number_names_the_variable():
+    import pytest
+
+    from config import ConfigError
+
+    with pytest.raises(ConfigError, match="WEB_PORT"):
+        Settings.from_env({"WEB_PORT": "eighty"})
+
+
+def test_production_refuses_to_start_without_a_secret():
+    import pytest
+
+    from config import ConfigError
+
+    with pytest.raises(ConfigError, match="JWT_SECRET_KEY"):
+        Settings.from_env({"ORION_ENV": "production"})
