@@ -62,7 +62,6 @@ class Settings:
     sandbox_database_url: str
     step_max_retries: int
     retry_backoff_max_s: int
-    payment_window_s: int
     reservation_hold_s: int
     outbox_sweep_s: float
     outbox_stale_s: float
@@ -120,7 +119,6 @@ class Settings:
             sandbox_database_url=sandbox_url,
             step_max_retries=_int(env, "SAGA_STEP_MAX_RETRIES", 5),
             retry_backoff_max_s=_int(env, "SAGA_RETRY_BACKOFF_MAX", 30),
-            payment_window_s=_int(env, "PAYMENT_WINDOW_SECONDS", 3 * 86400),
             reservation_hold_s=_int(env, "RESERVATION_HOLD_SECONDS", 3 * 86400 + 3600),
             outbox_sweep_s=_float(env, "OUTBOX_SWEEP_SECONDS", 10.0),
             outbox_stale_s=_float(env, "OUTBOX_STALE_SECONDS", 5.0),

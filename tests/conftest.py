@@ -22,7 +22,7 @@ os.environ.setdefault("PAYMENT_LATENCY_MS", "0")
 os.environ.setdefault("SMTP_PORT", "8026")
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def database():
     """Create and migrate the test database once per session."""
     from tools.dbsetup import ensure_database, upgrade

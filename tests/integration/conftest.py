@@ -11,6 +11,11 @@ from tests.support.processes import celery_worker, smtp_server
 FAST_RETRIES = {"SAGA_STEP_MAX_RETRIES": "3", "SAGA_RETRY_BACKOFF_MAX": "2"}
 
 
+@pytest.fixture(autouse=True)
+def _migrated(database):
+    """Every integration test runs against the migrated test database."""
+
+
 @pytest.fixture(scope="session")
 def inbox():
     with smtp_server(int(os.environ["SMTP_PORT"])) as received:
