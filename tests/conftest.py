@@ -1,8 +1,8 @@
 """Test settings: services mode on the machine's real PostgreSQL, RabbitMQ and Redis.
 
-The database ``orion_test`` (override with ``ORION_TEST_DATABASE_URL``) is created
-if missing and migrated to head once per session; tests use unique ids instead
-of truncating tables.
+The database ``orion_test`` (override with ``ORION_TEST_DATABASE_URL``) is made
+afresh and migrated to head once per session; within a session tests use
+unique ids instead of truncating tables.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def database():
     """Create and migrate the test database once per session."""
     from tools.dbsetup import ensure_database, upgrade
 
-    ensure_database(TEST_DB)
+    ensure_database(TEST_DB, fresh=True)
     upgrade(TEST_DB)
     yield TEST_DB
 

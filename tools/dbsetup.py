@@ -11,8 +11,9 @@ from sqlalchemy.engine import make_url
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def ensure_database(url: str) -> None:
-    """Create the PostgreSQL database named in ``url`` if it does not exist.
+def ensure_database(url: str, fresh: bool = False) -> None:
+    """Create the PostgreSQL database named in ``url`` if it does not exist
+    (``fresh``: drop it first, closing its connections).
 
     SQLite creates its file on first connect; only its folder is made here.
     """
@@ -23,6 +24,8 @@ def ensure_database(url: str) -> None:
         return
     admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
+        if fresh:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
         exists = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"),
                              {"n": parsed.database})
         if not exists:

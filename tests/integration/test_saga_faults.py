@@ -23,6 +23,10 @@ LATENCY_MS = 2500
 
 @pytest.fixture(scope="module")
 def slow_worker(inbox):
+    from models import get_engine
+    from payments.sandbox import SandboxBase
+
+    SandboxBase.metadata.create_all(get_engine())  # the tests read the provider's records
     env = {"PAYMENT_LATENCY_MS": str(LATENCY_MS), "SAGA_RETRY_BACKOFF_MAX": "2"}
     with celery_worker(env, queues="orion.saga,orion.notify") as proc:
         yield proc

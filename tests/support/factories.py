@@ -8,6 +8,7 @@ from decimal import Decimal
 from sqlalchemy import func, select
 
 from models import Inventory, Order, Product, User, unit_of_work
+from models.catalog import change_on_hand
 from services.ordering import place_order
 
 FINAL = ("completed", "cancelled", "failed")
@@ -29,7 +30,9 @@ def product(uid: str, on_hand: int, price: str = "2.55", suffix: str = "") -> st
     with unit_of_work() as session:
         session.add(Product(sku=sku, name=f"Test product {sku}", unit_price=Decimal(price)))
         session.flush()
-        session.add(Inventory(sku=sku, on_hand=on_hand, reorder_point=0, reorder_quantity=0))
+        session.add(Inventory(sku=sku, on_hand=0, reorder_point=0, reorder_quantity=0))
+        session.flush()
+        change_on_hand(session, sku, on_hand, "initial stock", "test")
     return sku
 
 

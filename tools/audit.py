@@ -1,0 +1,82 @@
+"""Check SPEC's guarantees over the whole database and report every violation.
+
+``python -m tools.audit [--database-url URL] [--json]``; exit 1 if anything is off.
+
+- guarantee 3, per SKU: ``on_hand >= 0``, ``reserved >= 0``, ``reserved`` equals
+  the sum of held reservations, and ``on_hand`` equals the sum of its ledger rows;
+- guarantee 2: no order has two captures or two refunds, and no refund lacks a capture;
+- guarantee 4 (emails): no order has two emails of one template.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+CHECKS = {
+    "negative_stock": "SELECT sku, on_hand, reserved FROM inventory WHERE on_hand < 0 OR reserved < 0",
+    "reserved_mismatch": """
+        SELECT i.sku, i.reserved, COALESCE(SUM(r.quantity), 0) AS held
+        FROM inventory i LEFT JOIN reservations r ON r.sku = i.sku AND r.status = 'held'
+        GROUP BY i.sku, i.reserved HAVING i.reserved <> COALESCE(SUM(r.quantity), 0)""",
+    "unexplained_on_hand": """
+        SELECT i.sku, i.on_hand, COALESCE(SUM(l.delta), 0) AS ledger
+        FROM inventory i LEFT JOIN inventory_ledger l ON l.sku = i.sku
+        GROUP BY i.sku, i.on_hand HAVING i.on_hand <> COALESCE(SUM(l.delta), 0)""",
+    "double_capture_or_refund": """
+        SELECT order_id, kind, COUNT(*) AS n FROM payments
+        WHERE kind IN ('capture', 'refund') AND status = 'succeeded'
+        GROUP BY order_id, kind HAVING COUNT(*) > 1""",
+    "refund_without_capture": """
+        SELECT r.order_id FROM payments r WHERE r.kind = 'refund' AND NOT EXISTS (
+          SELECT 1 FROM payments c WHERE c.order_id = r.order_id AND c.kind = 'capture'
+          AND c.status = 'succeeded')""",
+    "duplicate_email": """
+        SELECT order_id, template, COUNT(*) AS n FROM email_outbox
+        GROUP BY order_id, template HAVING COUNT(*) > 1""",
+}
+TOTALS = {
+    "skus": "SELECT COUNT(*) FROM inventory",
+    "orders": "SELECT COUNT(*) FROM orders",
+    "captures": "SELECT COUNT(*) FROM payments WHERE kind = 'capture' AND status = 'succeeded'",
+    "confirmation_emails_sent": "SELECT COUNT(*) FROM email_outbox WHERE template = "
+                                "'order_confirmation' AND status = 'sent'",
+}
+
+
+def audit(session: Session) -> dict:
+    """``{"violations": {check: [rows]}, "totals": {...}}``; empty lists mean all is well."""
+    violations = {name: [dict(row._mapping) for row in session.execute(text(sql))]
+                  for name, sql in CHECKS.items()}
+    totals = {name: session.scalar(text(sql)) for name, sql in TOTALS.items()}
+    return {"violations": violations, "totals": totals}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    from sqlalchemy.orm import sessionmaker
+
+    from config import get_settings
+    from models.db import make_engine
+
+    engine = make_engine(args.database_url or get_settings().database_url)
+    with sessionmaker(engine).begin() as session:
+        report = audit(session)
+    bad = {k: v for k, v in report["violations"].items() if v}
+    if args.json:
+        print(json.dumps(report, default=str, indent=2))
+    else:
+        print("totals: " + ", ".join(f"{k}={v}" for k, v in report["totals"].items()))
+        for name, rows in report["violations"].items():
+            print(f"{'FAIL' if rows else 'ok  '} {name}" + (f": {rows[:5]}" if rows else ""))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
