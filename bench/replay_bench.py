@@ -1,0 +1,105 @@
+"""Replay real invoices through a freshly started platform and report its figures.
+
+    python -m bench.replay_bench --mode embedded --limit 2000 --concurrency 8
+    python -m bench.replay_bench --mode services --limit 2000 --concurrency 8
+
+Starts ``tools.launch`` (web, worker, beat, SMTP sink; no Flower) on a fresh data
+dir (embedded) or a fresh ``orion_bench`` database (services), waits for
+``/readyz``, runs ``tools.replay``, then ``tools.audit``, stops the platform and
+writes ``bench/results/replay-<mode>-<limit>.json`` with the replay summary, the
+audit and the machine's CPU count.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def environment(mode: str, data_dir: Path, port: int) -> dict[str, str]:
+    env = {**os.environ, "ORION_MODE": mode, "ORION_DATA_DIR": str(data_dir),
+           "WEB_PORT": str(port), "SMTP_PORT": str(port + 25)}
+    if mode == "services":
+        env.update(DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:5432/orion_bench",
+                   RESULT_BACKEND="redis://127.0.0.1:6379/4", REDIS_URL="redis://127.0.0.1:6379/4")
+    for name in ("DATABASE_URL", "RESULT_BACKEND", "REDIS_URL", "BROKER_URL", "PAYMENT_SANDBOX_URL"):
+        if mode == "embedded":
+            env.pop(name, None)
+    return env
+
+
+def fresh_services(env: dict[str, str]) -> None:
+    code = ("from tools.dbsetup import ensure_database; import os; "
+            "ensure_database(os.environ['DATABASE_URL'], fresh=True)")
+    subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, check=True)
+    subprocess.run([sys.executable, "-m", "celery", "-A", "worker", "purge", "-f"], env=env,
+                   cwd=ROOT, check=True, capture_output=True)
+
+
+def wait_ready(port: int, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"platform not ready on port {port} after {timeout}s")
+
+
+def run(args: argparse.Namespace) -> dict:
+    data_dir = Path(tempfile.mkdtemp(prefix=f"orion-bench-{args.mode}-"))
+    env = environment(args.mode, data_dir, args.port)
+    if args.mode == "services":
+        fresh_services(env)
+    log = (data_dir / "platform.log").open("wb")
+    platform = subprocess.Popen([sys.executable, "-m", "tools.launch", "--no-flower"], cwd=ROOT,
+                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_ready(args.port)
+        summary_path = data_dir / "replay.json"
+        replay = subprocess.run(
+            [sys.executable, "-m", "tools.replay", "--base-url", f"http://127.0.0.1:{args.port}",
+             "--limit", str(args.limit), "--concurrency", str(args.concurrency),
+             "--json-out", str(summary_path)], cwd=ROOT, env=env)
+        audit = subprocess.run([sys.executable, "-m", "tools.audit", "--json"], cwd=ROOT, env=env,
+                               capture_output=True, text=True)
+    finally:
+        os.killpg(platform.pid, signal.SIGTERM)
+        platform.wait(60)
+    return {"mode": args.mode, "limit": args.limit, "concurrency": args.concurrency,
+            "cpus": os.cpu_count(), "replay_exit": replay.returncode,
+            "replay": json.loads(summary_path.read_text()) if summary_path.exists() else None,
+            "audit_exit": audit.returncode, "audit": json.loads(audit.stdout or "null"),
+            "data_dir": str(data_dir)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=("embedded", "services"), default="embedded")
+    parser.add_argument("--limit", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--port", type=int, default=8100)
+    args = parser.parse_args()
+    result = run(args)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"replay-{args.mode}-{args.limit}.json"
+    out.write_text(json.dumps(result, indent=2, default=str))
+    print(json.dumps({k: result[k] for k in ("mode", "replay_exit", "audit_exit")}), f"-> {out}")
+    return 0 if result["replay_exit"] == 0 and result["audit_exit"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
