@@ -10,6 +10,7 @@ import os
 import uuid
 
 import pytest
+import redis
 
 TEST_DB = os.environ.get("ORION_TEST_DATABASE_URL",
                          "postgresql+psycopg://postgres@127.0.0.1:5432/orion_test")
@@ -28,6 +29,8 @@ def database():
     from tools.dbsetup import ensure_database, upgrade
 
     ensure_database(TEST_DB, fresh=True)
+    # Rate-limit keys and revoked tokens name user ids, which a fresh database reuses.
+    redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()
     upgrade(TEST_DB)
     yield TEST_DB
 

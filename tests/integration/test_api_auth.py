@@ -1,0 +1,219 @@
+"""Auth endpoints over Flask's test client, on the real PostgreSQL and Redis."""
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import timedelta
+
+import pytest
+import redis
+from flask_jwt_extended import create_access_token, decode_token
+
+from models import RevokedToken, unit_of_work
+from services.errors import Conflict
+from tests.support.factories import customer
+from web import create_app
+from web.auth import create_user
+
+API = "/api/v1"
+PASSWORD = "correct horse battery"  # what tests.support.factories.customer sets
+
+
+@pytest.fixture(scope="module")
+def app():
+    return create_app()
+
+
+def new_client(app):
+    """A test client from its own client address, so per-address limits do not collide."""
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
+    return client
+
+
+@pytest.fixture
+def client(app):
+    return new_client(app)
+
+
+def problem(response, status: int) -> dict:
+    """Assert ``response`` is an RFC 9457 problem with ``status``; return its body."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    body = response.get_json()
+    assert {"type", "title", "status", "detail"} <= body.keys()
+    assert body["status"] == status
+    return body
+
+
+def login(client, email: str, password: str = PASSWORD):
+    return client.post(f"{API}/auth/login", json={"email": email, "password": password})
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_register_creates_a_customer_and_hides_the_password(client, uid):
+    response = client.post(f"{API}/auth/register",
+                           json={"email": f"New-{uid}@Test.Orion.Example", "password": "s3cret-enough",
+                                 "name": "Grace Hopper"})
+    assert response.status_code == 201
+    body = response.get_json()
+    assert body == {"id": body["id"], "email": f"new-{uid}@test.orion.example",
+                    "name": "Grace Hopper", "role": "customer"}
+    assert login(client, f"new-{uid}@test.orion.example", "s3cret-enough").status_code == 200
+
+
+def test_register_twice_is_409_whatever_the_case(client, uid):
+    payload = {"email": f"twice-{uid}@test.orion.example", "password": "s3cret-enough", "name": "A"}
+    assert client.post(f"{API}/auth/register", json=payload).status_code == 201
+    payload["email"] = payload["email"].upper()
+    problem(client.post(f"{API}/auth/register", json=payload), 409)
+
+
+def test_register_rejects_unknown_fields_and_short_passwords(client, uid):
+    response = client.post(f"{API}/auth/register", json={
+        "email": f"bad-{uid}@test.orion.example", "password": "short", "name": "A", "role": "operator"})
+    errors = problem(response, 422)["errors"]
+    assert errors["role"] == ["Unknown field."]
+    assert "password" in errors
+
+
+def test_register_rejects_an_invalid_email(client):
+    errors = problem(client.post(f"{API}/auth/register",
+                                 json={"email": "not-an-email", "password": "long-enough", "name": "A"}), 422)["errors"]
+    assert list(errors) == ["email"]
+
+
+def test_create_user_makes_operators_outside_any_request(client, uid):
+    user = create_user(f"Op-{uid}@Test.Orion.Example", "operator password", "Olga", role="operator")
+    assert (user.email, user.role) == (f"op-{uid}@test.orion.example", "operator")
+    tokens = login(client, user.email, "operator password").get_json()
+    assert client.get(f"{API}/auth/me", headers=bearer(tokens["access_token"])).get_json()["role"] == "operator"
+    with pytest.raises(Conflict):
+        create_user(user.email, "operator password", "Olga again")
+    with pytest.raises(ValueError):
+        create_user(f"x-{uid}@test.orion.example", "password!", "X", role="admin")
+
+
+def test_login_returns_tokens_that_open_me(client, uid):
+    user = customer(uid)
+    response = login(client, user.email)
+    assert response.status_code == 200
+    tokens = response.get_json()
+    assert tokens["token_type"] == "Bearer"
+    assert tokens["expires_in"] == int(client.application.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds())
+    me = client.get(f"{API}/auth/me", headers=bearer(tokens["access_token"]))
+    assert me.status_code == 200
+    assert me.get_json() == {"id": user.id, "email": user.email, "name": user.name, "role": "customer"}
+
+
+@pytest.mark.parametrize("which", ["wrong password", "unknown email"])
+def test_bad_credentials_are_401(client, uid, which):
+    user = customer(uid)
+    email = user.email if which == "wrong password" else f"nobody-{uid}@test.orion.example"
+    body = problem(login(client, email, "not the password"), 401)
+    assert body["detail"] == "wrong email or password"
+
+
+def test_missing_and_garbage_tokens_are_401(client):
+    problem(client.get(f"{API}/auth/me"), 401)
+    problem(client.get(f"{API}/auth/me", headers=bearer("not.a.jwt")), 401)
+
+
+def test_an_expired_access_token_is_401(app, client, uid):
+    user = customer(uid)
+    with app.app_context():
+        token = create_access_token(str(user.id), additional_claims={"role": "customer"},
+                                    expires_delta=timedelta(seconds=-5))
+    assert "expired" in problem(client.get(f"{API}/auth/me", headers=bearer(token)), 401)["detail"]
+
+
+def test_refresh_and_access_tokens_are_not_interchangeable(client, uid):
+    tokens = login(client, customer(uid).email).get_json()
+    problem(client.get(f"{API}/auth/me", headers=bearer(tokens["refresh_token"])), 401)
+    problem(client.post(f"{API}/auth/refresh", headers=bearer(tokens["access_token"])), 401)
+    problem(client.post(f"{API}/auth/logout", headers=bearer(tokens["refresh_token"])), 401)
+    refreshed = client.post(f"{API}/auth/refresh", headers=bearer(tokens["refresh_token"]))
+    assert refreshed.status_code == 200
+    assert set(refreshed.get_json()) == {"access_token", "expires_in"}
+    assert client.get(f"{API}/auth/me", headers=bearer(refreshed.get_json()["access_token"])).status_code == 200
+
+
+def test_logout_revokes_the_access_token_at_once_in_redis(app, client, uid):
+    tokens = login(client, customer(uid).email).get_json()
+    access = tokens["access_token"]
+    assert client.post(f"{API}/auth/logout", headers=bearer(access)).status_code == 204
+    assert "revoked" in problem(client.get(f"{API}/auth/me", headers=bearer(access)), 401)["detail"]
+    with app.app_context():
+        jti = decode_token(access)["jti"]
+    ttl = redis.Redis.from_url(os.environ["REDIS_URL"]).ttl(f"orion:revoked:{jti}")
+    assert 0 < ttl <= tokens["expires_in"] + 1
+    # the refresh token was not sent, so it still works
+    assert client.post(f"{API}/auth/refresh", headers=bearer(tokens["refresh_token"])).status_code == 200
+
+
+def test_logout_also_revokes_the_refresh_token_sent_in_the_body(client, uid):
+    tokens = login(client, customer(uid).email).get_json()
+    response = client.post(f"{API}/auth/logout", headers=bearer(tokens["access_token"]),
+                           json={"refresh_token": tokens["refresh_token"]})
+    assert response.status_code == 204
+    problem(client.post(f"{API}/auth/refresh", headers=bearer(tokens["refresh_token"])), 401)
+
+
+def test_logout_refuses_another_users_refresh_token_and_revokes_nothing(client, uid):
+    mine = login(client, customer(uid).email).get_json()
+    theirs = login(client, customer(uid + "b").email).get_json()
+    response = client.post(f"{API}/auth/logout", headers=bearer(mine["access_token"]),
+                           json={"refresh_token": theirs["refresh_token"]})
+    assert "refresh_token" in problem(response, 422)["errors"]
+    assert client.get(f"{API}/auth/me", headers=bearer(mine["access_token"])).status_code == 200
+    assert client.post(f"{API}/auth/refresh", headers=bearer(theirs["refresh_token"])).status_code == 200
+
+
+def test_logout_uses_the_revoked_tokens_table_without_redis(uid):
+    client = new_client(create_app({"ORION_REDIS_URL": None}))
+    access = login(client, customer(uid).email).get_json()["access_token"]
+    assert client.post(f"{API}/auth/logout", headers=bearer(access)).status_code == 204
+    with client.application.app_context():
+        jti = decode_token(access, allow_expired=True)["jti"]
+    with unit_of_work() as session:
+        assert session.get(RevokedToken, jti) is not None
+    problem(client.get(f"{API}/auth/me", headers=bearer(access)), 401)
+
+
+def test_ten_failed_logins_for_one_email_then_429_with_retry_after(app, uid):
+    user = customer(uid)
+    for _ in range(10):  # each from another address: only the per-email limit can trip
+        problem(login(new_client(app), user.email, "wrong password"), 401)
+    response = login(new_client(app), user.email)  # even the right password now waits
+    problem(response, 429)
+    assert 1 <= int(response.headers["Retry-After"]) <= 60
+    assert login(new_client(app), customer(uid + "x").email).status_code == 200
+
+
+def test_ten_failed_logins_from_one_address_then_429(client, uid):
+    for n in range(10):
+        problem(login(client, f"ghost-{n}-{uid}@test.orion.example", "wrong password"), 401)
+    response = login(client, f"ghost-x-{uid}@test.orion.example", "wrong password")
+    problem(response, 429)
+    assert int(response.headers["Retry-After"]) >= 1
+
+
+def test_successful_logins_do_not_count_against_the_limit(client, uid):
+    user = customer(uid)
+    for _ in range(12):
+        assert login(client, user.email).status_code == 200
+    problem(login(client, user.email, "wrong password"), 401)
+
+
+def test_a_body_over_64_kib_is_413(client):
+    response = client.post(f"{API}/auth/register",
+                           json={"email": "a@b.example", "password": "x" * 70_000, "name": "A"})
+    problem(response, 413)
+
+
+def test_a_non_json_body_is_a_problem(client):
+    response = client.post(f"{API}/auth/login", data="email=a", content_type="application/x-www-form-urlencoded")
+    problem(response, 415)

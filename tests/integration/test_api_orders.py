@@ -1,0 +1,247 @@
+"""Order endpoints over Flask's test client, on the real PostgreSQL, RabbitMQ and Redis.
+
+POST /orders stores the order and publishes its saga message to the real broker;
+no worker runs here, so orders stay where the API left them.
+"""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import update
+
+from models import Order, SagaStep, unit_of_work, utcnow
+from tests.support.factories import ADDRESS, count, customer, order_body, product
+from web import create_app
+
+API = "/api/v1"
+PASSWORD = "correct horse battery"  # what tests.support.factories.customer sets
+
+
+@pytest.fixture(scope="module")
+def client():
+    return create_app().test_client()
+
+
+def problem(response, status: int) -> dict:
+    """Assert ``response`` is an RFC 9457 problem with ``status``; return its body."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    body = response.get_json()
+    assert {"type", "title", "status", "detail"} <= body.keys() and body["status"] == status
+    return body
+
+
+def auth(client, user) -> dict:
+    tokens = client.post(f"{API}/auth/login", json={"email": user.email, "password": PASSWORD}).get_json()
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+@pytest.fixture
+def shopper(client, uid):
+    """A customer with an access token, and a stocked sku of their own."""
+    user = customer(uid)
+    return user, auth(client, user), product(uid, on_hand=50)
+
+
+def place(client, headers, body, key=None):
+    extra = {"Idempotency-Key": key} if key else {}
+    return client.post(f"{API}/orders", json=body, headers={**headers, **extra})
+
+
+def set_status(order_id: str, status: str) -> None:
+    with unit_of_work() as session:
+        session.execute(update(Order).where(Order.id == uuid.UUID(order_id)).values(status=status))
+
+
+def test_placing_an_order_answers_202_with_location_and_the_order(client, shopper):
+    user, headers, sku = shopper
+    response = client.post(f"{API}/orders", json=order_body([(sku, 2)]),
+                           headers={**headers, "X-Request-ID": "req-abc-123"})
+    assert response.status_code == 202
+    order = response.get_json()
+    assert response.headers["Location"] == f"{API}/orders/{order['id']}"
+    assert response.headers["X-Request-ID"] == "req-abc-123"
+    assert order["lines"] == [{"sku": sku, "name": f"Test product {sku}", "unit_price": "2.55",
+                               "quantity": 2, "line_total": "5.10"}]
+    assert order["totals"] == {"subtotal": "5.10", "total": "5.10", "currency": "GBP"}
+    assert order["shipping_address"] == ADDRESS and order["cancel_reason"] is None
+    assert order["created_at"].endswith("Z") and isinstance(order["steps"], list)
+    with unit_of_work() as session:
+        stored = session.get(Order, uuid.UUID(order["id"]))
+        assert (stored.customer_id, stored.correlation_id) == (user.id, "req-abc-123")
+    assert client.get(response.headers["Location"], headers=headers).get_json()["id"] == order["id"]
+
+
+def test_an_order_shows_its_saga_steps_in_the_order_they_ran(client, shopper):
+    _, headers, sku = shopper
+    order_id = uuid.UUID(place(client, headers, order_body([(sku, 1)])).get_json()["id"])
+    with unit_of_work() as session:
+        for name, status, attempt in [("reserve_stock", "succeeded", 1),
+                                      ("authorize_payment", "failed", 3), ("release_stock", "running", 1)]:
+            session.add(SagaStep(order_id=order_id, name=name, run=1, status=status, attempt=attempt,
+                                 finished_at=utcnow() if status != "running" else None,
+                                 error="declined" if status == "failed" else None))
+            session.flush()
+    steps = client.get(f"{API}/orders/{order_id}", headers=headers).get_json()["steps"]
+    assert [(s["name"], s["status"], s["attempt"], s["error"]) for s in steps] == [
+        ("reserve_stock", "succeeded", 1, None), ("authorize_payment", "failed", 3, "declined"),
+        ("release_stock", "running", 1, None)]
+    assert steps[0]["started_at"].endswith("Z") and steps[2]["finished_at"] is None
+
+
+def test_a_replay_with_the_same_key_and_body_returns_the_same_order(client, shopper, uid):
+    user, headers, sku = shopper
+    first = place(client, headers, order_body([(sku, 1)]), key=f"key-{uid}")
+    again = place(client, headers, order_body([(sku, 1)]), key=f"key-{uid}")
+    assert first.status_code == again.status_code == 202
+    assert first.get_json()["id"] == again.get_json()["id"]
+    assert count(Order, Order.customer_id == user.id) == 1
+
+
+def test_the_same_key_with_another_body_is_409(client, shopper, uid):
+    user, headers, sku = shopper
+    assert place(client, headers, order_body([(sku, 1)]), key=f"key-{uid}").status_code == 202
+    problem(place(client, headers, order_body([(sku, 3)]), key=f"key-{uid}"), 409)
+    assert count(Order, Order.customer_id == user.id) == 1
+
+
+def test_without_a_key_every_post_is_a_new_order(client, shopper):
+    user, headers, sku = shopper
+    ids = {place(client, headers, order_body([(sku, 1)])).get_json()["id"] for _ in range(2)}
+    assert len(ids) == 2 and count(Order, Order.customer_id == user.id) == 2
+
+
+def test_an_unknown_sku_is_404_and_stores_nothing(client, shopper, uid):
+    user, headers, sku = shopper
+    problem(place(client, headers, order_body([(sku, 1), (f"NOPE{uid}", 1)])), 404)
+    assert count(Order, Order.customer_id == user.id) == 0
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda body: body.update(lines=body["lines"] * 101), "lines"),
+    (lambda body: body.update(lines=[]), "lines"),
+    (lambda body: body["lines"][0].update(quantity=0), "lines.0.quantity"),
+    (lambda body: body["lines"][0].update(quantity=1001), "lines.0.quantity"),
+    (lambda body: body["lines"][0].update(quantity="2"), "lines.0.quantity"),
+    (lambda body: body["shipping_address"].update(zip="SW1"), "shipping_address.zip"),
+    (lambda body: body["payment"].update(cvv="123"), "payment.cvv"),
+    (lambda body: body["lines"][0].update(colour="red"), "lines.0.colour"),
+    (lambda body: body.pop("payment"), "payment"),
+])
+def test_invalid_bodies_are_422_naming_the_field(client, shopper, change, field):
+    user, headers, sku = shopper
+    body = order_body([(sku, 1)])
+    change(body)
+    assert field in problem(place(client, headers, body), 422)["errors"]
+    assert count(Order, Order.customer_id == user.id) == 0
+
+
+def test_an_overlong_idempotency_key_is_422(client, shopper):
+    _, headers, sku = shopper
+    errors = problem(place(client, headers, order_body([(sku, 1)]), key="k" * 256), 422)["errors"]
+    assert "Idempotency-Key" in errors
+
+
+def test_a_body_over_64_kib_is_413(client, shopper):
+    _, headers, sku = shopper
+    body = order_body([(sku, 1)])
+    body["shipping_address"]["line2"] = "x" * 70_000
+    problem(place(client, headers, body), 413)
+
+
+def test_orders_need_an_access_token_and_a_customer(client, uid):
+    sku = product(uid, on_hand=5)
+    problem(place(client, {}, order_body([(sku, 1)])), 401)
+    problem(place(client, auth(client, customer(uid, role="operator")), order_body([(sku, 1)])), 403)
+
+
+def test_another_customers_order_does_not_exist_for_them(client, shopper, uid):
+    _, headers, sku = shopper
+    order_id = place(client, headers, order_body([(sku, 1)])).get_json()["id"]
+    stranger = auth(client, customer(uid + "s"))
+    problem(client.get(f"{API}/orders/{order_id}", headers=stranger), 404)
+    problem(client.post(f"{API}/orders/{order_id}/cancel", headers=stranger), 404)
+    problem(client.post(f"{API}/orders/{order_id}/payment", json={"token": "tok_visa"}, headers=stranger), 404)
+    assert order_id not in [o["id"] for o in client.get(f"{API}/orders", headers=stranger).get_json()["items"]]
+    operator = auth(client, customer(uid, role="operator"))
+    assert client.get(f"{API}/orders/{order_id}", headers=operator).status_code == 200
+
+
+def test_an_unknown_or_malformed_order_id_is_404(client, shopper):
+    _, headers, _ = shopper
+    problem(client.get(f"{API}/orders/{uuid.uuid4()}", headers=headers), 404)
+    problem(client.get(f"{API}/orders/not-a-uuid", headers=headers), 404)
+
+
+def test_the_list_is_newest_first_paged_and_filtered(client, shopper):
+    _, headers, sku = shopper
+    ids = [place(client, headers, order_body([(sku, 1)])).get_json()["id"] for _ in range(3)]
+    set_status(ids[0], "cancelled")
+    first = client.get(f"{API}/orders", query_string={"limit": 2}, headers=headers).get_json()
+    rest = client.get(f"{API}/orders", query_string={"limit": 2, "cursor": first["next_cursor"]},
+                      headers=headers).get_json()
+    assert [o["id"] for o in first["items"] + rest["items"]] == ids[::-1]
+    assert rest["next_cursor"] is None
+    cancelled = client.get(f"{API}/orders", query_string={"status": "cancelled"}, headers=headers).get_json()
+    assert [o["id"] for o in cancelled["items"]] == [ids[0]]
+
+
+def test_an_operator_lists_every_customers_orders(client, shopper, uid):
+    _, headers, sku = shopper
+    mine = place(client, headers, order_body([(sku, 1)])).get_json()["id"]
+    other = place(client, auth(client, customer(uid + "o")), order_body([(sku, 1)])).get_json()["id"]
+    operator = auth(client, customer(uid, role="operator"))
+    listed = client.get(f"{API}/orders", query_string={"limit": 100}, headers=operator).get_json()["items"]
+    assert {mine, other} <= {o["id"] for o in listed}
+
+
+@pytest.mark.parametrize("query, field", [({"status": "lost"}, "status"), ({"limit": 0}, "limit"),
+                                          ({"cursor": "bm90LWEtY3Vyc29y"}, "cursor")])
+def test_bad_list_parameters_are_422(client, shopper, query, field):
+    _, headers, _ = shopper
+    assert field in problem(client.get(f"{API}/orders", query_string=query, headers=headers), 422)["errors"]
+
+
+def test_cancel_starts_compensation_once(client, shopper):
+    _, headers, sku = shopper
+    order_id = place(client, headers, order_body([(sku, 1)])).get_json()["id"]
+    response = client.post(f"{API}/orders/{order_id}/cancel", headers=headers)
+    assert response.status_code == 202
+    assert (response.get_json()["status"], response.get_json()["cancel_reason"]) == ("compensating", "customer_request")
+    problem(client.post(f"{API}/orders/{order_id}/cancel", headers=headers), 409)
+
+
+def test_paying_again_needs_awaiting_payment(client, shopper):
+    _, headers, sku = shopper
+    order_id = place(client, headers, order_body([(sku, 1)])).get_json()["id"]
+    problem(client.post(f"{API}/orders/{order_id}/payment", json={"token": "tok_visa"}, headers=headers), 409)
+    set_status(order_id, "awaiting_payment")
+    problem(client.post(f"{API}/orders/{order_id}/payment", json={"token": "tok_visa", "x": 1}, headers=headers), 422)
+    response = client.post(f"{API}/orders/{order_id}/payment", json={"token": "tok_visa"}, headers=headers)
+    assert response.status_code == 202 and response.get_json()["status"] == "stock_reserved"
+
+
+def test_retry_is_for_operators_and_failed_or_stuck_orders(client, shopper, uid):
+    _, headers, sku = shopper
+    order_id = place(client, headers, order_body([(sku, 1)])).get_json()["id"]
+    set_status(order_id, "failed")
+    problem(client.post(f"{API}/orders/{order_id}/retry", headers=headers), 403)
+    operator = auth(client, customer(uid, role="operator"))
+    response = client.post(f"{API}/orders/{order_id}/retry", headers=operator)
+    assert response.status_code == 202 and response.get_json()["status"] == "pending"
+    set_status(order_id, "cancelled")
+    problem(client.post(f"{API}/orders/{order_id}/retry", headers=operator), 409)
+    problem(client.post(f"{API}/orders/{uuid.uuid4()}/retry", headers=operator), 404)
+
+
+def test_too_many_orders_from_one_customer_is_429(uid):
+    client = create_app({"ORDER_RATE_LIMIT": "2 per minute"}).test_client()
+    user = customer(uid)
+    headers, sku = auth(client, user), product(uid, on_hand=10)
+    for _ in range(2):
+        assert place(client, headers, order_body([(sku, 1)])).status_code == 202
+    response = place(client, headers, order_body([(sku, 1)]))
+    problem(response, 429)
+    assert int(response.headers["Retry-After"]) >= 1
+    assert count(Order, Order.customer_id == user.id) == 2

@@ -1,0 +1,62 @@
+"""Schemas, cursors and problem fields, without I/O."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+from marshmallow import ValidationError
+
+from web.errors import field_errors
+from web.order_schemas import OrderCreateSchema, OrderQuerySchema
+from web.pagination import decode_cursor, encode_cursor
+
+ADDRESS = {"name": "A", "line1": "1 Road", "city": "London", "postal_code": "N1", "country": "UK"}
+
+
+def order(**changes) -> dict:
+    return {"lines": [{"sku": "S1", "quantity": 1}], "shipping_address": dict(ADDRESS),
+            "payment": {"token": "tok_visa"}, **changes}
+
+
+def test_a_valid_order_loads_unchanged():
+    assert OrderCreateSchema().load(order()) == order()
+
+
+def test_unknown_fields_are_refused_at_every_depth():
+    body = order(extra=1)
+    body["lines"][0]["colour"] = "red"
+    body["shipping_address"]["zip"] = "N1"
+    with pytest.raises(ValidationError) as caught:
+        OrderCreateSchema().load(body)
+    assert field_errors(caught.value.messages) == {
+        "extra": ["Unknown field."], "lines.0.colour": ["Unknown field."],
+        "shipping_address.zip": ["Unknown field."]}
+
+
+def test_field_errors_keep_whole_body_messages():
+    assert field_errors(["Invalid input type."]) == {"_schema": ["Invalid input type."]}
+    assert field_errors({"_schema": ["bad"]}) == {"_schema": ["bad"]}
+
+
+def test_cursors_round_trip_and_are_opaque():
+    token = encode_cursor("2025-01-01T00:00:00+00:00", "abc")
+    assert "|" not in token and "=" not in token
+    assert decode_cursor(token) == "2025-01-01T00:00:00+00:00|abc"
+    with pytest.raises(ValueError):
+        decode_cursor("%%%")
+
+
+def test_an_order_cursor_loads_as_time_and_id():
+    at, order_id = datetime(2025, 1, 1, tzinfo=timezone.utc), uuid.uuid4()
+    args = OrderQuerySchema().load({"cursor": encode_cursor(at.isoformat(), order_id)})
+    assert args == {"limit": 20, "cursor": (at, order_id)}
+
+
+@pytest.mark.parametrize("cursor", [encode_cursor("2025-01-01T00:00:00", uuid.uuid4()),  # no zone
+                                    encode_cursor("yesterday", uuid.uuid4()),
+                                    encode_cursor("2025-01-01T00:00:00+00:00")])
+def test_a_forged_order_cursor_is_refused(cursor):
+    with pytest.raises(ValidationError) as caught:
+        OrderQuerySchema().load({"cursor": cursor})
+    assert "cursor" in caught.value.messages

@@ -1,0 +1,127 @@
+"""View decorators in the manner of APIFairy (microblog-api's companion).
+
+Each decorator does one part of the exchange (authenticate, load the body, the
+query string or headers, serialize the response) and records what it did in
+``view._apidoc``, from which ``web/openapi.py`` writes the OpenAPI document, so
+the document describes the code that runs. Apply ``@bp.<method>`` outermost.
+"""
+from __future__ import annotations
+
+from functools import wraps
+
+from flask import Response, jsonify, request
+from flask_jwt_extended import get_jwt, get_jwt_identity, verify_jwt_in_request
+from marshmallow import Schema
+
+from services.errors import Forbidden
+from services.ordering import Actor
+
+
+def _facts(view) -> dict:
+    return view.__dict__.setdefault("_apidoc", {"responses": {}, "parameters": []})
+
+
+def authenticate(*, refresh: bool = False, role: str | None = None):
+    """Require an access token (a refresh token if ``refresh``) as ``Authorization: Bearer``.
+
+    401 on a missing, malformed, expired or revoked token or one of the other kind;
+    403 when ``role`` is given and the token's ``role`` claim differs.
+    """
+    def decorator(view):
+        facts = _facts(view)
+        facts["auth"] = "refresh" if refresh else "access"
+        facts["responses"][401] = "Missing, invalid, expired or revoked token"
+        if role:
+            facts["responses"][403] = f"Only the {role} role may do this"
+
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            verify_jwt_in_request(refresh=refresh)
+            if role and get_jwt().get("role") != role:
+                raise Forbidden(f"only the {role} role may do this")
+            return view(*args, **kwargs)
+        return wrapper
+    return decorator
+
+
+def current_actor() -> Actor:
+    """Who sent this request, from the verified access token."""
+    return Actor(int(get_jwt_identity()), get_jwt()["role"])
+
+
+def body(schema: Schema, *, optional: bool = False):
+    """Load the JSON body with ``schema`` into the ``body`` argument (422 if invalid).
+
+    With ``optional`` an empty body counts as ``{}``.
+    """
+    def decorator(view):
+        facts = _facts(view)
+        facts["body"], facts["body_optional"] = schema, optional
+        facts["responses"].update({413: "Body larger than 64 KiB", 422: "Invalid request"})
+
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            empty = optional and not request.get_data(cache=True)
+            return view(*args, body=schema.load({} if empty else request.get_json()), **kwargs)
+        return wrapper
+    return decorator
+
+
+def arguments(schema: Schema):
+    """Load the query string with ``schema`` into the ``args`` argument (422 if invalid)."""
+    def decorator(view):
+        facts = _facts(view)
+        facts["parameters"].append({"in": "query", "schema": schema})
+        facts["responses"][422] = "Invalid query parameters"
+
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            return view(*args, args=schema.load(request.args.to_dict()), **kwargs)
+        return wrapper
+    return decorator
+
+
+def request_headers(schema: Schema):
+    """Load the request headers that ``schema`` names into the ``headers`` argument."""
+    def decorator(view):
+        facts = _facts(view)
+        facts["parameters"].append({"in": "header", "schema": schema})
+        facts["responses"][422] = "Invalid request"
+        names = [field.data_key or name for name, field in schema.fields.items()]
+
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            given = {name: request.headers[name] for name in names if name in request.headers}
+            return view(*args, headers=schema.load(given), **kwargs)
+        return wrapper
+    return decorator
+
+
+def response(schema: Schema | None = None, status: int = 200, description: str = "OK",
+             headers: dict[str, str] | None = None):
+    """Serialize what the view returns with ``schema`` (``jsonify`` without one).
+
+    The view returns the object, or ``(object, headers)``; a 204 sends no body.
+    ``headers`` documents response headers: ``{name: description}``.
+    """
+    def decorator(view):
+        _facts(view)["success"] = (status, schema, description, headers or {})
+
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            result = view(*args, **kwargs)
+            result, extra = result if isinstance(result, tuple) else (result, {})
+            if status == 204:
+                return Response(status=204, headers=extra)
+            data = schema.dump(result) if schema is not None else result
+            return jsonify(data), status, extra
+        return wrapper
+    return decorator
+
+
+def other_responses(responses: dict[int, str]):
+    """Document further problem responses: ``{status: description}``."""
+    def decorator(view):
+        _facts(view)["responses"].update(responses)
+        return view
+    return decorator
