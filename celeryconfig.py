@@ -40,7 +40,11 @@ enable_utc = True
 task_acks_late = True
 task_reject_on_worker_lost = True
 task_acks_on_failure_or_timeout = True
-worker_prefetch_multiplier = 1
+# RabbitMQ: one unacked message per child. The filesystem transport (embedded
+# default) deletes a message when it is read, so nothing is acked late there,
+# and a child slot is refilled only on the next poll tick (0.1 s): prefetch 1
+# capped a 2-child worker near 20 tasks/s.
+worker_prefetch_multiplier = 8 if _settings.embedded else 1
 worker_cancel_long_running_tasks_on_connection_loss = True
 task_ignore_result = True  # results only where a chord needs them (see tasks.canvas)
 task_track_started = False
@@ -66,8 +70,13 @@ task_routes = {
     "saga.send_cancellation_email": {"queue": NOTIFY_QUEUE, "routing_key": NOTIFY_QUEUE},
 }
 
-worker_send_task_events = True
-task_send_sent_event = True
+# Task events feed Flower. kombu's filesystem transport lists and sorts its
+# whole folder for every message it reads, so in the embedded default the
+# event files (several per task) made each read slower until orders stalled
+# (2 of 296 finished in 10 minutes); there, Flower sees workers and running
+# tasks through remote control only.
+worker_send_task_events = not _settings.embedded
+task_send_sent_event = not _settings.embedded
 
 beat_schedule = {
     "outbox.republish_unsent": {

@@ -2,8 +2,9 @@
 
 Two modes share one code path:
 
-- ``embedded`` (the default): SQLite, kombu's ``filesystem://`` broker and a
-  ``file://`` result backend under ``ORION_DATA_DIR``; no servers needed.
+- ``embedded`` (the default): SQLite, kombu's filesystem broker (as ``orionfs://``,
+  see ``worker/fs_transport.py``) and a ``file://`` result backend under
+  ``ORION_DATA_DIR``; no servers needed.
 - ``services``: RabbitMQ, PostgreSQL and Redis, defaulting to their local ports.
 
 Any URL given explicitly wins over the mode's default.
@@ -134,7 +135,7 @@ def _embedded_urls(data_dir: Path) -> dict:
     return {
         "database_url": f"sqlite:///{data_dir / 'orion.db'}",
         "sandbox_database_url": f"sqlite:///{data_dir / 'payment-sandbox.db'}",
-        "broker_url": "filesystem://",
+        "broker_url": "orionfs://",
         "result_backend": f"file://{data_dir / 'results'}",
         "redis_url": None,
     }
@@ -156,8 +157,12 @@ def _transport_options(broker_url: str, data_dir: Path) -> dict:
     process sees every message; ``control_folder`` carries fanout (remote control,
     Flower, events).
     """
-    if not broker_url.startswith("filesystem://"):
+    if not broker_url.startswith(("filesystem://", "orionfs://")):
         return {"confirm_publish": True}
+    if broker_url.startswith("orionfs://"):
+        from worker.fs_transport import register
+
+        register()  # every process that reads settings can open the broker
     folder = data_dir / "broker"
     return {
         "data_folder_in": str(folder / "queue"),

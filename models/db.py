@@ -69,7 +69,10 @@ def make_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Reads (read_only()) need no write lock: in WAL mode they see a
+        # snapshot and neither wait for writers nor hold them up.
+        read_only = conn.get_execution_options().get("orion_read_only", False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -101,6 +104,21 @@ def unit_of_work() -> Iterator[Session]:
     """A session in one transaction: commits when the block ends, rolls back on error."""
     with session_factory().begin() as session:
         yield session
+
+
+@contextmanager
+def read_only() -> Iterator[Session]:
+    """A session for reads: never committed, and on SQLite without the write lock.
+
+    Closing (not rolling back) returns the connection, whose transaction the
+    pool rolls back, and leaves loaded objects usable after the block.
+    """
+    session = session_factory()()
+    try:
+        session.connection(execution_options={"orion_read_only": True})
+        yield session
+    finally:
+        session.close()
 
 
 def is_postgres(session: Session) -> bool:

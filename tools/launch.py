@@ -34,7 +34,7 @@ def commands(settings: Settings, args: argparse.Namespace) -> dict[str, list[str
     queues = "orion.saga,orion.fulfilment,orion.notify"
     procs = {
         "worker": celery + ["worker", "-l", "info", "-c", str(settings.worker_concurrency),
-                            "-Q", queues, "-n", "orion@%h"],
+                            "-Q", queues, "-n", "orion@%h", "--without-gossip", "--without-mingle"],
         "web": [py, "-m", "gunicorn", "-k", "gthread", "-w", "1", "--threads", "16",
                 "-b", f"{settings.web_host}:{settings.web_port}", "--access-logfile", "-",
                 "web:create_app()"],
@@ -47,7 +47,8 @@ def commands(settings: Settings, args: argparse.Namespace) -> dict[str, list[str
     if not args.no_flower:
         procs["flower"] = celery + ["flower", f"--port={settings.flower_port}",
                                     f"--address={settings.web_host}",
-                                    f"--db={settings.data_dir / 'flower.db'}", "--persistent=True"]
+                                    f"--db={settings.data_dir / 'flower.db'}", "--persistent=True",
+                                    f"--enable_events={not settings.embedded}"]
     return procs
 
 

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import Unauthorized
 
-from models import User, unit_of_work
+from models import User, read_only, unit_of_work
 from models.user import CUSTOMER, OPERATOR
 from services.errors import Conflict
 from web.apidoc import authenticate, body, other_responses, response
@@ -119,7 +119,7 @@ def me():
 
 @jwt.user_lookup_loader
 def _load_user(_header: dict, payload: dict) -> User | None:
-    with unit_of_work() as session:
+    with read_only() as session:
         return session.get(User, int(payload["sub"]))
 
 
@@ -142,7 +142,7 @@ def _check_credentials(email: str, password: str) -> User:
 
     An unknown email still costs one hash check, so timing does not tell which part was wrong.
     """
-    with unit_of_work() as session:
+    with read_only() as session:
         user = session.scalar(select(User).where(User.email == User.normalize_email(email)))
     matches = (user if user is not None else _decoy()).check_password(password)
     if user is None or not matches:

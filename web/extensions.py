@@ -15,7 +15,7 @@ from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-from models import RevokedToken, unit_of_work, utcnow
+from models import RevokedToken, read_only, unit_of_work, utcnow
 
 jwt = JWTManager()
 limiter = Limiter(key_func=get_remote_address, strategy="moving-window", key_prefix="orion")
@@ -47,7 +47,7 @@ class TokenBlocklist:
         client = redis_client()
         if client is not None:
             return bool(client.exists(f"orion:revoked:{jti}"))
-        with unit_of_work() as session:
+        with read_only() as session:
             return session.get(RevokedToken, jti) is not None
 
 

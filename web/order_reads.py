@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session, selectinload
 
-from models import Order, OrderLine, SagaStep, unit_of_work
+from models import Order, OrderLine, SagaStep, read_only
 from services.ordering import Actor, load_visible_order
 from web.pagination import encode_cursor, page
 
@@ -34,7 +34,7 @@ class OrderView:
 
 def show_order(order_id: uuid.UUID, actor: Actor) -> OrderView:
     """The order as ``actor`` may see it; NotFound (404) for others' orders."""
-    with unit_of_work() as session:
+    with read_only() as session:
         order = load_visible_order(session, order_id, actor)
         return OrderView(order, list(order.lines), _steps(session, [order.id])[order.id])
 
@@ -50,7 +50,7 @@ def list_orders(actor: Actor, args: dict) -> dict:
         query = query.where(Order.status == args["status"])
     if "cursor" in args:
         query = query.where(tuple_(Order.created_at, Order.id) < tuple_(*args["cursor"]))
-    with unit_of_work() as session:
+    with read_only() as session:
         orders = session.scalars(query).all()
         steps = _steps(session, [order.id for order in orders])
     views = [OrderView(order, list(order.lines), steps[order.id]) for order in orders]

@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint
 from sqlalchemy import Select, func, or_, select
 
-from models import Inventory, Product, unit_of_work
+from models import Inventory, Product, read_only
 from services.errors import NotFound
 from web.apidoc import arguments, other_responses, response
 from web.pagination import encode_cursor, page
@@ -18,7 +18,7 @@ bp = Blueprint("products", __name__)
 @response(ProductPageSchema())
 def list_products(args: dict):
     """List products ordered by sku; q matches sku or name, case-insensitively."""
-    with unit_of_work() as session:
+    with read_only() as session:
         rows = [row._asdict() for row in session.execute(_products_query(args))]
     return page(rows, args["limit"], lambda product: encode_cursor(product["sku"]))
 
@@ -28,7 +28,7 @@ def list_products(args: dict):
 @other_responses({404: "No such product"})
 def get_product(sku: str):
     """Show one product with its available stock."""
-    with unit_of_work() as session:
+    with read_only() as session:
         row = session.execute(_catalog().where(Product.sku == sku)).one_or_none()
     if row is None:
         raise NotFound(f"no product with sku {sku!r}")

@@ -6,7 +6,7 @@ from config import Settings
 def test_delivery_guarantees():
     assert celeryconfig.task_acks_late is True
     assert celeryconfig.task_reject_on_worker_lost is True
-    assert celeryconfig.worker_prefetch_multiplier == 1
+    assert celeryconfig.worker_prefetch_multiplier == 1  # tests run in services mode
     assert celeryconfig.accept_content == ["json"] and celeryconfig.task_serializer == "json"
     assert celeryconfig.task_time_limit > celeryconfig.task_soft_time_limit > 0
     assert celeryconfig.task_default_queue_type == "classic"
@@ -21,7 +21,7 @@ def test_services_mode_confirms_publishes():
 def test_embedded_mode_shares_one_folder_for_in_and_out(tmp_path):
     settings = Settings.from_env({"ORION_DATA_DIR": str(tmp_path)})
     options = settings.broker_transport_options
-    assert settings.broker_url == "filesystem://"
+    assert settings.broker_url == "orionfs://"  # kombu's filesystem transport, see worker/fs_transport.py
     assert options["data_folder_in"] == options["data_folder_out"]
     assert options["control_folder"] != options["data_folder_in"]
     assert settings.database_url == f"sqlite:///{tmp_path / 'orion.db'}"

@@ -1,0 +1,83 @@
+"""kombu's filesystem transport, reading a queue without rescanning per message.
+
+``kombu.transport.filesystem.Channel._get`` lists and sorts the whole shared
+folder for every message it returns, then ``pop(0)``s through the list: the cost
+of one read grows with the backlog (quadratically, counting the pops). Under a
+replay burst the backlog grew faster than the worker could read it and orders
+stalled. This channel lists the folder once per batch and hands out that
+batch's files for the queue in order; everything else (file format, locking,
+fanout through ``control_folder``) is kombu's.
+
+Registered as the ``orionfs://`` transport (see ``register``); the embedded
+default uses it.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections import deque
+from queue import Empty
+
+from kombu.exceptions import ChannelError
+from kombu.transport import TRANSPORT_ALIASES, filesystem
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import loads
+
+SCHEME = "orionfs"
+
+
+class Channel(filesystem.Channel):
+    """A filesystem channel that remembers the files it listed for each queue."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._listed: dict[str, deque[str]] = {}
+
+    def _get(self, queue):
+        listed = self._listed.setdefault(queue, deque())
+        while True:
+            if not listed:
+                listed.extend(self._scan(queue))
+                if not listed:
+                    raise Empty()
+            payload = self._take(listed.popleft())
+            if payload is not None:
+                return loads(bytes_to_str(payload))
+
+    def _scan(self, queue: str) -> list[str]:
+        wanted = f"{queue}.msg"
+        return sorted(name for name in os.listdir(self.data_folder_in)
+                      if name.partition(".")[2] == wanted)
+
+    def _take(self, filename: str) -> bytes | None:
+        """Move the file out of the queue folder and read it; None if another process took it."""
+        target = self.processed_folder if self.store_processed else tempfile.gettempdir()
+        try:
+            shutil.move(os.path.join(self.data_folder_in, filename), target)
+        except OSError:
+            return None
+        path = os.path.join(target, filename)
+        try:
+            with open(path, "rb") as handle:
+                payload = handle.read()
+            if not self.store_processed:
+                os.remove(path)
+        except OSError as exc:
+            raise ChannelError(f"Cannot read file {path!r} from queue.") from exc
+        return payload
+
+    def _purge(self, queue):
+        self._listed.pop(queue, None)
+        return super()._purge(queue)
+
+
+class Transport(filesystem.Transport):
+    Channel = Channel
+    driver_type = "filesystem"
+    driver_name = "orionfs"
+
+
+def register() -> None:
+    """Make ``orionfs://`` resolve to this transport in this process."""
+    TRANSPORT_ALIASES.setdefault(SCHEME, f"{__name__}:Transport")
