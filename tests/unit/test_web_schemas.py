@@ -60,3 +60,16 @@ def test_a_forged_order_cursor_is_refused(cursor):
     with pytest.raises(ValidationError) as caught:
         OrderQuerySchema().load({"cursor": cursor})
     assert "cursor" in caught.value.messages
+
+
+def test_passwords_hash_with_owasp_argon2id_parameters_and_old_hashes_still_verify():
+    from argon2 import PasswordHasher
+
+    from models import User
+
+    user = User(email="a@b.c", name="A")
+    user.set_password("correct horse battery")
+    assert user.password_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    assert user.check_password("correct horse battery") and not user.check_password("wrong")
+    user.password_hash = PasswordHasher().hash("made with the library defaults")
+    assert user.check_password("made with the library defaults")

@@ -1,0 +1,1 @@
+"""End-to-end: Orion started as a user starts it, driven over HTTP."""

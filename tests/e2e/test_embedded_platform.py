@@ -1,0 +1,125 @@
+"""The README's first command: the whole platform on the embedded default, no servers.
+
+Starts ``python -m tools.launch`` (what ``./run.sh`` runs) with its own data dir and
+ports, then acts as a customer over HTTP.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support.factories import ADDRESS, eventually
+
+REPO = Path(__file__).resolve().parents[2]
+DATASET = REPO.parent / "shared" / "data" / "online_retail.csv.gz"
+SERVICE_VARIABLES = ("DATABASE_URL", "BROKER_URL", "RESULT_BACKEND", "REDIS_URL",
+                     "PAYMENT_SANDBOX_URL", "ORION_MODE")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory):
+    if not DATASET.exists():
+        pytest.skip(f"dataset not found at {DATASET}")
+    data_dir = tmp_path_factory.mktemp("embedded")
+    web, smtp, flower = free_port(), free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
+    env.update(ORION_DATA_DIR=str(data_dir), WEB_PORT=str(web), SMTP_PORT=str(smtp),
+               FLOWER_PORT=str(flower), PAYMENT_LATENCY_MS="0")
+    log = (REPO / "artifacts").resolve()
+    log.mkdir(exist_ok=True)
+    proc = subprocess.Popen([sys.executable, "-m", "tools.launch"], cwd=REPO, env=env,
+                            stdout=(log / "e2e-embedded-platform.log").open("wb"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{web}"
+    try:
+        eventually(lambda: _ready(base, proc), timeout=180, interval=0.5)
+        yield {"base": base, "data_dir": data_dir, "flower": flower, "proc": proc}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(60)
+
+
+def _ready(base: str, proc: subprocess.Popen) -> bool:
+    assert proc.poll() is None, "the launcher exited; see artifacts/e2e-embedded-platform.log"
+    try:
+        return requests.get(f"{base}/readyz", timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+def customer(base: str) -> dict:
+    email, password = f"e2e-{uuid.uuid4().hex[:8]}@test.orion.example", "e2e password 1"
+    assert requests.post(f"{base}/api/v1/auth/register",
+                         json={"email": email, "password": password, "name": "E2E"}).status_code == 201
+    token = requests.post(f"{base}/api/v1/auth/login",
+                          json={"email": email, "password": password}).json()["access_token"]
+    return {"Authorization": f"Bearer {token}", "email": email}
+
+
+def in_stock_sku(base: str) -> str:
+    page = requests.get(f"{base}/api/v1/products", params={"limit": 100}).json()
+    return next(p["sku"] for p in page["items"] if p["available"] >= 5)
+
+
+def final(base: str, headers: dict, order_id: str) -> dict:
+    def check():
+        order = requests.get(f"{base}/api/v1/orders/{order_id}", headers=headers).json()
+        return order if order["status"] in ("completed", "cancelled", "failed") else None
+    return eventually(check, timeout=120, interval=0.3)
+
+
+def place(base: str, headers: dict, sku: str, token: str) -> str:
+    body = {"lines": [{"sku": sku, "quantity": 2}], "shipping_address": ADDRESS,
+            "payment": {"token": token}}
+    reply = requests.post(f"{base}/api/v1/orders", json=body,
+                          headers={**headers, "Idempotency-Key": uuid.uuid4().hex})
+    assert reply.status_code == 202, reply.text
+    return reply.json()["id"]
+
+
+def test_an_order_completes_and_its_email_is_delivered(platform):
+    base, user = platform["base"], customer(platform["base"])
+    headers = {"Authorization": user["Authorization"]}
+    order = final(base, headers, place(base, headers, in_stock_sku(base), "tok_visa"))
+    assert order["status"] == "completed"
+    assert [s["status"] for s in order["steps"]].count("succeeded") == len(order["steps"])
+    mails = eventually(lambda: [p for p in (platform["data_dir"] / "mail").glob("*.eml")
+                                if user["email"] in p.read_text()], timeout=30)
+    assert "confirmed" in mails[0].read_text()
+
+
+def test_a_declined_card_is_compensated(platform):
+    base, user = platform["base"], customer(platform["base"])
+    headers = {"Authorization": user["Authorization"]}
+    order = final(base, headers, place(base, headers, in_stock_sku(base), "tok_chargeDeclined"))
+    assert (order["status"], order["cancel_reason"]) == ("cancelled", "payment_declined")
+    assert "release_stock" in [s["name"] for s in order["steps"]]
+
+
+def test_flower_answers_on_the_embedded_broker(platform):
+    reply = eventually(lambda: _get(f"http://127.0.0.1:{platform['flower']}/"), timeout=60)
+    assert reply.status_code == 200
+    assert "Flower" in reply.text
+    assert platform["proc"].poll() is None
+
+
+def _get(url: str):
+    try:
+        return requests.get(url, timeout=2)
+    except requests.ConnectionError:
+        return None

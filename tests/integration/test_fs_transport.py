@@ -1,0 +1,65 @@
+"""The embedded broker (orionfs://): kombu's filesystem transport with batched reads."""
+from __future__ import annotations
+
+from kombu import Connection
+
+from worker.fs_transport import register
+
+
+def connection(folder) -> Connection:
+    register()
+    options = {"data_folder_in": str(folder / "q"), "data_folder_out": str(folder / "q"),
+               "control_folder": str(folder / "c"), "polling_interval": 0.01}
+    for sub in ("q", "c"):
+        (folder / sub).mkdir(exist_ok=True)
+    return Connection("orionfs://", transport_options=options)
+
+
+def drain(queue, limit: int = 100) -> list[int]:
+    got = []
+    for _ in range(limit):
+        try:
+            message = queue.get(block=False)
+        except queue.Empty:
+            return got
+        got.append(message.payload)
+        message.ack()
+    return got
+
+
+def test_messages_come_out_in_order_across_batches(tmp_path):
+    with connection(tmp_path) as conn:
+        queue = conn.SimpleQueue("orion.test")
+        for n in range(5):
+            queue.put(n)
+        assert drain(queue) == [0, 1, 2, 3, 4]
+        for n in range(5, 8):  # written after the first batch was listed
+            queue.put(n)
+        assert drain(queue) == [5, 6, 7]
+        queue.close()
+
+
+def test_two_consumers_share_a_queue_without_duplicates(tmp_path):
+    with connection(tmp_path) as producer, connection(tmp_path) as a, connection(tmp_path) as b:
+        out = producer.SimpleQueue("orion.shared")
+        for n in range(40):
+            out.put(n)
+        first, second = a.SimpleQueue("orion.shared"), b.SimpleQueue("orion.shared")
+        seen = []
+        for _ in range(60):  # interleave reads: each consumer's batch goes stale
+            for consumer in (first, second):
+                seen.extend(drain(consumer, limit=3))
+        assert sorted(seen) == list(range(40))
+        for q in (out, first, second):
+            q.close()
+
+
+def test_other_queues_messages_are_left_alone(tmp_path):
+    with connection(tmp_path) as conn:
+        saga, notify = conn.SimpleQueue("orion.saga"), conn.SimpleQueue("orion.notify")
+        saga.put("s")
+        notify.put("n")
+        assert drain(saga) == ["s"]
+        assert drain(notify) == ["n"]
+        saga.close()
+        notify.close()
