@@ -1,7 +1,8 @@
 """Replay the Online Retail invoices through Orion's HTTP API, each customer as themselves.
 
 ``python -m tools.replay --base-url http://127.0.0.1:8000 --limit 2000 --concurrency 8
-[--speed 0] [--data PATH] [--password PW] [--timeout 600] [--tokens SPEC] [--json-out FILE]``
+[--speed 0] [--data PATH] [--password PW] [--timeout 600] [--tokens SPEC] [--poll-rate 20]
+[--json-out FILE]``
 
 Three parts: ``plan`` (pure: invoices -> order and cancel actions, in file order),
 ``Replay`` (HTTP: place the actions with a thread pool, then poll every order until
@@ -354,12 +355,17 @@ class Replay:
 
     Actions are submitted in plan order to a pool of ``concurrency`` threads, paced by
     ``speed``; a cancellation first waits for the orders it may cancel. A poller
-    GETs every unfinished order at most every ``POLL_INTERVAL_S`` and pays again
-    (``REPAY_TOKEN``) the first time it sees ``awaiting_payment``.
+    GETs every unfinished order at most every ``POLL_INTERVAL_S``, and at most
+    ``poll_rate`` GETs a second in all (the figures come from the server's
+    timestamps, so polling only decides when to stop; unpaced, it took the CPU
+    the workers needed), and pays again (``REPAY_TOKEN``) the first time it sees
+    ``awaiting_payment``.
     """
 
-    def __init__(self, accounts: Accounts, concurrency: int, speed: float = 0.0, progress: bool = True):
+    def __init__(self, accounts: Accounts, concurrency: int, speed: float = 0.0, progress: bool = True,
+                 poll_rate: float = 20.0):
         self.accounts, self.concurrency, self.speed, self.progress = accounts, concurrency, speed, progress
+        self.poll_gap = 1.0 / poll_rate if poll_rate > 0 else 0.0
         self.orders: dict[int, OrderState] = {}
         self.tally = Tally()
         self.placing_s = self.waiting_s = 0.0
@@ -454,7 +460,13 @@ class Replay:
             began, pending = time.monotonic(), [s for s in self.states() if not s.done]
             if self._placed.is_set() and not pending:
                 return
-            for future in [pool.submit(self._poll, state) for state in pending]:
+            futures = []
+            for state in pending:
+                futures.append(pool.submit(self._poll, state))
+                time.sleep(self.poll_gap)
+                if time.monotonic() >= self._deadline:
+                    break
+            for future in futures:
                 future.result()
             bar.total = len(self.orders)
             bar.update(sum(s.done for s in pending))
@@ -561,6 +573,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds to wait for final states after placing")
     parser.add_argument("--tokens", default=DEFAULT_TOKENS,
                         help="payment token mix, token=share,...")
+    parser.add_argument("--poll-rate", type=float, default=20.0,
+                        help="at most this many status GETs a second while waiting (0: unpaced)")
     parser.add_argument("--json-out", type=Path, default=None,
                         help="also write the summary as JSON here")
     parser.add_argument("--dry-run", action="store_true",
@@ -593,7 +607,8 @@ def main(argv: list[str] | None = None) -> int:
     except ApiError as exc:
         print(f"replay: cannot reach {args.base_url}: {exc}", file=sys.stderr)
         return 1
-    replay = Replay(Accounts(api, args.password), args.concurrency, args.speed, not args.no_progress)
+    replay = Replay(Accounts(api, args.password), args.concurrency, args.speed, not args.no_progress,
+                    args.poll_rate)
     replay.run(actions, args.timeout)
     summary = summarize(stats, replay.tally.counts, replay.states(), api.retried.counts,
                         replay.placing_s, replay.waiting_s)

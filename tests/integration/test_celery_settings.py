@@ -12,6 +12,7 @@ import time
 import uuid
 
 import pytest
+from kombu import Queue
 from celery.contrib.testing.worker import start_worker
 
 import celeryconfig
@@ -24,9 +25,10 @@ ATTEMPTS: dict[str, list[float]] = {}
 def celery_config():
     names = [n for n in dir(celeryconfig) if n.islower() and not n.startswith("_")]
     config = {n: getattr(celeryconfig, n) for n in names}
-    queue = f"orion.test.{uuid.uuid4().hex[:6]}"
-    config.update(task_default_queue=queue, task_default_routing_key=queue, task_queues=None,
-                  task_routes={}, task_create_missing_queues=True, beat_schedule={},
+    queue = f"orion.test.{uuid.uuid4().hex[:6]}"  # deleted by RabbitMQ when the worker stops
+    config.update(task_default_queue=queue, task_default_routing_key=queue,
+                  task_queues=[Queue(queue, routing_key=queue, auto_delete=True)],
+                  task_routes={}, task_create_missing_queues=False, beat_schedule={},
                   task_ignore_result=False, worker_send_task_events=False)
     return config
 
