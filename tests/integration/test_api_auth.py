@@ -11,6 +11,7 @@ from flask_jwt_extended import create_access_token, decode_token
 
 from models import RevokedToken, unit_of_work
 from services.errors import Conflict
+from tests.support.api import problem
 from tests.support.factories import customer
 from web import create_app
 from web.auth import create_user
@@ -34,16 +35,6 @@ def new_client(app):
 @pytest.fixture
 def client(app):
     return new_client(app)
-
-
-def problem(response, status: int) -> dict:
-    """Assert ``response`` is an RFC 9457 problem with ``status``; return its body."""
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/problem+json"
-    body = response.get_json()
-    assert {"type", "title", "status", "detail"} <= body.keys()
-    assert body["status"] == status
-    return body
 
 
 def login(client, email: str, password: str = PASSWORD):

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from tests.support.api import problem
 from web import create_app
 
 CLOSED_PORT = 1  # nothing listens there
@@ -14,15 +15,6 @@ CLOSED_PORT = 1  # nothing listens there
 @pytest.fixture(scope="module")
 def client():
     return create_app().test_client()
-
-
-def problem(response, status: int) -> dict:
-    """Assert ``response`` is an RFC 9457 problem with ``status``; return its body."""
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/problem+json"
-    body = response.get_json()
-    assert {"type", "title", "status", "detail"} <= body.keys() and body["status"] == status
-    return body
 
 
 def test_healthz_is_ok(client):

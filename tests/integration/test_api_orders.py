@@ -12,6 +12,7 @@ from sqlalchemy import update
 
 from models import Order, SagaStep, unit_of_work, utcnow
 from tests.support.factories import ADDRESS, count, customer, order_body, product
+from tests.support.api import problem
 from web import create_app
 
 API = "/api/v1"
@@ -21,15 +22,6 @@ PASSWORD = "correct horse battery"  # what tests.support.factories.customer sets
 @pytest.fixture(scope="module")
 def client():
     return create_app().test_client()
-
-
-def problem(response, status: int) -> dict:
-    """Assert ``response`` is an RFC 9457 problem with ``status``; return its body."""
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/problem+json"
-    body = response.get_json()
-    assert {"type", "title", "status", "detail"} <= body.keys() and body["status"] == status
-    return body
 
 
 def auth(client, user) -> dict:

@@ -6,6 +6,7 @@ from decimal import Decimal
 import pytest
 
 from models import Inventory, Product, unit_of_work
+from tests.support.api import problem
 from web import create_app
 
 API = "/api/v1"
@@ -14,15 +15,6 @@ API = "/api/v1"
 @pytest.fixture(scope="module")
 def client():
     return create_app().test_client()
-
-
-def problem(response, status: int) -> dict:
-    """Assert ``response`` is an RFC 9457 problem with ``status``; return its body."""
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/problem+json"
-    body = response.get_json()
-    assert {"type", "title", "status", "detail"} <= body.keys() and body["status"] == status
-    return body
 
 
 def add_product(sku: str, name: str, price: str = "2.55", on_hand: int | None = 10,

@@ -1,0 +1,11 @@
+"""Helpers for tests that speak to the HTTP API through Flask's test client."""
+from __future__ import annotations
+
+
+def problem(response, status: int) -> dict:
+    """Assert ``response`` is an RFC 9457 problem with ``status``; return its body."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    body = response.get_json()
+    assert {"type", "title", "status", "detail"} <= body.keys() and body["status"] == status
+    return body
