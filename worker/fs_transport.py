@@ -1,12 +1,14 @@
 """kombu's filesystem transport, reading a queue without rescanning per message.
 
 ``kombu.transport.filesystem.Channel._get`` lists and sorts the whole shared
-folder for every message it returns, then ``pop(0)``s through the list: the cost
-of one read grows with the backlog (quadratically, counting the pops). Under a
-replay burst the backlog grew faster than the worker could read it and orders
-stalled. This channel lists the folder once per batch and hands out that
-batch's files for the queue in order; everything else (file format, locking,
-fanout through ``control_folder``) is kombu's.
+folder for every message it returns, then ``pop(0)``s through the list, and
+lists it again for every poll of an empty queue: the cost of one read grows
+with the backlog (quadratically, counting the pops). Under a replay burst the
+backlog grew faster than the worker could read it and orders stalled. This
+channel lists the folder once for all its queues, and again only when a queue
+runs dry and at least ``RESCAN_SECONDS`` (or ten times the last listing's cost)
+have passed; it hands out each queue's files in order. Everything else (file
+format, locking, fanout through ``control_folder``) is kombu's.
 
 Registered as the ``orionfs://`` transport (see ``register``); the embedded
 default uses it.
@@ -16,8 +18,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections import deque
+from collections import defaultdict, deque
 from queue import Empty
+from time import monotonic
 
 from kombu.exceptions import ChannelError
 from kombu.transport import TRANSPORT_ALIASES, filesystem
@@ -27,28 +30,38 @@ from kombu.utils.json import loads
 SCHEME = "orionfs"
 
 
+RESCAN_SECONDS = 0.02
+
+
 class Channel(filesystem.Channel):
-    """A filesystem channel that remembers the files it listed for each queue."""
+    """A filesystem channel that remembers the files it listed, per queue."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._listed: dict[str, deque[str]] = {}
+        self._next_scan = 0.0
 
     def _get(self, queue):
-        listed = self._listed.setdefault(queue, deque())
-        while True:
-            if not listed:
-                listed.extend(self._scan(queue))
-                if not listed:
-                    raise Empty()
-            payload = self._take(listed.popleft())
-            if payload is not None:
-                return loads(bytes_to_str(payload))
+        for _ in range(2):
+            listed = self._listed.get(queue)
+            while listed:
+                payload = self._take(listed.popleft())
+                if payload is not None:
+                    return loads(bytes_to_str(payload))
+            if monotonic() < self._next_scan:
+                break
+            self._scan()
+        raise Empty()
 
-    def _scan(self, queue: str) -> list[str]:
-        wanted = f"{queue}.msg"
-        return sorted(name for name in os.listdir(self.data_folder_in)
-                      if name.partition(".")[2] == wanted)
+    def _scan(self) -> None:
+        """List the folder once and file every message under its queue, oldest first."""
+        began = monotonic()
+        listed: dict[str, deque[str]] = defaultdict(deque)
+        for name in sorted(os.listdir(self.data_folder_in)):
+            listed[name.partition(".")[2].removesuffix(".msg")].append(name)
+        done = monotonic()
+        # A large backlog makes a listing costly; scan less often, not more.
+        self._listed, self._next_scan = listed, done + max(RESCAN_SECONDS, 10 * (done - began))
 
     def _take(self, filename: str) -> bytes | None:
         """Move the file out of the queue folder and read it; None if another process took it."""

@@ -18,10 +18,11 @@ def connection(folder) -> Connection:
 
 
 def drain(queue, limit: int = 100) -> list[int]:
+    """Read until the queue stays empty for 0.2 s (a new file shows within one rescan, 20 ms)."""
     got = []
     for _ in range(limit):
         try:
-            message = queue.get(block=False)
+            message = queue.get(block=True, timeout=0.2)
         except queue.Empty:
             return got
         got.append(message.payload)
@@ -54,9 +55,10 @@ def test_two_consumers_share_a_queue_without_duplicates(tmp_path):
             out.put(n)
         first, second = a.SimpleQueue("orion.shared"), b.SimpleQueue("orion.shared")
         seen = []
-        for _ in range(60):  # interleave reads: each consumer's batch goes stale
-            for consumer in (first, second):
-                seen.extend(drain(consumer, limit=3))
+        while len(seen) < 40:  # interleave reads: each consumer's listing goes stale
+            got = [m for consumer in (first, second) for m in drain(consumer, limit=3)]
+            assert got, f"stalled after {len(seen)} messages"
+            seen.extend(got)
         assert sorted(seen) == list(range(40))
         for q in (out, first, second):
             q.close()
