@@ -2,6 +2,7 @@
 
     python -m bench.replay_bench --mode embedded --limit 2000 --concurrency 8
     python -m bench.replay_bench --mode services --limit 2000 --concurrency 8
+    python -m bench.replay_bench --mode services --limit 500 --speed 1500   # paced
 
 Starts ``tools.launch`` (web, worker, beat, SMTP sink; no Flower) on a fresh data
 dir (embedded) or a fresh ``orion_bench`` database (services), waits for
@@ -73,6 +74,7 @@ def run(args: argparse.Namespace) -> dict:
         replay = subprocess.run(
             [sys.executable, "-m", "tools.replay", "--base-url", f"http://127.0.0.1:{args.port}",
              "--limit", str(args.limit), "--concurrency", str(args.concurrency),
+             "--speed", str(args.speed), "--timeout", "1800",
              "--json-out", str(summary_path)], cwd=ROOT, env=env)
         audit = subprocess.run([sys.executable, "-m", "tools.audit", "--json"], cwd=ROOT, env=env,
                                capture_output=True, text=True)
@@ -80,6 +82,7 @@ def run(args: argparse.Namespace) -> dict:
         os.killpg(platform.pid, signal.SIGTERM)
         platform.wait(60)
     return {"mode": args.mode, "limit": args.limit, "concurrency": args.concurrency,
+            "speed": args.speed,
             "cpus": os.cpu_count(), "replay_exit": replay.returncode,
             "replay": json.loads(summary_path.read_text()) if summary_path.exists() else None,
             "audit_exit": audit.returncode, "audit": json.loads(audit.stdout or "null"),
@@ -91,11 +94,14 @@ def main() -> int:
     parser.add_argument("--mode", choices=("embedded", "services"), default="embedded")
     parser.add_argument("--limit", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--speed", type=float, default=0.0,
+                        help="compress the invoices' real time gaps N times (0: a burst)")
     parser.add_argument("--port", type=int, default=8100)
     args = parser.parse_args()
     result = run(args)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"replay-{args.mode}-{args.limit}.json"
+    pace = f"-speed{args.speed:g}" if args.speed else ""
+    out = RESULTS / f"replay-{args.mode}-{args.limit}{pace}.json"
     out.write_text(json.dumps(result, indent=2, default=str))
     print(json.dumps({k: result[k] for k in ("mode", "replay_exit", "audit_exit")}), f"-> {out}")
     return 0 if result["replay_exit"] == 0 and result["audit_exit"] == 0 else 1
