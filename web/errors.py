@@ -6,6 +6,7 @@ is named by its dotted path (``lines.0.quantity``, ``shipping_address.zip``).
 """
 from __future__ import annotations
 
+import math
 import time
 
 from flask import Flask, Response, current_app, g, jsonify
@@ -79,7 +80,10 @@ def _http_error(error: HTTPException) -> Response:
 
 def _rate_limited(error: RateLimitExceeded) -> Response:
     current = limiter.current_limit
-    retry_after = max(1, current.reset_at - int(time.time())) if current else 60
+    retry_after = 60
+    if current:  # seconds until the window frees a slot, never beyond the window itself
+        window = current.limit.get_expiry()
+        retry_after = min(window, max(1, math.ceil(current.reset_at - time.time())))
     return problem(429, f"too many requests (limit {error.description}); retry later",
                    headers={"Retry-After": str(retry_after)})
 
