@@ -83,7 +83,7 @@ def banner(settings: Settings, names: list[str]) -> str:
     if "smtp" in names:
         lines.append(f"  emails     {settings.data_dir / 'mail'} (SMTP sink on port {settings.smtp_port})")
     lines.append(f"  data       {settings.data_dir}")
-    lines.append("  replay     .venv/bin/python -m tools.replay --limit 2000   (in another terminal)")
+    lines.append("  replay     ./run.sh replay --limit 2000 --concurrency 8   (in another terminal)")
     lines.append("Ctrl-C stops everything.")
     return "\n".join(lines)
 
