@@ -117,6 +117,18 @@ class CompensationTask(SagaTask):
             record_event(session, order, detail=f"compensation failed: {journal.describe(exc)}")
 
 
+def lock_for_undo(session, order_id: str, step_name: str) -> Order | None:
+    """The locked order for an undo step, or None if this undo already succeeded.
+
+    Raises Halt when the order is not ``compensating`` (a duplicate chain after
+    the compensation finished, or an operator's re-drive).
+    """
+    order = journal.lock_order(session, order_id)
+    if order.status != lifecycle.COMPENSATING:
+        raise Halt()
+    return None if journal.already_succeeded(session, order, step_name) else order
+
+
 def start_compensation(session, order: Order) -> None:
     """Queue the compensation of ``order`` (already ``compensating``) through the outbox."""
     record_event(session, order, detail=order.cancel_reason or order.failure)

@@ -18,7 +18,7 @@ from models import order as lifecycle
 from models.catalog import CONSUMED, HELD, change_on_hand
 from models.fulfilment import EMAIL_SENDING, EMAIL_SENT, SHIPMENT_CANCELLED
 from tasks import journal
-from tasks.base import CompensationTask, Halt, SagaTask, StepNotReady
+from tasks.base import CompensationTask, Halt, SagaTask, StepNotReady, lock_for_undo
 
 CLAIM_TIMEOUT = timedelta(seconds=60)
 
@@ -118,9 +118,9 @@ def create_shipment(self, order_id: str, run: int) -> dict:
 def cancel_shipment(self, order_id: str) -> None:
     """Undo of create_shipment: recall the parcel and put its units back on hand."""
     with unit_of_work() as session:
-        order = journal.lock_order(session, order_id)
-        if order.status != lifecycle.COMPENSATING:
-            raise Halt()
+        order = lock_for_undo(session, order_id, "cancel_shipment")
+        if order is None:
+            return
         shipment = session.scalar(select(Shipment).where(Shipment.order_id == order.id))
         if shipment is None or shipment.status == SHIPMENT_CANCELLED:
             return

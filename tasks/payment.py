@@ -16,7 +16,7 @@ from models.payment import AUTHORIZATION, CAPTURE, DECLINED, REFUND, SUCCEEDED, 
 from models.saga_log import FAILED
 from payments import ProviderError, get_provider
 from tasks import journal
-from tasks.base import CompensationTask, Halt, SagaTask, start_compensation
+from tasks.base import CompensationTask, Halt, SagaTask, lock_for_undo, start_compensation
 from tasks.outbox import publish_after_commit
 
 
@@ -75,7 +75,7 @@ def capture_payment(self, order_id: str, run: int) -> None:
 def void_authorization(self, order_id: str) -> None:
     """Undo of authorize_payment: void every authorization that was not captured."""
     with unit_of_work() as session:
-        order = _compensating(session, order_id, "void_authorization")
+        order = lock_for_undo(session, order_id, "void_authorization")
         if order is None:
             return
         step = journal.start_step(session, order, "void_authorization", self.step_kind, self.attempt)
@@ -94,7 +94,7 @@ def void_authorization(self, order_id: str) -> None:
 def refund_payment(self, order_id: str) -> None:
     """Undo of capture_payment: refund the capture, once (a unique index forbids a second)."""
     with unit_of_work() as session:
-        order = _compensating(session, order_id, "refund_payment")
+        order = lock_for_undo(session, order_id, "refund_payment")
         if order is None:
             return
         step = journal.start_step(session, order, "refund_payment", self.step_kind, self.attempt)
@@ -107,13 +107,6 @@ def refund_payment(self, order_id: str) -> None:
                                 provider_reference=result.reference, parent_id=capture.id))
         journal.finish_step(session, order, step, "succeeded",
                             f"refunded {capture.amount}" if capture else "nothing captured")
-
-
-def _compensating(session, order_id: str, name: str) -> Order | None:
-    order = journal.lock_order(session, order_id)
-    if order.status != lifecycle.COMPENSATING:
-        raise Halt()
-    return None if journal.already_succeeded(session, order, name) else order
 
 
 def _latest(session, order: Order, kind: str) -> Payment | None:

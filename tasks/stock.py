@@ -12,7 +12,7 @@ from models import order as lifecycle
 from models.catalog import RELEASED, try_reserve, unreserve
 from models.saga_log import FAILED
 from tasks import journal
-from tasks.base import CompensationTask, Halt, SagaTask, start_compensation
+from tasks.base import CompensationTask, Halt, SagaTask, lock_for_undo, start_compensation
 from tasks.outbox import publish_after_commit
 
 
@@ -93,10 +93,8 @@ def collect_reservations(self, results: list, order_id: str, run: int) -> None:
 def release_stock(self, order_id: str) -> None:
     """Undo of reserve_stock: return every held unit of the order to available stock."""
     with unit_of_work() as session:
-        order = journal.lock_order(session, order_id)
-        if order.status != lifecycle.COMPENSATING:
-            raise Halt()
-        if journal.already_succeeded(session, order, "release_stock"):
+        order = lock_for_undo(session, order_id, "release_stock")
+        if order is None:
             return
         held = list(session.scalars(select(Reservation).where(
             Reservation.order_id == order.id, Reservation.status == HELD)))

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 import signal
-import uuid
 
 import pytest
 from sqlalchemy import select, text
 
-from models import EmailMessage, Inventory, Payment, Shipment, unit_of_work
+from models import Inventory, Payment, Shipment, unit_of_work
 from services.ordering import Actor, cancel_order
 from tests.support.factories import count, customer, eventually, place, product, wait_for
 from tests.support.processes import celery_worker

@@ -230,7 +230,6 @@ def _queues_idle() -> bool:
 
 
 def test_outbox_sweeper_publishes_what_a_crash_left_unsent(uid):
-    from models import Order
     from models.outbox import SAGA_START, OutboxMessage, enqueue
     from services.ordering import _new_order, request_fingerprint
     from tasks.outbox import republish_unsent
