@@ -118,7 +118,7 @@ class Settings:
             mail_from=env.get("MAIL_FROM", "Orion Shop <orders@orion.example>"),
             payment_latency_ms=_int(env, "PAYMENT_LATENCY_MS", 20),
             sandbox_database_url=sandbox_url,
-            step_max_retries=_int(env, "SAGA_STEP_MAX_RETRIES", 5),
+            step_max_retries=_int(env, "SAGA_STEP_MAX_RETRIES", 10),
             retry_backoff_max_s=_int(env, "SAGA_RETRY_BACKOFF_MAX", 30),
             reservation_hold_s=_int(env, "RESERVATION_HOLD_SECONDS", 3 * 86400 + 3600),
             outbox_sweep_s=_float(env, "OUTBOX_SWEEP_SECONDS", 10.0),

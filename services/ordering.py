@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from models import Order, OrderLine, Product, User, record_event, unit_of_work
+from models import Order, OrderLine, Payment, Product, User, record_event, unit_of_work
 from models import order as lifecycle
 from models.outbox import SAGA_COMPENSATE, SAGA_RESUME, SAGA_START, enqueue
 from services.errors import Conflict, Forbidden, NotFound, UnknownSku
@@ -182,12 +182,20 @@ def retry_saga(order_id: uuid.UUID | str, actor: Actor) -> Order:
         order = load_visible_order(session, order_id, actor, lock=True)
         if order.status not in RETRYABLE:
             raise Conflict(f"an order in status {order.status!r} cannot be retried")
+        if order.status == lifecycle.FAILED and _was_captured(session, order):
+            # SPEC guarantee 2: one capture per order, ever; a new run could not pay.
+            raise Conflict("this order's payment was captured and refunded; place a new order")
         topic, payload = _retry_message(order)
         record_event(session, order, detail="operator retry")
         enqueue(session, topic, payload)
         messages = session.info["outbox"]
     publish_after_commit(messages)
     return order
+
+
+def _was_captured(session: Session, order: Order) -> bool:
+    return session.scalar(select(Payment.id).where(Payment.order_id == order.id,
+                                                   Payment.kind == "capture").limit(1)) is not None
 
 
 def _retry_message(order: Order) -> tuple[str, dict]:

@@ -7,7 +7,8 @@ import logging
 import random
 
 from celery import Task
-from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
+from kombu.exceptions import OperationalError as BrokerUnavailable
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -31,7 +32,7 @@ class StepNotReady(Exception):
 # Faults that another attempt may cure. Business outcomes (out of stock, a
 # decline) are not exceptions at all; bugs are not in this list and fail at once.
 TRANSIENT_ERRORS = (TransientProviderError, OperationalError, PoolTimeout, IntegrityError,
-                    SoftTimeLimitExceeded, StepNotReady, *TRANSIENT_SMTP_ERRORS)
+                    BrokerUnavailable, SoftTimeLimitExceeded, StepNotReady, *TRANSIENT_SMTP_ERRORS)
 
 _settings = get_settings()
 
@@ -71,10 +72,11 @@ class SagaTask(Task):
 
     def _note_retry(self, args: tuple, exc: BaseException) -> None:
         try:
+            name = self.step_name(args)  # before the transaction: it may read (SQLite: one writer)
             with unit_of_work() as session:
                 order = journal.lock_order(session, _order_arg(args))
-                journal.note_retry(session, order, self.step_name(args), self.step_kind,
-                                   self.attempt, journal.describe(exc))
+                journal.note_retry(session, order, name, self.step_kind, self.attempt,
+                                   journal.describe(exc))
         except (OperationalError, PoolTimeout) as db_exc:  # the retry matters more than its log
             log.warning("could not log the retry of %s: %s", self.name, db_exc)
 
@@ -88,10 +90,16 @@ class SagaTask(Task):
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         """Retries ran out, or a fault that retrying cannot cure: start compensation."""
         log.error("saga step %s failed for good for order %s: %s", self.name, args[:1], exc)
+        if isinstance(exc, TimeLimitExceeded):
+            # Called in the worker's main process while the child that overran
+            # may still hold the order's row lock: waiting for it would freeze
+            # the worker. The order stays in its step for an operator's retry.
+            return
+        name = self.step_name(args)
         with unit_of_work() as session:
             order = journal.lock_order(session, _order_arg(args))
-            journal.note_failure(session, order, self.step_name(args), self.step_kind,
-                                 self.attempt, journal.describe(exc))
+            journal.note_failure(session, order, name, self.step_kind, self.attempt,
+                                 journal.describe(exc))
             self.after_failure(session, order, exc)
             messages = session.info.get("outbox", [])
         publish_after_commit(messages)

@@ -20,34 +20,35 @@ from models.fulfilment import EMAIL_SENDING, EMAIL_SENT, SHIPMENT_CANCELLED
 from tasks import journal
 from tasks.base import CompensationTask, Halt, SagaTask, StepNotReady, lock_for_undo
 
-CLAIM_TIMEOUT = timedelta(seconds=60)
+# smtp.send gives up after 10 s; a claim older than this belongs to a dead attempt.
+CLAIM_TIMEOUT = timedelta(seconds=15)
+CONFIRMABLE = (lifecycle.CONFIRMED, lifecycle.SHIPPED, lifecycle.COMPLETED)
+CANCELLED_OR_FAILED = (lifecycle.CANCELLED, lifecycle.FAILED)
 
 
 @shared_task(bind=True, base=SagaTask, name="saga.send_confirmation_email")
 def send_confirmation_email(self, order_id: str, run: int) -> dict:
     """Email the customer that the order is confirmed (chord header; never halts the chord)."""
-    with unit_of_work() as session:
-        order = journal.lock_order(session, order_id)
-        if order.status not in (lifecycle.CONFIRMED, lifecycle.SHIPPED, lifecycle.COMPLETED):
-            return {"halted": True}
-    sent = _deliver(self, order_id, templates.CONFIRMATION, "send_confirmation_email")
-    return {"sent": sent}
+    sent = _deliver(self, order_id, templates.CONFIRMATION, "send_confirmation_email", CONFIRMABLE)
+    return {"halted": True} if sent is None else {"sent": sent}
 
 
 @shared_task(bind=True, base=CompensationTask, name="saga.send_cancellation_email")
 def send_cancellation_email(self, order_id: str) -> None:
     """Tell the customer the order was cancelled or failed (after compensation)."""
-    with unit_of_work() as session:
-        order = journal.lock_order(session, order_id)
-        if order.status not in (lifecycle.CANCELLED, lifecycle.FAILED):
-            raise Halt()
-    _deliver(self, order_id, templates.CANCELLATION, "send_cancellation_email")
+    if _deliver(self, order_id, templates.CANCELLATION, "send_cancellation_email",
+                CANCELLED_OR_FAILED) is None:
+        raise Halt()
 
 
-def _deliver(task, order_id: str, template: str, step_name: str) -> bool:
-    """Claim, send and mark one email; returns False if it had been sent already."""
+def _deliver(task, order_id: str, template: str, step_name: str, statuses) -> bool | None:
+    """Claim, send and mark one email; False if it had been sent already, None if the
+    order is not in ``statuses`` (checked under the order lock, in the claim's
+    transaction, so a cancel cannot slip in between check and send)."""
     with unit_of_work() as session:
         order = journal.lock_order(session, order_id)
+        if order.status not in statuses:
+            return None
         message = _claim(session, order, template)
         if message is None:
             return False

@@ -275,3 +275,20 @@ def test_audit_finds_every_guarantee_kept(uid):
         report = audit(session, skus=[sku])
     assert report["totals"]["captures"] >= 2
     assert {name: rows for name, rows in report["violations"].items() if rows} == {}
+
+
+def test_operator_retry_refuses_a_failed_order_whose_payment_was_captured(uid):
+    """SPEC guarantee 2 allows one capture per order: a new run could never pay."""
+    from sqlalchemy import update as sql_update
+
+    from models import Order
+    from services.errors import Conflict
+    from services.ordering import retry_saga
+
+    user, operator, sku = customer(uid), customer(uid, role="operator"), product(uid, on_hand=5)
+    order_id = place(user, [(sku, 1)])
+    assert wait_for(order_id).status == "completed"
+    with unit_of_work() as session:  # as if a step after the capture had failed for good
+        session.execute(sql_update(Order).where(Order.id == order_id).values(status="failed"))
+    with pytest.raises(Conflict, match="captured"):
+        retry_saga(order_id, Actor(operator.id, "operator"))
