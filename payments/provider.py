@@ -55,6 +55,10 @@ class PaymentProvider(Protocol):
 
     def refund(self, key: str, capture_ref: str, amount: Decimal) -> ProviderResult: ...
 
+    def find(self, key: str) -> ProviderResult | None:
+        """The outcome of an earlier call made with ``key``, or None if none arrived
+        (as with Stripe, which keeps idempotency keys and their results)."""
+
 
 @lru_cache(maxsize=1)
 def get_provider() -> PaymentProvider:

@@ -86,6 +86,11 @@ class SandboxProvider:
     def refund(self, key: str, capture_ref: str, amount: Decimal) -> ProviderResult:
         return self._settle(key, "refund", capture_ref, amount)
 
+    def find(self, key: str) -> ProviderResult | None:
+        with self._sessions.begin() as session:
+            done = session.get(SandboxOperation, key)
+            return None if done is None else ProviderResult.from_dict(done.result)
+
     def _settle(self, key: str, operation: str, target: str, amount: Decimal | None) -> ProviderResult:
         """Capture, void or refund ``target``; each may happen once per target."""
         with self._sessions.begin() as session:

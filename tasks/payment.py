@@ -79,6 +79,8 @@ def void_authorization(self, order_id: str) -> None:
         if order is None:
             return
         step = journal.start_step(session, order, "void_authorization", self.step_kind, self.attempt)
+        for run in range(1, order.saga_run + 1):
+            _recover(session, order, AUTHORIZATION, f"order-{order.id}-authorize-{run}", None)
         voided = 0
         for auth in _open_authorizations(session, order):
             key = f"order-{order.id}-void-{auth.id}"
@@ -98,7 +100,8 @@ def refund_payment(self, order_id: str) -> None:
         if order is None:
             return
         step = journal.start_step(session, order, "refund_payment", self.step_kind, self.attempt)
-        capture = _latest(session, order, CAPTURE)
+        capture = _latest(session, order, CAPTURE) or _recover(
+            session, order, CAPTURE, f"order-{order.id}-capture", _latest(session, order, AUTHORIZATION))
         if capture is not None and _latest(session, order, REFUND) is None:
             key = f"order-{order.id}-refund"
             result = get_provider().refund(key, capture.provider_reference, capture.amount)
@@ -107,6 +110,26 @@ def refund_payment(self, order_id: str) -> None:
                                 provider_reference=result.reference, parent_id=capture.id))
         journal.finish_step(session, order, step, "succeeded",
                             f"refunded {capture.amount}" if capture else "nothing captured")
+
+
+def _recover(session, order: Order, kind: str, key: str, parent: Payment | None) -> Payment | None:
+    """Record a provider operation that succeeded but whose row was lost.
+
+    A worker killed after the provider answered, before its transaction
+    committed, leaves the charge at the provider only; if the order is then
+    cancelled before the step is redelivered, the undo must still see it.
+    """
+    if session.scalar(select(Payment.id).where(Payment.idempotency_key == key)) is not None:
+        return None
+    result = get_provider().find(key)
+    if result is None or not result.approved:
+        return None
+    payment = Payment(order_id=order.id, kind=kind, amount=order.total, currency=order.currency,
+                      idempotency_key=key, status=SUCCEEDED, provider_reference=result.reference,
+                      parent_id=parent.id if parent else None)
+    session.add(payment)
+    session.flush()
+    return payment
 
 
 def _latest(session, order: Order, kind: str) -> Payment | None:

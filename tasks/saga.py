@@ -84,9 +84,17 @@ def _stage_signature(app: Celery, stage: Stage, order_id: str, run: int,
 
 
 def compensation_canvas(app: Celery, order_id: str, steps_that_ran: set[str]) -> Signature:
-    """Undo every step in ``steps_that_ran`` (short names), latest first, then finish."""
-    undos = [step.undo for stage in reversed(ORDER_SAGA) for step in reversed(stage.steps)
-             if step.undo and step.short_name in steps_that_ran]
+    """Undo every step in ``steps_that_ran`` (short names), latest first, then finish.
+
+    The stage after the last one that ran is undone too: its provider call may
+    have succeeded in a worker that died before recording it (the undo asks the
+    provider, and does nothing if there is nothing to undo).
+    """
+    ran = [i for i, stage in enumerate(ORDER_SAGA) if any(s.short_name in steps_that_ran
+                                                          for s in stage.steps)]
+    last = min(max(ran, default=-1) + 1, len(ORDER_SAGA) - 1)
+    undos = [step.undo for i, stage in reversed(list(enumerate(ORDER_SAGA))) if i <= last
+             for step in reversed(stage.steps) if step.undo]
     names = undos + list(COMPENSATION_EPILOGUE)
     return chain(*(_task(app, name, order_id) for name in names))
 
