@@ -21,10 +21,15 @@ from celery.canvas import Signature
 
 @dataclass(frozen=True)
 class Step:
-    """A forward task and the task that undoes it (None when nothing can be undone)."""
+    """A forward task and the task that undoes it (None when nothing can be undone).
+
+    ``external``: the step calls a provider, so its effect can exist there
+    without the row that records it (the worker died in between).
+    """
 
     task: str
     undo: str | None = None
+    external: bool = False
 
     @property
     def short_name(self) -> str:
@@ -48,8 +53,8 @@ ORDER_SAGA: tuple[Stage, ...] = (
     Stage((Step("saga.validate_order"),)),
     Stage((Step("saga.reserve_stock", undo="saga.release_stock"),),
           per_line=True, join="saga.collect_reservations"),
-    Stage((Step("saga.authorize_payment", undo="saga.void_authorization"),)),
-    Stage((Step("saga.capture_payment", undo="saga.refund_payment"),)),  # the pivot
+    Stage((Step("saga.authorize_payment", undo="saga.void_authorization", external=True),)),
+    Stage((Step("saga.capture_payment", undo="saga.refund_payment", external=True),)),  # the pivot
     Stage((Step("saga.send_confirmation_email"),
            Step("saga.create_shipment", undo="saga.cancel_shipment")),
           join="saga.complete_order"),
@@ -86,15 +91,16 @@ def _stage_signature(app: Celery, stage: Stage, order_id: str, run: int,
 def compensation_canvas(app: Celery, order_id: str, steps_that_ran: set[str]) -> Signature:
     """Undo every step in ``steps_that_ran`` (short names), latest first, then finish.
 
-    The stage after the last one that ran is undone too: its provider call may
-    have succeeded in a worker that died before recording it (the undo asks the
-    provider, and does nothing if there is nothing to undo).
+    An external step right after the last one that ran is undone too: its
+    provider call may have succeeded in a worker that died before recording it
+    (the undo asks the provider, and does nothing if there is nothing to undo).
     """
-    ran = [i for i, stage in enumerate(ORDER_SAGA) if any(s.short_name in steps_that_ran
-                                                          for s in stage.steps)]
-    last = min(max(ran, default=-1) + 1, len(ORDER_SAGA) - 1)
-    undos = [step.undo for i, stage in reversed(list(enumerate(ORDER_SAGA))) if i <= last
-             for step in reversed(stage.steps) if step.undo]
+    ran = [i for i, stage in enumerate(ORDER_SAGA)
+           if any(s.short_name in steps_that_ran for s in stage.steps)]
+    after = max(ran, default=-1) + 1
+    undos = [step.undo for i, stage in reversed(list(enumerate(ORDER_SAGA)))
+             for step in reversed(stage.steps) if step.undo and (
+                 step.short_name in steps_that_ran or (i == after and step.external))]
     names = undos + list(COMPENSATION_EPILOGUE)
     return chain(*(_task(app, name, order_id) for name in names))
 

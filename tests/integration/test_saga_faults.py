@@ -120,25 +120,3 @@ def test_worker_child_killed_mid_capture_redelivers_without_second_capture(slow_
     assert captures == 1
     assert b"WorkerLostError" in slow_worker.log_path.read_bytes()
 
-
-def test_capture_lost_with_its_worker_is_still_refunded_after_a_cancel(inbox, uid):
-    """The provider captured, the worker died before recording it, and the customer
-    cancelled before any worker took the message again: the refund must still come."""
-    from models import get_engine
-    from payments.sandbox import SandboxBase
-
-    SandboxBase.metadata.create_all(get_engine())
-    user, sku = customer(uid), product(uid, on_hand=10)
-    env = {"PAYMENT_LATENCY_MS": str(LATENCY_MS)}
-    with celery_worker(env, queues="orion.saga,orion.notify") as doomed:
-        order_id = place(user, [(sku, 1)])
-        eventually(lambda: provider_has(order_id, "capture"), timeout=30)
-        os.killpg(doomed.pid, signal.SIGKILL)  # main process and children: nothing is acked
-        doomed.wait()
-    assert kinds(order_id) == ["authorization"]  # the capture exists only at the provider
-    cancel_order(order_id, Actor(user.id, "customer"))
-    with celery_worker(env, queues="orion.saga,orion.notify", purge=False):
-        order = wait_for(order_id, timeout=60)
-    assert (order.status, order.cancel_reason) == ("cancelled", "customer_request")
-    assert kinds(order_id) == ["authorization", "capture", "refund"]
-    assert stock(sku) == (10, 0)
