@@ -7,8 +7,13 @@ with the backlog (quadratically, counting the pops). Under a replay burst the
 backlog grew faster than the worker could read it and orders stalled. This
 channel lists the folder once for all its queues, and again only when a queue
 runs dry and at least ``RESCAN_SECONDS`` (or ten times the last listing's cost)
-have passed; it hands out each queue's files in order. Everything else (file
-format, locking, fanout through ``control_folder``) is kombu's.
+have passed; it hands out each queue's files in order.
+
+kombu also creates a message file before writing it, and reads without waiting
+for the writer, so a fast reader can take an empty file (seen here: a worker
+died on it). This channel writes each message under a hidden name and renames
+it into place, which readers see whole or not at all. Everything else (file
+names, fanout through ``control_folder``) is kombu's.
 
 Registered as the ``orionfs://`` transport (see ``register``); the embedded
 default uses it.
@@ -18,14 +23,15 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import uuid
 from collections import defaultdict, deque
 from queue import Empty
 from time import monotonic
 
 from kombu.exceptions import ChannelError
 from kombu.transport import TRANSPORT_ALIASES, filesystem
-from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import loads
+from kombu.utils.encoding import bytes_to_str, str_to_bytes
+from kombu.utils.json import dumps, loads
 
 SCHEME = "orionfs"
 
@@ -57,7 +63,7 @@ class Channel(filesystem.Channel):
         """List the folder once and file every message under its queue, oldest first."""
         began = monotonic()
         listed: dict[str, deque[str]] = defaultdict(deque)
-        for name in sorted(os.listdir(self.data_folder_in)):
+        for name in self._scan_names():
             listed[name.partition(".")[2].removesuffix(".msg")].append(name)
         done = monotonic()
         # A large backlog makes a listing costly; scan less often, not more.
@@ -79,6 +85,21 @@ class Channel(filesystem.Channel):
         except OSError as exc:
             raise ChannelError(f"Cannot read file {path!r} from queue.") from exc
         return payload
+
+    def _put(self, queue, payload, **kwargs):
+        """Write the message beside the queue folder's files, then rename it in (atomic)."""
+        name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        final = os.path.join(self.data_folder_out, name)
+        partial = os.path.join(self.data_folder_out, f".{name}.partial")
+        try:
+            with open(partial, "wb") as handle:
+                handle.write(str_to_bytes(dumps(payload)))
+            os.replace(partial, final)
+        except OSError as exc:
+            raise ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+    def _scan_names(self) -> list[str]:
+        return sorted(n for n in os.listdir(self.data_folder_in) if not n.startswith("."))
 
     def _purge(self, queue):
         self._listed.pop(queue, None)

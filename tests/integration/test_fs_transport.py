@@ -73,3 +73,26 @@ def test_other_queues_messages_are_left_alone(tmp_path):
         assert drain(notify) == ["n"]
         saga.close()
         notify.close()
+
+
+def test_a_message_is_never_visible_half_written(tmp_path):
+    """Messages are written under a hidden name and renamed in: a reader polling
+    as fast as it can never takes an empty or partial file."""
+    import threading
+
+    payload = {"blob": "x" * 200_000}
+    with connection(tmp_path) as producer, connection(tmp_path) as consumer:
+        out, inbound = producer.SimpleQueue("orion.big"), consumer.SimpleQueue("orion.big")
+
+        def write():
+            for _ in range(30):
+                out.put(payload)
+        writer = threading.Thread(target=write)
+        writer.start()
+        got = drain(inbound, limit=60)
+        writer.join()
+        got += drain(inbound, limit=60)
+        assert len(got) == 30 and all(message == payload for message in got)
+        assert not [p for p in (tmp_path / "q").iterdir()]
+        out.close()
+        inbound.close()
