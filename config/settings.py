@@ -70,11 +70,19 @@ class Settings:
     web_host: str
     web_port: int
     flower_port: int
+    socketio_message_queue: str
+    web_threads: int
+    stuck_after_s: int
     broker_transport_options: dict = field(default_factory=dict)
+    socketio_transport_options: dict = field(default_factory=dict)
 
     @property
     def embedded(self) -> bool:
         return self.mode == "embedded"
+
+    @property
+    def flower_url(self) -> str:
+        return f"http://{self.web_host}:{self.flower_port}"
 
     @property
     def broker_folder(self) -> Path:
@@ -99,6 +107,7 @@ class Settings:
                 raise ConfigError("JWT_SECRET_KEY is required when ORION_ENV=production")
             secret = DEV_SECRET
         broker_url = env.get("BROKER_URL") or defaults["broker_url"]
+        relay_url = env.get("SOCKETIO_MESSAGE_QUEUE") or defaults["redis_url"] or "orionfs://"
         database_url = env.get("DATABASE_URL") or defaults["database_url"]
         # The sandbox stands for a remote provider: its own SQLite file when
         # embedded (SQLite allows one writer), else tables beside Orion's.
@@ -127,7 +136,11 @@ class Settings:
             web_host=env.get("WEB_HOST", "127.0.0.1"),
             web_port=_int(env, "WEB_PORT", 8000),
             flower_port=_int(env, "FLOWER_PORT", 5555),
-            broker_transport_options=_transport_options(broker_url, data_dir),
+            socketio_message_queue=relay_url,
+            web_threads=_int(env, "WEB_THREADS", 1100),
+            stuck_after_s=_int(env, "STUCK_AFTER_SECONDS", 300),
+            broker_transport_options=_transport_options(broker_url, data_dir / "broker"),
+            socketio_transport_options=_relay_options(relay_url, data_dir / "relay"),
         )
 
 
@@ -150,20 +163,22 @@ def _service_urls() -> dict:
     }
 
 
-def _transport_options(broker_url: str, data_dir: Path) -> dict:
-    """kombu transport options; the filesystem transport needs its folders.
+def _transport_options(url: str, folder: Path) -> dict:
+    """kombu transport options for ``url``; the filesystem transport needs its folders.
 
     One folder serves as both ``data_folder_in`` and ``data_folder_out`` so every
     process sees every message; ``control_folder`` carries fanout (remote control,
-    Flower, events).
+    Flower, events, and the Socket.IO relay, which has a tree of its own under
+    ``relay/`` so its traffic never lengthens the worker's folder listings).
     """
-    if not broker_url.startswith(("filesystem://", "orionfs://")):
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return {}
+    if not url.startswith(("filesystem://", "orionfs://")):
         return {"confirm_publish": True}
-    if broker_url.startswith("orionfs://"):
+    if url.startswith("orionfs://"):
         from worker.fs_transport import register
 
         register()  # every process that reads settings can open the broker
-    folder = data_dir / "broker"
     return {
         "data_folder_in": str(folder / "queue"),
         "data_folder_out": str(folder / "queue"),
@@ -172,6 +187,16 @@ def _transport_options(broker_url: str, data_dir: Path) -> dict:
         "store_processed": False,
         "polling_interval": 0.1,
     }
+
+
+def _relay_options(url: str, folder: Path) -> dict:
+    """The Socket.IO relay's transport options: on the filesystem, a short poll
+    (the web process's listener sits on an almost empty folder, so a poll is cheap,
+    and it bounds the relay's latency)."""
+    options = _transport_options(url, folder)
+    if "data_folder_in" in options:
+        options["polling_interval"] = 0.02
+    return options
 
 
 @lru_cache(maxsize=1)
@@ -189,8 +214,9 @@ def prepare_data_dir(settings: Settings) -> None:
     """Create the embedded mode's folders (kombu's filesystem transport does not)."""
     if not settings.embedded:
         return
-    for key in ("data_folder_in", "control_folder", "processed_folder"):
-        if key in settings.broker_transport_options:
-            Path(settings.broker_transport_options[key]).mkdir(parents=True, exist_ok=True)
+    for options in (settings.broker_transport_options, settings.socketio_transport_options):
+        for key in ("data_folder_in", "control_folder", "processed_folder"):
+            if key in options:
+                Path(options[key]).mkdir(parents=True, exist_ok=True)
     if settings.result_backend.startswith("file://"):
         Path(settings.result_backend[len("file://"):]).mkdir(parents=True, exist_ok=True)

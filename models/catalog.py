@@ -13,6 +13,7 @@ from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstra
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.db import Base, utcnow
+from progress import OPERATORS, Notification, queue_notification
 
 HELD, RELEASED, CONSUMED = "held", "released", "consumed"
 
@@ -109,13 +110,30 @@ def change_on_hand(session: Session, sku: str, delta: int, reason: str, referenc
 
     Returns the new ``on_hand``. A result below zero or below ``reserved`` violates
     the table's check constraints and raises ``sqlalchemy.exc.IntegrityError``.
+    Stock received (``delta > 0``) queues ``inventory.restocked``; available stock
+    dropping through the reorder point queues ``inventory.low``.
     """
     row = session.execute(
         update(Inventory)
         .where(Inventory.sku == sku)
         .values(on_hand=Inventory.on_hand + delta, reserved=Inventory.reserved - release_reserved)
-        .returning(Inventory.on_hand)
+        .returning(Inventory.on_hand, Inventory.reserved, Inventory.reorder_point)
     ).one()
     session.add(InventoryLedger(sku=sku, delta=delta, on_hand_after=row.on_hand,
                                 reason=reason, reference=reference))
+    if delta > 0:
+        _notify(session, "inventory.restocked", {"sku": sku, "quantity": delta})
+    available = row.on_hand - row.reserved
+    _note_if_low(session, sku, available, -delta - release_reserved, row.reorder_point)
     return row.on_hand
+
+
+def _note_if_low(session: Session, sku: str, available: int, drop: int, reorder_point: int) -> None:
+    """Queue ``inventory.low`` when ``available`` fell through ``reorder_point`` by ``drop`` units."""
+    if drop > 0 and available < reorder_point <= available + drop:
+        _notify(session, "inventory.low",
+                {"sku": sku, "available": available, "reorder_point": reorder_point})
+
+
+def _notify(session: Session, event: str, payload: dict) -> None:
+    queue_notification(session, Notification(event, payload, (OPERATORS,)))

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.db import Base, utcnow
 from models.order import Order
+from progress import OPERATORS, Notification, order_room, queue_notification, user_room
 
 FORWARD, COMPENSATION = "forward", "compensation"
 RUNNING, RETRYING, SUCCEEDED, FAILED, SKIPPED = "running", "retrying", "succeeded", "failed", "skipped"
@@ -35,7 +36,7 @@ class SagaStep(Base):
         return {
             "name": self.name, "status": self.status, "attempt": self.attempt,
             "started_at": _iso(self.started_at), "finished_at": _iso(self.finished_at),
-            "error": self.error,
+            "error": self.error, "kind": self.kind,
         }
 
 
@@ -66,11 +67,12 @@ class OrderEvent(Base):
 def record_event(session: Session, order: Order, step: str | None = None,
                  step_status: str | None = None, attempt: int | None = None,
                  detail: str | None = None) -> OrderEvent:
-    """Append an event with the order's next ``seq``.
+    """Append an event with the order's next ``seq``, and queue its ``order.updated``.
 
     The counter is bumped with one UPDATE on the order row, which the database
     serializes, so concurrent steps of one order (a chord header) get distinct,
-    gap-free numbers.
+    gap-free numbers. The Socket.IO event goes out only when the session commits
+    (``progress.hooks``), to the order's room, its owner's and the operators'.
     """
     session.flush()
     seq = session.execute(
@@ -80,8 +82,10 @@ def record_event(session: Session, order: Order, step: str | None = None,
     ).scalar_one()
     order.last_event_seq = seq
     event = OrderEvent(order_id=order.id, seq=seq, status=order.status, step=step,
-                       step_status=step_status, attempt=attempt, detail=detail)
+                       step_status=step_status, attempt=attempt, detail=detail, at=utcnow())
     session.add(event)
+    rooms = (order_room(str(order.id)), user_room(order.customer_id), OPERATORS)
+    queue_notification(session, Notification("order.updated", event.to_dict(), rooms))
     return event
 
 

@@ -22,11 +22,15 @@ from config.settings import REPO_ROOT, Settings
 
 def clear_stale_bindings(settings: Settings) -> None:
     """kombu's filesystem transport leaves one binding file per exited process
-    under ``control_folder``; fanout messages would be written for each forever."""
-    folder = settings.broker_transport_options.get("control_folder")
-    if folder and Path(folder).exists():
-        shutil.rmtree(folder)
-        Path(folder).mkdir(parents=True)
+    under ``control_folder``; fanout messages would be written for each forever.
+    The Socket.IO relay's queues go too: its listeners are gone, and a client
+    replays what it missed from the order event log."""
+    relay = settings.socketio_transport_options
+    for folder in (settings.broker_transport_options.get("control_folder"),
+                   relay.get("control_folder"), relay.get("data_folder_in")):
+        if folder and Path(folder).exists():
+            shutil.rmtree(folder)
+            Path(folder).mkdir(parents=True)
 
 
 def commands(settings: Settings, args: argparse.Namespace) -> dict[str, list[str]]:
@@ -35,9 +39,7 @@ def commands(settings: Settings, args: argparse.Namespace) -> dict[str, list[str
     procs = {
         "worker": celery + ["worker", "-l", "info", "-c", str(settings.worker_concurrency),
                             "-Q", queues, "-n", "orion@%h", "--without-gossip", "--without-mingle"],
-        "web": [py, "-m", "gunicorn", "-k", "gthread", "-w", "1", "--threads", "16",
-                "-b", f"{settings.web_host}:{settings.web_port}", "--access-logfile", "-",
-                "web:create_app()"],
+        "web": web_command(settings),
     }
     if not args.no_smtp_sink:
         procs["smtp"] = [py, "-m", "tools.smtp_sink"]
@@ -50,6 +52,16 @@ def commands(settings: Settings, args: argparse.Namespace) -> dict[str, list[str
                                     f"--db={settings.data_dir / 'flower.db'}", "--persistent=True",
                                     f"--enable_events={not settings.embedded}"]
     return procs
+
+
+def web_command(settings: Settings) -> list[str]:
+    """gunicorn with threads: Flask-SocketIO's ``threading`` mode serves WebSocket
+    through simple-websocket, one thread per open connection, so ``WEB_THREADS``
+    bounds the connected clients. One process: Socket.IO's long-polling needs
+    sticky sessions, which several processes behind one port would not have."""
+    return [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "1",
+            "--threads", str(settings.web_threads), "-b", f"{settings.web_host}:{settings.web_port}",
+            "--access-logfile", "-", "web:create_app()"]
 
 
 def prepare(settings: Settings, args: argparse.Namespace) -> None:

@@ -85,6 +85,8 @@ class StepSchema(Schema):
     started_at = fields.String(metadata={"format": "date-time"})
     finished_at = fields.String(allow_none=True, metadata={"format": "date-time"})
     error = fields.String(allow_none=True)
+    kind = fields.String(metadata={"enum": ["forward", "compensation"],
+                                   "description": "A forward step or the compensation of one"})
 
 
 class OrderSchema(Schema):
@@ -99,6 +101,9 @@ class OrderSchema(Schema):
     updated_at = UTCDateTime()
     finished_at = UTCDateTime(allow_none=True)
     steps = fields.List(fields.Nested(StepSchema), metadata={"description": "The saga timeline"})
+    last_event_seq = fields.Integer(metadata={
+        "description": "The seq of the order's latest event; subscribe with after_seq set to it "
+                       "to receive only what happens next"})
 
 
 class OrderPageSchema(Schema):

@@ -1,4 +1,4 @@
-"""Celery signal handlers: per-process database state."""
+"""Celery signal handlers: per-process database state, and the progress relay hook."""
 from __future__ import annotations
 
 from celery.signals import task_postrun, worker_process_init
@@ -21,5 +21,8 @@ def _release_results(sender=None, **_kwargs) -> None:
 
 
 def connect_signals() -> None:
+    from progress import hooks as progress_hooks
+
+    progress_hooks.install()  # order events reach Socket.IO clients after each commit
     worker_process_init.connect(_dispose_after_fork, weak=False)
     task_postrun.connect(_release_results, weak=False)

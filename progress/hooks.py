@@ -1,0 +1,35 @@
+"""Emit a session's notifications after its transaction commits, never before.
+
+SQLAlchemy's ``after_commit`` runs once the database has acknowledged the
+COMMIT; ``after_soft_rollback`` drops what a rolled-back transaction queued.
+Installed once per process by the web app and the worker.
+"""
+from __future__ import annotations
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from progress.emitter import get_relay
+from progress.notifications import take_notifications
+
+_installed = False
+
+
+def install() -> None:
+    """Hook every ``Session`` of this process up to the relay (idempotent)."""
+    global _installed
+    if _installed:
+        return
+    event.listen(Session, "after_commit", _after_commit)
+    event.listen(Session, "after_soft_rollback", _after_rollback)
+    _installed = True
+
+
+def _after_commit(session: Session) -> None:
+    notifications = take_notifications(session)
+    if notifications:
+        get_relay().emit_all(notifications)
+
+
+def _after_rollback(session: Session, _previous_transaction) -> None:
+    take_notifications(session)

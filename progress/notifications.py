@@ -1,0 +1,27 @@
+"""Notifications waiting in a session for its transaction to commit."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+_KEY = "orion.notifications"
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One Socket.IO event: its name, its JSON-safe payload and the rooms it goes to."""
+
+    event: str
+    payload: dict
+    rooms: tuple[str, ...]
+
+
+def queue_notification(session: Session, notification: Notification) -> None:
+    """Hold ``notification`` until ``session`` commits (see ``progress.hooks``)."""
+    session.info.setdefault(_KEY, []).append(notification)
+
+
+def take_notifications(session: Session) -> list[Notification]:
+    """Remove and return the session's queued notifications, oldest first."""
+    return session.info.pop(_KEY, [])

@@ -1,0 +1,127 @@
+// The operator dashboard: every order's events live, counts, stuck sagas,
+// stock alerts, retry and cancel.
+"use strict";
+
+(() => {
+  const { call, el, time, debounce, timeline } = Orion;
+  const $ = (sel) => document.querySelector(sel);
+  const FEED_MAX = 200;
+  const RETRYABLE = ["failed", "compensation_failed", "pending", "stock_reserved", "payment_authorized", "confirmed", "shipped", "compensating"];
+  const CANCELLABLE = ["pending", "stock_reserved", "awaiting_payment", "payment_authorized", "confirmed"];
+  let current = null;
+
+  async function start(me) {
+    if (me.role !== "operator") {
+      $("#login-error").textContent = "This page is for operators.";
+      Orion.tokens.clear();
+      return;
+    }
+    $("#login-panel").hidden = true;
+    $("#app").hidden = false;
+    $("#logout").hidden = false;
+    $("#whoami").textContent = `${me.name} <${me.email}> (operator)`;
+    new Orion.OrderStream({
+      onEvent, onInventory,
+      onStatus: (state) => { const c = $("#connection"); c.textContent = state; c.dataset.state = state; },
+    });
+    await Promise.all([loadOverview(), loadOrders()]);
+    setInterval(loadOverview, 15000);  // stuck ages grow without events
+  }
+
+  async function loadOverview() {
+    const o = await call("GET", "/operator/overview");
+    $("#stuck-after").textContent = o.stuck_after_s;
+    $("#flower-link").href = o.flower_url;
+    $("#counts").replaceChildren(...Object.entries(o.counts).flatMap(([status, n]) => [
+      el("dt", { class: `badge ${status}` }, status), el("dd", { dataset: { status } }, n)]));
+    $("#stuck tbody").replaceChildren(...o.stuck.map((s) => el("tr", { dataset: { order: s.id } },
+      el("td", {}, el("a", { href: "#", onclick: (e) => { e.preventDefault(); show(s.id); } }, s.id.slice(0, 8))),
+      el("td", {}, s.status), el("td", {}, `${s.step || ""} ${s.step_status || ""}`),
+      el("td", {}, `${s.age_s} s`), el("td", {}, actions(s.id, s.status)))));
+    for (const low of o.low_stock) alert("inventory.low", low, false);
+  }
+  const reloadOverview = debounce(loadOverview, 500);
+
+  async function loadOrders() {
+    const page = await call("GET", "/orders?limit=50");
+    for (const order of page.items.reverse()) upsert(order.id, order.status, lastStep(order), order.created_at);
+  }
+
+  function lastStep(order) {
+    const step = order.steps[order.steps.length - 1];
+    return step ? `${step.name} ${step.status}` : "";
+  }
+
+  function upsert(id, status, step, placedAt = null) {
+    const existing = document.querySelector(`#order-list tr[data-order="${id}"]`);
+    const row = el("tr", { dataset: { order: id, status } },
+      el("td", {}, el("a", { href: "#", onclick: (e) => { e.preventDefault(); show(id); } }, el("code", {}, id.slice(0, 8)))),
+      el("td", {}, existing ? existing.children[1].textContent : time(placedAt || new Date().toISOString())),
+      el("td", { class: "status" }, el("span", { class: `badge ${status}` }, status)),
+      el("td", {}, step), el("td", {}, actions(id, status)));
+    if (existing) existing.replaceWith(row); else $("#order-list tbody").prepend(row);
+  }
+
+  function actions(id, status) {
+    return el("span", { class: "actions" },
+      RETRYABLE.includes(status) ? el("button", { class: "retry", onclick: () => act(id, "retry") }, "Retry") : null,
+      CANCELLABLE.includes(status) ? el("button", { class: "cancel", onclick: () => act(id, "cancel") }, "Cancel") : null);
+  }
+
+  async function act(id, verb) {
+    $("#action-error").textContent = "";
+    try {
+      const order = await call("POST", `/orders/${id}/${verb}`);
+      upsert(order.id, order.status, lastStep(order));
+    } catch (err) { $("#action-error").textContent = `${verb} ${id.slice(0, 8)}: ${err.message}`; }
+  }
+
+  function onEvent(event) {
+    const step = event.step ? `${event.step} ${event.step_status}` : (event.detail || "");
+    upsert(event.order_id, event.status, step);
+    const feed = $("#feed");
+    feed.prepend(el("li", { dataset: { order: event.order_id, seq: event.seq, status: event.status } },
+      `${time(event.at)} ${event.order_id.slice(0, 8)} #${event.seq} ${event.status}`,
+      event.step ? ` · ${event.step} ${event.step_status} (attempt ${event.attempt})` : "",
+      event.detail ? ` · ${event.detail}` : ""));
+    while (feed.children.length > FEED_MAX) feed.lastChild.remove();
+    if (event.order_id === current) refresh(current);
+    reloadOverview();
+  }
+
+  function onInventory(name, data) { alert(name, data, true); }
+
+  function alert(name, data, live) {
+    const text = name === "inventory.low"
+      ? `${data.sku} low: ${data.available} available, reorder point ${data.reorder_point}`
+      : `${data.sku} restocked: +${data.quantity}`;
+    const existing = document.querySelector(`#stock-alerts li[data-sku="${CSS.escape(data.sku)}"]`);
+    const item = el("li", { class: name.replace(".", "-"), dataset: { sku: data.sku, event: name } },
+      live ? `${time(new Date().toISOString())} ` : "", text);
+    if (existing) existing.replaceWith(item); else $("#stock-alerts").prepend(item);
+  }
+
+  async function show(id) {
+    current = id;
+    render(await call("GET", `/orders/${id}`));
+  }
+
+  function render(order) {
+    $("#order-detail").hidden = false;
+    $("#order-id").textContent = order.id;
+    $("#order-status").textContent = order.status;
+    $("#order-status").className = `badge ${order.status}`;
+    $("#order-reason").textContent = order.cancel_reason ? `(${order.cancel_reason})` : "";
+    $("#timeline").replaceChildren(timeline(order));
+  }
+  const refresh = debounce(async (id) => render(await call("GET", `/orders/${id}`)), 100);
+
+  $("#login-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const data = new FormData(e.target);
+    try { await start(await Orion.login(data.get("email"), data.get("password"))); }
+    catch (err) { $("#login-error").textContent = err.message; }
+  });
+  $("#logout").addEventListener("click", async () => { await Orion.logout(); location.reload(); });
+  if (Orion.tokens.access) call("GET", "/auth/me").then(start).catch(() => Orion.tokens.clear());
+})();
