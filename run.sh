@@ -18,11 +18,33 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# The dashboards' Socket.IO client comes from npm (package-lock.json), served locally.
+npm_stamp=node_modules/.orion-lock.sha256
+npm_want=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ "$(cat "$npm_stamp" 2>/dev/null)" != "$npm_want" ]; then
+  if command -v npm >/dev/null; then
+    npm ci --no-audit --no-fund --loglevel=error && echo "$npm_want" > "$npm_stamp"
+  else
+    echo "run.sh: npm not found; the dashboards need node_modules/socket.io-client (install Node.js and npm)" >&2
+  fi
+fi
+
+# The browser tests drive Debian's Chromium (Playwright's own download is not reachable).
+ensure_chromium() {
+  command -v chromium >/dev/null && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
+  else
+    echo "run.sh: the browser tests need Chromium at /usr/bin/chromium (apt-get install chromium)" >&2
+  fi
+}
+
 cmd=${1:-up}
 [ $# -gt 0 ] && shift
 case "$cmd" in
   up)      exec .venv/bin/python -m tools.launch "$@" ;;
-  test)    exec .venv/bin/python -m pytest "$@" ;;
+  test)    ensure_chromium; exec .venv/bin/python -m pytest "$@" ;;
   replay)  exec .venv/bin/python -m tools.replay "$@" ;;
   catalog) exec .venv/bin/python -m tools.catalog "$@" ;;
   *) echo "usage: ./run.sh [up|test|replay|catalog] [args...]" >&2; exit 2 ;;

@@ -60,7 +60,8 @@ def web_command(settings: Settings) -> list[str]:
     bounds the connected clients. One process: Socket.IO's long-polling needs
     sticky sessions, which several processes behind one port would not have."""
     return [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "1",
-            "--threads", str(settings.web_threads), "-b", f"{settings.web_host}:{settings.web_port}",
+            "--threads", str(settings.web_threads),
+            "--worker-connections", str(settings.web_threads + 100), "-b", f"{settings.web_host}:{settings.web_port}",
             "--access-logfile", "-", "web:create_app()"]
 
 
