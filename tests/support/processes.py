@@ -107,3 +107,42 @@ def smtp_server(port: int) -> Iterator[Inbox]:
         yield inbox
     finally:
         controller.stop()
+
+
+@contextmanager
+def web_server(env: dict[str, str] | None = None) -> Iterator[str]:
+    """The web process as the launcher starts it (gunicorn, gthread), on a free port.
+
+    Yields its base URL; the log goes to ``artifacts/web-<port>.log``.
+    """
+    import requests
+
+    from config import Settings
+    from tools.launch import web_command
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    full_env = {**os.environ, **(env or {}), "WEB_PORT": str(port), "WEB_THREADS": "1200"}
+    ARTIFACTS.mkdir(exist_ok=True)
+    log_path = ARTIFACTS / f"web-{port}.log"
+    proc = subprocess.Popen(web_command(Settings.from_env(full_env)), cwd=REPO, env=full_env,
+                            stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"web exited with {proc.returncode}; see {log_path}")
+            try:
+                if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"web not up after 60s; see {log_path}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        stop(proc)

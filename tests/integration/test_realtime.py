@@ -1,0 +1,244 @@
+"""The Socket.IO relay on the real services: gunicorn as the launcher starts it,
+a Celery worker emitting through Redis, python-socketio clients (SPEC "Socket.IO")."""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import jwt as pyjwt
+import pytest
+import requests
+import socketio
+from sqlalchemy import select, update
+
+from config import get_settings
+from models import Inventory, Order, OrderEvent, read_only, unit_of_work
+from tests.support.factories import customer, eventually, order_body, product
+from tests.support.processes import web_server
+
+PASSWORD = "correct horse battery"
+FINAL = ("completed", "cancelled", "failed")
+
+
+@pytest.fixture(scope="module")
+def web(worker):
+    with web_server() as base:
+        yield base
+
+
+def login(base: str, user) -> str:
+    reply = requests.post(f"{base}/api/v1/auth/login", json={"email": user.email, "password": PASSWORD})
+    reply.raise_for_status()
+    return reply.json()
+
+
+class Listener:
+    """A connected client that records every event it receives, with arrival order."""
+
+    def __init__(self, base: str, token: str) -> None:
+        self.events: list[tuple[str, dict]] = []
+        self.lock = threading.Lock()
+        self.client = socketio.Client(reconnection=False)
+        for name in ("order.updated", "inventory.low", "inventory.restocked"):
+            self.client.on(name, self._recorder(name))
+        self.client.connect(base, auth={"token": token}, transports=["websocket"], wait_timeout=10)
+
+    def _recorder(self, name: str):
+        def record(data):
+            with self.lock:
+                self.events.append((name, data))
+        return record
+
+    def of(self, name: str, **match) -> list[dict]:
+        with self.lock:
+            return [d for n, d in self.events if n == name and all(d.get(k) == v for k, v in match.items())]
+
+    def subscribe(self, order_id: str, after_seq: int | None = None) -> dict:
+        payload = {"order_id": order_id} | ({} if after_seq is None else {"after_seq": after_seq})
+        return self.client.call("subscribe", payload, timeout=10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+
+
+class SeqTracker:
+    """The client rule from SPEC: apply each order's events in seq order, once."""
+
+    def __init__(self) -> None:
+        self.applied: list[dict] = []
+        self.waiting: dict[int, dict] = {}
+        self.repeats = 0
+
+    @property
+    def last(self) -> int:
+        return self.applied[-1]["seq"] if self.applied else 0
+
+    def feed(self, events: list[dict]) -> None:
+        for event in events:
+            if event["seq"] <= self.last or event["seq"] in self.waiting:
+                self.repeats += 1
+                continue
+            self.waiting[event["seq"]] = event
+            while self.last + 1 in self.waiting:
+                self.applied.append(self.waiting.pop(self.last + 1))
+
+
+def place(base: str, token: str, sku: str, payment: str = "tok_visa") -> str:
+    reply = requests.post(f"{base}/api/v1/orders", json=order_body([(sku, 1)], payment),
+                          headers={"Authorization": f"Bearer {token}"})
+    assert reply.status_code == 202, reply.text
+    return reply.json()["id"]
+
+
+def logged_events(order_id: str) -> list[dict]:
+    with read_only() as session:
+        return [e.to_dict() for e in session.scalars(
+            select(OrderEvent).where(OrderEvent.order_id == uuid.UUID(order_id)).order_by(OrderEvent.seq))]
+
+
+def final_seq(order_id: str) -> int:
+    def check():
+        with read_only() as session:
+            order = session.get(Order, uuid.UUID(order_id))
+            return order.last_event_seq if order.status in FINAL else None
+    last = eventually(check, timeout=60)
+    time.sleep(0.5)  # the final step's trailing events (e.g. an email) settle
+    with read_only() as session:
+        return session.get(Order, uuid.UUID(order_id)).last_event_seq
+
+
+def forged_token(user_id: int, **claims) -> str:
+    now = datetime.now(timezone.utc)
+    body = {"sub": str(user_id), "type": "access", "jti": uuid.uuid4().hex, "fresh": False,
+            "iat": now, "nbf": now, "exp": now + timedelta(minutes=5), "role": "customer"} | claims
+    return pyjwt.encode(body, get_settings().jwt_secret_key, algorithm="HS256")
+
+
+def refused(base: str, auth) -> bool:
+    client = socketio.Client(reconnection=False)
+    try:
+        client.connect(base, auth=auth, transports=["websocket"], wait_timeout=10)
+    except socketio.exceptions.ConnectionError:
+        return True
+    client.disconnect()
+    return False
+
+
+def test_connect_is_refused_without_a_valid_access_token(web, uid):
+    user = customer(uid)
+    tokens = login(web, user)
+    past = datetime.now(timezone.utc) - timedelta(minutes=1)
+    assert refused(web, None)
+    assert refused(web, {"token": "not-a-jwt"})
+    assert refused(web, {"token": forged_token(user.id, exp=past, iat=past - timedelta(minutes=5),
+                                               nbf=past - timedelta(minutes=5))})
+    assert refused(web, {"token": tokens["refresh_token"]})
+    assert not refused(web, {"token": tokens["access_token"]})
+    requests.post(f"{web}/api/v1/auth/logout", json={},
+                  headers={"Authorization": f"Bearer {tokens['access_token']}"}).raise_for_status()
+    assert refused(web, {"token": tokens["access_token"]}), "a revoked token is refused"
+
+
+def test_each_event_follows_its_commit_and_seq_rises_by_one(web, uid):
+    sku, user = product(uid, 10), customer(uid)
+    token = login(web, user)["access_token"]
+    listener = Listener(web, token)
+    committed: list[tuple[int, int]] = []
+
+    def check_commit(event):  # runs as each event arrives
+        with read_only() as session:
+            order = session.get(Order, uuid.UUID(event["order_id"]))
+            committed.append((event["seq"], order.last_event_seq if order else 0))
+    listener.client.on("order.updated", lambda e: (listener._recorder("order.updated")(e), check_commit(e)))
+    order_id = place(web, token, sku)
+    last = final_seq(order_id)
+    eventually(lambda: len(listener.of("order.updated", order_id=order_id)) >= last, timeout=10)
+    listener.close()
+
+    received = listener.of("order.updated", order_id=order_id)
+    assert [e["seq"] for e in received] == list(range(1, last + 1))
+    assert received == logged_events(order_id)
+    assert received[-1]["status"] == "completed"
+    assert all(in_db >= seq for seq, in_db in committed), committed
+
+
+def test_only_the_owner_and_operators_see_an_order(web, uid):
+    sku = product(uid, 10)
+    owner, other, operator = customer(uid), customer(uid + "b"), customer(uid, role="operator")
+    owner_token = login(web, owner)["access_token"]
+    listeners = {name: Listener(web, login(web, user)["access_token"])
+                 for name, user in (("owner", owner), ("other", other), ("operator", operator))}
+    order_id = place(web, owner_token, sku)
+    last = final_seq(order_id)
+    eventually(lambda: len(listeners["operator"].of("order.updated", order_id=order_id)) >= last)
+    eventually(lambda: len(listeners["owner"].of("order.updated", order_id=order_id)) >= last)
+
+    assert listeners["other"].subscribe(order_id, after_seq=0) == {"ok": False, "error": "not_found"}
+    assert listeners["other"].subscribe(str(uuid.uuid4())) == {"ok": False, "error": "not_found"}
+    assert listeners["operator"].subscribe(order_id) == {"ok": True}
+    time.sleep(0.5)
+    assert listeners["other"].of("order.updated", order_id=order_id) == []
+    for listener in listeners.values():
+        listener.close()
+
+
+def test_subscribe_replays_after_seq_and_rejects_bad_input(web, uid):
+    sku, user = product(uid, 10), customer(uid)
+    token = login(web, user)["access_token"]
+    order_id = place(web, token, sku)
+    last = final_seq(order_id)
+    listener = Listener(web, token)
+    assert listener.subscribe(order_id) == {"ok": True}
+    time.sleep(0.3)
+    assert listener.of("order.updated", order_id=order_id) == [], "no replay without after_seq"
+    assert listener.subscribe(order_id, after_seq=last - 3) == {"ok": True}
+    eventually(lambda: len(listener.of("order.updated", order_id=order_id)) == 3)
+    assert listener.of("order.updated", order_id=order_id) == logged_events(order_id)[-3:]
+    bad = listener.client.call("subscribe", {"order_id": "nope", "after_seq": -1, "extra": 1}, timeout=10)
+    assert bad["ok"] is False and bad["error"] == "invalid_request"
+    assert set(bad["errors"]) == {"order_id", "after_seq", "extra"}
+    listener.close()
+
+
+def test_a_client_that_drops_mid_order_resumes_with_every_event_once(web, uid):
+    """Disconnect after the first events, miss some, reconnect with ``after_seq``."""
+    sku, user = product(uid, 10), customer(uid)
+    token = login(web, user)["access_token"]
+    first = Listener(web, token)
+    order_id = place(web, token, sku, "tok_flaky")  # two authorization timeouts: retries
+    assert first.subscribe(order_id, after_seq=0) == {"ok": True}
+    eventually(lambda: len({e["seq"] for e in first.of("order.updated", order_id=order_id)}) >= 3,
+               timeout=30)
+    first.close()
+    tracker = SeqTracker()
+    tracker.feed(first.of("order.updated", order_id=order_id))
+    eventually(lambda: final_seq(order_id) > tracker.last + 1, timeout=60)  # events went by unseen
+
+    second = Listener(web, token)
+    assert second.subscribe(order_id, after_seq=tracker.last) == {"ok": True}
+    last = final_seq(order_id)
+    eventually(lambda: max([e["seq"] for e in second.of("order.updated", order_id=order_id)] or [0]) >= last)
+    second.close()
+    tracker.feed(second.of("order.updated", order_id=order_id))
+
+    assert [e["seq"] for e in tracker.applied] == list(range(1, last + 1))
+    assert tracker.applied == logged_events(order_id)
+    assert any(e["step_status"] == "retrying" for e in tracker.applied)
+    assert tracker.applied[-1]["status"] == "completed"
+
+
+def test_operators_hear_when_stock_falls_through_its_reorder_point(web, uid):
+    sku, user, operator = product(uid, 6), customer(uid), customer(uid, role="operator")
+    with unit_of_work() as session:
+        session.execute(update(Inventory).where(Inventory.sku == sku).values(reorder_point=6))
+    token = login(web, user)["access_token"]
+    ops, buyer = Listener(web, login(web, operator)["access_token"]), Listener(web, token)
+    order_id = place(web, token, sku)
+    final_seq(order_id)
+    low = eventually(lambda: ops.of("inventory.low", sku=sku), timeout=10)
+    assert low == [{"sku": sku, "available": 5, "reorder_point": 6}]
+    assert buyer.of("inventory.low") == []
+    ops.close()
+    buyer.close()
