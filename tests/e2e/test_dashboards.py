@@ -140,3 +140,44 @@ def test_a_customer_cannot_see_or_subscribe_to_another_customers_order(platform,
     operator.locator(f"#order-list tr[data-order='{order_id}'] a").click()
     expect(operator.locator("#order-status")).to_have_text("completed")
     expect(operator.locator("#timeline tr.step").last).to_have_attribute("data-name", "complete_order")
+
+
+def test_a_dropped_connection_resumes_without_losing_or_repeating_events(platform, browser):
+    """The page's socket drops while a tok_flaky order retries; socket.io-client
+    reconnects, the page subscribes again with the last seq it applied."""
+    base, sku = platform["base"], plentiful_sku(platform["base"])
+    shop = open_page(browser, base, register(base, "Dora"), PASSWORD)
+    place_order(shop, sku, "tok_flaky")
+    expect(shop.locator("#events li").first).to_be_visible()
+    before = shop.evaluate("window.orionStream.socket.id")
+    shop.evaluate("window.orionStream.socket.io.engine.close()")  # as if the network dropped
+    shop.wait_for_function("(before) => window.orionStream.socket.connected && "
+                           "window.orionStream.socket.id !== before", arg=before, timeout=15_000)
+    expect(shop.locator("#order-status")).to_have_text("completed", timeout=ORDER_TIMEOUT_MS)
+    order = requests.get(f"{base}/api/v1/orders/{shop.locator('#order-id').inner_text()}",
+                         headers={"Authorization": "Bearer " + shop.evaluate(
+                             "sessionStorage.getItem('orion.access')")}).json()
+    expect(shop.locator("#events li")).to_have_count(order["last_event_seq"])
+    seqs = [int(s) for s in shop.locator("#events li").evaluate_all("items => items.map(i => i.dataset.seq)")]
+    assert seqs == list(range(1, order["last_event_seq"] + 1))
+    assert "retrying" in shop.locator("#events").inner_text()
+    assert shop.evaluate("window.__sameDocument") is True
+
+
+def test_pay_again_and_operator_cancel_buttons(platform, browser):
+    base, sku = platform["base"], plentiful_sku(platform["base"])
+    shop = open_page(browser, base, register(base, "Eve"), PASSWORD)
+    place_order(shop, sku, "tok_chargeDeclinedInsufficientFunds")
+    expect(shop.locator("#order-status")).to_have_text("awaiting_payment", timeout=ORDER_TIMEOUT_MS)
+    shop.select_option("#pay-again-token", "tok_visa")
+    shop.click("#pay-again-button")
+    expect(shop.locator("#order-status")).to_have_text("completed", timeout=ORDER_TIMEOUT_MS)
+
+    parked = place_order(shop, sku, "tok_chargeDeclinedInsufficientFunds")
+    expect(shop.locator("#order-status")).to_have_text("awaiting_payment", timeout=ORDER_TIMEOUT_MS)
+    operator = open_page(browser, f"{base}/operator", OPERATOR_EMAIL, OPERATOR_PASSWORD)
+    operator.locator(f"#order-list tr[data-order='{parked}'] button.cancel").click()
+    expect(operator.locator(f"#order-list tr[data-order='{parked}']")).to_have_attribute(
+        "data-status", "cancelled", timeout=ORDER_TIMEOUT_MS)
+    expect(shop.locator("#order-status")).to_have_text("cancelled", timeout=ORDER_TIMEOUT_MS)
+    expect(shop.locator("#order-reason")).to_have_text("(operator_request)")

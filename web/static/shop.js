@@ -21,6 +21,7 @@
       onEvent: onEvent,
       onStatus: (state) => { const c = $("#connection"); c.textContent = state; c.dataset.state = state; },
     });
+    window.orionStream = stream;  // for a look from the browser console (and the browser tests)
     await Promise.all([searchProducts(""), loadOrders()]);
   }
 
