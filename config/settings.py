@@ -71,6 +71,7 @@ class Settings:
     web_port: int
     flower_port: int
     socketio_message_queue: str
+    socketio_channel: str
     web_threads: int
     stuck_after_s: int
     broker_transport_options: dict = field(default_factory=dict)
@@ -137,6 +138,7 @@ class Settings:
             web_port=_int(env, "WEB_PORT", 8000),
             flower_port=_int(env, "FLOWER_PORT", 5555),
             socketio_message_queue=relay_url,
+            socketio_channel=env.get("SOCKETIO_CHANNEL", "orion-socketio"),
             web_threads=_int(env, "WEB_THREADS", 1100),
             stuck_after_s=_int(env, "STUCK_AFTER_SECONDS", 300),
             broker_transport_options=_transport_options(broker_url, data_dir / "broker"),

@@ -31,5 +31,6 @@ def _after_commit(session: Session) -> None:
         get_relay().emit_all(notifications)
 
 
-def _after_rollback(session: Session, _previous_transaction) -> None:
-    take_notifications(session)
+def _after_rollback(session: Session, previous_transaction) -> None:
+    if not previous_transaction.nested:  # a savepoint's rollback leaves the outer work standing
+        take_notifications(session)

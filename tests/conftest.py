@@ -21,6 +21,9 @@ os.environ.setdefault("RESULT_BACKEND", "redis://127.0.0.1:6379/1")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/1")
 os.environ.setdefault("PAYMENT_LATENCY_MS", "0")
 os.environ.setdefault("SMTP_PORT", "8026")
+# Redis pub/sub ignores the database number: keep the tests' Socket.IO events
+# off a platform that may be running on the same Redis.
+os.environ.setdefault("SOCKETIO_CHANNEL", "orion-socketio-test")
 
 
 @pytest.fixture(scope="session")
