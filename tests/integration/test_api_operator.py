@@ -7,21 +7,14 @@ import pytest
 from sqlalchemy import update
 
 from models import Inventory, Order, unit_of_work, utcnow
-from tests.support.api import problem
+from tests.support.api import API, auth, problem
 from tests.support.factories import customer, place, product
 from web import create_app
-
-API, PASSWORD = "/api/v1", "correct horse battery"
 
 
 @pytest.fixture(scope="module")
 def client():
     return create_app().test_client()
-
-
-def auth(client, user) -> dict:
-    tokens = client.post(f"{API}/auth/login", json={"email": user.email, "password": PASSWORD}).get_json()
-    return {"Authorization": f"Bearer {tokens['access_token']}"}
 
 
 def test_customers_get_403(client, uid):

@@ -12,7 +12,7 @@ from sqlalchemy import update
 
 from models import Order, SagaStep, unit_of_work, utcnow
 from tests.support.factories import ADDRESS, count, customer, order_body, product
-from tests.support.api import problem
+from tests.support.api import auth, problem
 from web import create_app
 
 API = "/api/v1"
@@ -22,11 +22,6 @@ PASSWORD = "correct horse battery"  # what tests.support.factories.customer sets
 @pytest.fixture(scope="module")
 def client():
     return create_app().test_client()
-
-
-def auth(client, user) -> dict:
-    tokens = client.post(f"{API}/auth/login", json={"email": user.email, "password": PASSWORD}).get_json()
-    return {"Authorization": f"Bearer {tokens['access_token']}"}
 
 
 @pytest.fixture

@@ -9,3 +9,13 @@ def problem(response, status: int) -> dict:
     body = response.get_json()
     assert {"type", "title", "status", "detail"} <= body.keys() and body["status"] == status
     return body
+
+
+API = "/api/v1"
+PASSWORD = "correct horse battery"  # what tests.support.factories.customer sets
+
+
+def auth(client, user) -> dict:
+    """``Authorization`` header with an access token for ``user`` (a factories user)."""
+    tokens = client.post(f"{API}/auth/login", json={"email": user.email, "password": PASSWORD}).get_json()
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
