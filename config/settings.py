@@ -108,7 +108,8 @@ class Settings:
                 raise ConfigError("JWT_SECRET_KEY is required when ORION_ENV=production")
             secret = DEV_SECRET
         broker_url = env.get("BROKER_URL") or defaults["broker_url"]
-        relay_url = env.get("SOCKETIO_MESSAGE_QUEUE") or defaults["redis_url"] or "orionfs://"
+        redis_url = env.get("REDIS_URL") or defaults["redis_url"]
+        relay_url = env.get("SOCKETIO_MESSAGE_QUEUE") or redis_url or "orionfs://"
         database_url = env.get("DATABASE_URL") or defaults["database_url"]
         # The sandbox stands for a remote provider: its own SQLite file when
         # embedded (SQLite allows one writer), else tables beside Orion's.
@@ -119,7 +120,7 @@ class Settings:
             database_url=database_url,
             broker_url=broker_url,
             result_backend=env.get("RESULT_BACKEND") or defaults["result_backend"],
-            redis_url=env.get("REDIS_URL") or defaults["redis_url"],
+            redis_url=redis_url,
             jwt_secret_key=secret,
             access_token_seconds=_int(env, "JWT_ACCESS_SECONDS", 900),
             refresh_token_seconds=_int(env, "JWT_REFRESH_SECONDS", 30 * 86400),
@@ -192,9 +193,9 @@ def _transport_options(url: str, folder: Path) -> dict:
 
 
 def _relay_options(url: str, folder: Path) -> dict:
-    """The Socket.IO relay's transport options: on the filesystem, a short poll
-    (the web process's listener sits on an almost empty folder, so a poll is cheap,
-    and it bounds the relay's latency)."""
+    """The Socket.IO relay's transport options: on the filesystem, a short poll.
+    The web process's listener reads its folder as fast as events arrive, so a
+    poll lists a near-empty folder, and the interval bounds the relay's latency."""
     options = _transport_options(url, folder)
     if "data_folder_in" in options:
         options["polling_interval"] = 0.02

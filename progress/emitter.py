@@ -7,32 +7,46 @@ process that holds a room's connections delivers it.
 """
 from __future__ import annotations
 
-import logging
 import os
 import threading
 
-import redis
+import kombu
 import socketio
-from kombu.exceptions import OperationalError as BrokerUnavailable
 
-from config import Settings, get_settings
+from config import ConfigError, Settings, get_settings
 from progress.notifications import Notification
 
-log = logging.getLogger(__name__)
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+FILESYSTEM_SCHEMES = ("orionfs://", "filesystem://")
 
-# What a failed publish can raise past the managers' own retry; the event stays
-# in the order event log, and a client replays it with ``after_seq``.
-RELAY_ERRORS = (OSError, redis.RedisError, BrokerUnavailable)
+
+class RelayKombuManager(socketio.KombuManager):
+    """``KombuManager`` whose listening queue is named after the web server's
+    address, not a fresh uuid: a restarted gunicorn worker (or the listener's own
+    reconnect) takes over its predecessor's binding instead of leaving behind a
+    fanout binding that every later event would write a file for, unread."""
+
+    def __init__(self, *args, queue_name: str, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._queue_name = queue_name
+
+    def _queue(self):
+        return kombu.Queue(self._queue_name, self._exchange(), durable=False)
 
 
 def build_manager(settings: Settings, write_only: bool) -> socketio.PubSubManager:
-    """The client manager on ``settings.socketio_message_queue`` (Redis or kombu)."""
+    """The client manager on ``settings.socketio_message_queue``: Redis, or kombu's
+    filesystem transport. Other kombu transports are refused (ConfigError): kombu
+    retries a publish to an unreachable broker forever, inside ``after_commit``."""
     url, channel = settings.socketio_message_queue, settings.socketio_channel
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if url.startswith(REDIS_SCHEMES):
         return socketio.RedisManager(url, channel=channel, write_only=write_only)
+    if not url.startswith(FILESYSTEM_SCHEMES):
+        raise ConfigError(f"SOCKETIO_MESSAGE_QUEUE must be a redis:// or orionfs:// URL, got {url!r}")
     options = {"transport_options": settings.socketio_transport_options}
-    return socketio.KombuManager(url, channel=channel, write_only=write_only,
-                                 connection_options=options)
+    queue = f"orion.relay.{settings.web_host}:{settings.web_port}"
+    return RelayKombuManager(url, channel=channel, write_only=write_only,
+                             connection_options=options, queue_name=queue)
 
 
 class Relay:
@@ -54,14 +68,15 @@ class Relay:
         return self._manager
 
     def emit_all(self, notifications: list[Notification]) -> None:
-        """Publish each notification to its rooms; a relay fault is logged, not raised."""
-        try:
-            with self._lock:
-                for note in notifications:
-                    self.manager().emit(note.event, note.payload, to=list(note.rooms))
-        except RELAY_ERRORS as exc:
-            log.warning("progress relay unavailable, %d event(s) left to replay: %s",
-                        len(notifications), exc)
+        """Publish each notification to its rooms.
+
+        python-socketio's managers retry a failed publish once, then log it and
+        drop it; the order event stays in the log, and a client fills the gap
+        with ``subscribe {order_id, after_seq}``.
+        """
+        with self._lock:
+            for note in notifications:
+                self.manager().emit(note.event, note.payload, to=list(note.rooms))
 
 
 _relay: Relay | None = None

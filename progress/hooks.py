@@ -32,5 +32,8 @@ def _after_commit(session: Session) -> None:
 
 
 def _after_rollback(session: Session, previous_transaction) -> None:
-    if not previous_transaction.nested:  # a savepoint's rollback leaves the outer work standing
+    # Notifications are held per session, not per savepoint: Orion uses no
+    # savepoints. One that rolled back would keep its notifications (with seqs
+    # the outer transaction reuses); hold them per transaction before using any.
+    if not previous_transaction.nested:
         take_notifications(session)

@@ -2,8 +2,10 @@
 ``subscribe`` with replay from the order event log.
 
 - ``connect`` takes ``auth = {"token": <access JWT>}``; a missing, malformed,
-  expired, revoked or refresh token is refused (``ConnectionRefusedError``, which
-  the client sees as a ``connect_error`` with ``{"message": "unauthorized"}``).
+  expired, revoked or refresh token is refused (python-socketio's
+  ``ConnectionRefusedError``, which the client sees as a ``connect_error`` with
+  ``{"message": "unauthorized"}``; Python's built-in one would arrive as
+  "Connection refused by server"). The token is checked at connect only.
   The connection joins ``user:<id>``, and operators also ``operators``.
 - ``subscribe {order_id, after_seq?}`` joins ``order:<id>`` for the owner or an
   operator, replays ``seq > after_seq`` from ``order_events`` to this connection
@@ -22,7 +24,7 @@ import uuid
 from flask import Flask, request
 from flask_jwt_extended import decode_token
 from flask_jwt_extended.exceptions import JWTExtendedException
-from flask_socketio import SocketIO, emit, join_room
+from flask_socketio import ConnectionRefusedError, SocketIO, emit, join_room
 from jwt.exceptions import PyJWTError
 from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy import select

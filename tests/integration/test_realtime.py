@@ -109,6 +109,13 @@ def final_seq(order_id: str) -> int:
         return session.get(Order, uuid.UUID(order_id)).last_event_seq
 
 
+def current(order_id: str) -> tuple[str, int]:
+    """The order's committed status and last event seq."""
+    with read_only() as session:
+        order = session.get(Order, uuid.UUID(order_id))
+        return order.status, order.last_event_seq
+
+
 def forged_token(user_id: int, **claims) -> str:
     now = datetime.now(timezone.utc)
     body = {"sub": str(user_id), "type": "access", "jti": uuid.uuid4().hex, "fresh": False,
@@ -117,10 +124,13 @@ def forged_token(user_id: int, **claims) -> str:
 
 
 def refused(base: str, auth) -> bool:
-    client = socketio.Client(reconnection=False)
+    """True when the server refuses the connection with SPEC's ``unauthorized``."""
+    client, errors = socketio.Client(reconnection=False), []
+    client.on("connect_error", errors.append)
     try:
         client.connect(base, auth=auth, transports=["websocket"], wait_timeout=10)
     except socketio.exceptions.ConnectionError:
+        assert errors == [{"message": "unauthorized"}], errors
         return True
     client.disconnect()
     return False
@@ -157,7 +167,9 @@ def test_each_event_follows_its_commit_and_seq_rises_by_one(web, uid):
     eventually(lambda: len(listener.of("order.updated", order_id=order_id)) >= last, timeout=10)
     listener.close()
 
-    received = listener.of("order.updated", order_id=order_id)
+    # Parallel steps (a chord header) commit and publish independently, so arrival
+    # order may differ from seq order; each seq arrives once.
+    received = sorted(listener.of("order.updated", order_id=order_id), key=lambda e: e["seq"])
     assert [e["seq"] for e in received] == list(range(1, last + 1))
     assert received == logged_events(order_id)
     assert received[-1]["status"] == "completed"
@@ -214,15 +226,20 @@ def test_a_client_that_drops_mid_order_resumes_with_every_event_once(web, uid):
     first.close()
     tracker = SeqTracker()
     tracker.feed(first.of("order.updated", order_id=order_id))
-    eventually(lambda: final_seq(order_id) > tracker.last + 1, timeout=60)  # events went by unseen
+    # Resume while the second retry's backoff (1 to 2 s) holds the saga in flight.
+    eventually(lambda: any(e["step_status"] == "retrying" and e["attempt"] == 2
+                           for e in logged_events(order_id)), timeout=60, interval=0.02)
+    assert current(order_id)[1] > tracker.last, "events went by unseen"
 
     second = Listener(web, token)
     assert second.subscribe(order_id, after_seq=tracker.last) == {"ok": True}
+    status_on_resume = current(order_id)[0]
     last = final_seq(order_id)
     eventually(lambda: max([e["seq"] for e in second.of("order.updated", order_id=order_id)] or [0]) >= last)
     second.close()
     tracker.feed(second.of("order.updated", order_id=order_id))
 
+    assert status_on_resume not in FINAL, "resumed while the saga was still running"
     assert [e["seq"] for e in tracker.applied] == list(range(1, last + 1))
     assert tracker.applied == logged_events(order_id)
     assert any(e["step_status"] == "retrying" for e in tracker.applied)

@@ -72,12 +72,20 @@ const Orion = (() => {
       this.lastSeq = new Map();   // order id -> last seq applied
       this.pending = new Map();   // order id -> Map(seq -> event)
       this.watched = new Set();   // order ids subscribed to
+      this.healing = new Set();   // order ids with a gap-filling subscribe scheduled
       this.socket = io({ auth: (cb) => cb({ token: tokens.access }), transports: ["websocket"] });
       this.socket.on("connect", () => { this.onStatus("live"); this.resubscribe(); });
       this.socket.on("disconnect", () => this.onStatus("reconnecting"));
       this.socket.on("connect_error", async (err) => {
         this.onStatus("offline");
-        if (err.message === "unauthorized" && tokens.refresh) await refreshAccess();
+        // A refusal by the server (the token expired or was revoked) ends the
+        // client's own retries; try once more with a refreshed access token.
+        if (this.socket.active) return;
+        if (err.message === "unauthorized" && tokens.refresh && await refreshAccess()) {
+          setTimeout(() => this.socket.connect(), 500);
+        } else {
+          this.onStatus("signed out");
+        }
       });
       this.socket.on("order.updated", (event) => this.receive(event));
       this.socket.on("inventory.low", (e) => this.onInventory("inventory.low", e));
@@ -120,6 +128,21 @@ const Orion = (() => {
         this.onEvent(ready);
         next += 1;
       }
+      if (waiting.size) this.healLater(id);
+    }
+
+    // A gap that outlives a second was lost on the way (a dropped connection,
+    // a failed publish): replay it from the order's event log.
+    healLater(orderId) {
+      if (this.healing.has(orderId)) return;
+      this.healing.add(orderId);
+      setTimeout(() => {
+        this.healing.delete(orderId);
+        const waiting = this.pending.get(orderId);
+        if (!waiting || !waiting.size) return;
+        this.watched.add(orderId);
+        this.subscribe(orderId);
+      }, 1000);
     }
   }
 
