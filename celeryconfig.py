@@ -84,5 +84,10 @@ beat_schedule = {
         "schedule": _settings.outbox_sweep_s,
         "options": {"expires": max(_settings.outbox_sweep_s, 1.0)},
     },
+    "scheduled.redrive_stalled_sagas": {
+        "task": "scheduled.redrive_stalled_sagas",
+        "schedule": _settings.saga_redrive_every_s,
+        "options": {"expires": max(_settings.saga_redrive_every_s, 1.0)},
+    },
 }
 beat_schedule_filename = str(_settings.data_dir / "celerybeat-schedule")

@@ -74,6 +74,8 @@ class Settings:
     socketio_channel: str
     web_threads: int
     stuck_after_s: int
+    saga_redrive_after_s: float
+    saga_redrive_every_s: float
     broker_transport_options: dict = field(default_factory=dict)
     socketio_transport_options: dict = field(default_factory=dict)
 
@@ -142,6 +144,8 @@ class Settings:
             socketio_channel=env.get("SOCKETIO_CHANNEL", "orion-socketio"),
             web_threads=_int(env, "WEB_THREADS", 1100),
             stuck_after_s=_int(env, "STUCK_AFTER_SECONDS", 300),
+            saga_redrive_after_s=_float(env, "SAGA_REDRIVE_AFTER_SECONDS", 600.0),
+            saga_redrive_every_s=_float(env, "SAGA_REDRIVE_EVERY_SECONDS", 60.0),
             broker_transport_options=_transport_options(broker_url, data_dir / "broker"),
             socketio_transport_options=_relay_options(relay_url, data_dir / "relay"),
         )

@@ -185,7 +185,7 @@ def retry_saga(order_id: uuid.UUID | str, actor: Actor) -> Order:
         if order.status == lifecycle.FAILED and _was_captured(session, order):
             # SPEC guarantee 2: one capture per order, ever; a new run could not pay.
             raise Conflict("this order's payment was captured and refunded; place a new order")
-        topic, payload = _retry_message(order)
+        topic, payload = redrive_message(order)
         record_event(session, order, detail="operator retry")
         enqueue(session, topic, payload)
         messages = session.info["outbox"]
@@ -198,7 +198,10 @@ def _was_captured(session: Session, order: Order) -> bool:
                                                    Payment.kind == "capture").limit(1)) is not None
 
 
-def _retry_message(order: Order) -> tuple[str, dict]:
+def redrive_message(order: Order) -> tuple[str, dict]:
+    """The outbox topic and payload that re-drive ``order`` (moving it first where
+    a re-drive starts from another state: ``failed`` → ``pending`` with a new run,
+    ``compensation_failed`` → ``compensating``)."""
     if order.status == lifecycle.COMPENSATION_FAILED:
         order.transition_to(lifecycle.COMPENSATING)
     if order.status == lifecycle.COMPENSATING:

@@ -13,6 +13,7 @@ app = Celery("orion")
 app.config_from_object("celeryconfig")
 app.conf.include = [
     "tasks.lifecycle", "tasks.stock", "tasks.payment", "tasks.fulfilment", "tasks.outbox",
+    "tasks.scheduled",
 ]
 connect_signals()
 

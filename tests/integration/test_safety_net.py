@@ -1,0 +1,84 @@
+"""The stalled-saga safety net (``scheduled.redrive_stalled_sagas``) on the real
+services. Its own module: it kills whole workers, so no other worker may run beside it."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+
+from models import Order, OrderEvent, unit_of_work, utcnow
+from worker import app as celery_app
+from services.safety_net import redrive_stalled_sagas
+from tests.integration.test_saga_faults import LATENCY_MS, kinds, provider_has, stock
+from tests.support.factories import customer, eventually, place, product, wait_for
+from tests.support.processes import ALL_QUEUES, REPO, celery_worker
+
+SAFETY_NET = "safety net: re-driven"
+
+
+def age(order_id, seconds: float) -> None:
+    """Pretend the order last changed ``seconds`` ago."""
+    with unit_of_work() as session:
+        session.execute(update(Order).where(Order.id == order_id)
+                        .values(updated_at=utcnow() - timedelta(seconds=seconds)))
+
+
+def redrives(order_id) -> int:
+    with unit_of_work() as session:
+        return session.scalar(select(func.count()).select_from(OrderEvent).where(
+            OrderEvent.order_id == order_id, OrderEvent.detail.startswith(SAFETY_NET)))
+
+
+def purge() -> None:
+    subprocess.run([sys.executable, "-m", "celery", "-A", "worker", "purge", "-f", "-Q", ALL_QUEUES],
+                   cwd=REPO, check=True, capture_output=True)
+
+
+def test_a_saga_whose_worker_died_mid_step_with_its_message_is_finished(inbox, uid):
+    """The worker is killed while authorizing and its message is lost (as a broker
+    without the unacked copy, or the embedded transport, would lose it)."""
+    from models import get_engine
+    from payments.sandbox import SandboxBase
+
+    SandboxBase.metadata.create_all(get_engine())
+    user, sku = customer(uid), product(uid, on_hand=10)
+    with celery_worker({"PAYMENT_LATENCY_MS": str(LATENCY_MS)}) as doomed:
+        order_id = place(user, [(sku, 2)])
+        eventually(lambda: provider_has(order_id, "authorize"), timeout=30)
+        os.killpg(doomed.pid, signal.SIGKILL)  # mid-step: the provider answered, nothing committed
+        doomed.wait()
+    purge()
+    with unit_of_work() as session:
+        assert session.get(Order, order_id).status == "stock_reserved", "stalled in its step"
+    age(order_id, 3600)
+    with celery_worker():
+        celery_app.send_task("scheduled.redrive_stalled_sagas", kwargs={"after_s": 600})
+        order = wait_for(order_id, timeout=60)
+    assert order.status == "completed"
+    assert redrives(order_id) == 1
+    assert kinds(order_id) == ["authorization", "capture"], "the lost authorization was found, not repeated"
+    assert stock(sku) == (8, 0)
+
+
+def test_two_sweepers_at_once_redrive_an_order_once(uid):
+    user, sku = customer(uid), product(uid, on_hand=10)
+    stalled, fresh = place(user, [(sku, 1)]), place(user, [(sku, 1)])  # no worker: both stay pending
+    purge()
+    age(stalled, 3600)
+    results: list[list[str]] = []
+    sweepers = [threading.Thread(target=lambda: results.append(redrive_stalled_sagas(600)))
+                for _ in range(2)]
+    for sweeper in sweepers:
+        sweeper.start()
+    for sweeper in sweepers:
+        sweeper.join()
+    assert sorted(str(stalled) in ids for ids in results) == [False, True]
+    assert redrives(stalled) == 1 and redrives(fresh) == 0
+    assert str(stalled) not in redrive_stalled_sagas(600), "the re-drive counts as progress"
+    assert redrives(stalled) == 1
+    purge()
