@@ -11,7 +11,7 @@ from flask import Flask
 
 from config import Settings, get_settings
 from progress import hooks as progress_hooks
-from web import auth, operator, ops, orders, pages, products, request_id
+from web import auth, inventory, operator, ops, orders, pages, products, request_id
 from web.errors import register_error_handlers, register_jwt_errors
 from web.extensions import init_extensions, jwt
 from web.openapi import API_PREFIX, bp as openapi_bp
@@ -30,7 +30,7 @@ def create_app(config: dict | None = None) -> Flask:
     init_extensions(app)
     register_error_handlers(app)
     register_jwt_errors(jwt)
-    for blueprint in (auth.bp, products.bp, orders.bp, operator.bp, openapi_bp):
+    for blueprint in (auth.bp, products.bp, orders.bp, inventory.bp, operator.bp, openapi_bp):
         app.register_blueprint(blueprint, url_prefix=API_PREFIX)
     app.register_blueprint(ops.bp)
     app.register_blueprint(pages.bp)
