@@ -196,6 +196,30 @@ def _transport_options(url: str, folder: Path) -> dict:
     }
 
 
+def flower_basic_auth(settings: Settings, env: Mapping[str, str] | None = None) -> str:
+    """Flower's ``user:password``: ``FLOWER_BASIC_AUTH``, or in the embedded default
+    one made on first use and kept in ``<data dir>/flower-basic-auth``.
+
+    Raises ConfigError outside the embedded default when the variable is unset
+    or is not ``user:password``.
+    """
+    value = (os.environ if env is None else env).get("FLOWER_BASIC_AUTH", "")
+    if not value and settings.embedded:
+        path = settings.data_dir / "flower-basic-auth"
+        if not path.exists():
+            import secrets
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"orion:{secrets.token_urlsafe(12)}\n")
+            path.chmod(0o600)
+        value = path.read_text().strip()
+    user, _, password = value.partition(":")
+    if not (user and password):
+        raise ConfigError("FLOWER_BASIC_AUTH must be set to user:password outside the embedded "
+                          "default (Flower refuses to run without authentication)")
+    return value
+
+
 def _relay_options(url: str, folder: Path) -> dict:
     """The Socket.IO relay's transport options: on the filesystem, a short poll.
     The web process's listener reads its folder as fast as events arrive, so a

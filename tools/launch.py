@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from config import get_settings, prepare_data_dir
+from config import ConfigError, flower_basic_auth, get_settings, prepare_data_dir
 from config.settings import REPO_ROOT, Settings
 
 
@@ -47,9 +47,8 @@ def commands(settings: Settings, args: argparse.Namespace) -> dict[str, list[str
         procs["beat"] = celery + ["beat", "-l", "info",
                                   "-s", str(settings.data_dir / "celerybeat-schedule")]
     if not args.no_flower:
-        procs["flower"] = celery + ["flower", f"--port={settings.flower_port}",
-                                    f"--address={settings.web_host}",
-                                    f"--db={settings.data_dir / 'flower.db'}", "--persistent=True",
+        # Address, port, auth and persistence come from flowerconfig.py.
+        procs["flower"] = celery + ["flower", f"--conf={REPO_ROOT / 'flowerconfig.py'}",
                                     f"--enable_events={not settings.embedded}"]
     return procs
 
@@ -70,6 +69,8 @@ def prepare(settings: Settings, args: argparse.Namespace) -> None:
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     prepare_data_dir(settings)
+    if not args.no_flower:
+        flower_basic_auth(settings)  # refuse here, before anything starts, when it is missing
     clear_stale_bindings(settings)
     ensure_database(settings.database_url)
     upgrade(settings.database_url)
@@ -93,7 +94,9 @@ def banner(settings: Settings, names: list[str]) -> str:
              f"  API        {base}/api/v1   (OpenAPI: {base}/api/v1/openapi.json)",
              f"  health     {base}/healthz  {base}/readyz"]
     if "flower" in names:
-        lines.append(f"  Flower     http://{settings.web_host}:{settings.flower_port}")
+        where = ("FLOWER_BASIC_AUTH" if os.environ.get("FLOWER_BASIC_AUTH")
+                 else settings.data_dir / "flower-basic-auth")
+        lines.append(f"  Flower     {settings.flower_url}   (basic auth user:password in {where})")
     if "smtp" in names:
         lines.append(f"  emails     {settings.data_dir / 'mail'} (SMTP sink on port {settings.smtp_port})")
     lines.append(f"  data       {settings.data_dir}")
@@ -133,8 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(flag, action="store_true")
     args = parser.parse_args(argv)
     os.chdir(REPO_ROOT)
-    settings = get_settings()
-    prepare(settings, args)
+    try:
+        settings = get_settings()
+        prepare(settings, args)
+    except ConfigError as exc:
+        print(f"launch: {exc}", file=sys.stderr)
+        return 2
     return supervise(commands(settings, args), settings)
 
 

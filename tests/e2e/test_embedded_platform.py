@@ -61,10 +61,15 @@ def test_a_declined_card_is_compensated(platform):
     assert "release_stock" in [s["name"] for s in order["steps"]]
 
 
-def test_flower_answers_on_the_embedded_broker(platform):
-    reply = eventually(lambda: _get(f"http://127.0.0.1:{platform['flower']}/"), timeout=60)
-    assert reply.status_code == 200
-    assert "Flower" in reply.text
+def test_flower_asks_for_credentials_and_answers_with_them(platform):
+    base = f"http://127.0.0.1:{platform['flower']}"
+    user, password = (platform["data_dir"] / "flower-basic-auth").read_text().strip().split(":", 1)
+    # (a 401 Response is falsy, so wait on its status code)
+    assert eventually(lambda: getattr(_get(f"{base}/"), "status_code", None), timeout=60) == 401
+    assert requests.get(f"{base}/api/workers", timeout=5).status_code == 401
+    assert requests.get(f"{base}/", auth=(user, "wrong"), timeout=5).status_code == 401
+    reply = requests.get(f"{base}/", auth=(user, password), timeout=5)
+    assert reply.status_code == 200 and "Flower" in reply.text
     assert platform["proc"].poll() is None
 
 
