@@ -84,6 +84,16 @@ beat_schedule = {
         "schedule": _settings.outbox_sweep_s,
         "options": {"expires": max(_settings.outbox_sweep_s, 1.0)},
     },
+    "scheduled.send_payment_reminders": {
+        "task": "scheduled.send_payment_reminders",
+        "schedule": _settings.payment_sweep_every_s,
+        "options": {"expires": max(_settings.payment_sweep_every_s, 1.0)},
+    },
+    "scheduled.expire_unpaid_orders": {
+        "task": "scheduled.expire_unpaid_orders",
+        "schedule": _settings.payment_sweep_every_s,
+        "options": {"expires": max(_settings.payment_sweep_every_s, 1.0)},
+    },
     "scheduled.redrive_stalled_sagas": {
         "task": "scheduled.redrive_stalled_sagas",
         "schedule": _settings.saga_redrive_every_s,

@@ -45,6 +45,16 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _floats(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return tuple(sorted(float(part) for part in raw.split(",")))
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated numbers, got {raw!r}") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     mode: str
@@ -76,6 +86,9 @@ class Settings:
     stuck_after_s: int
     saga_redrive_after_s: float
     saga_redrive_every_s: float
+    payment_window_s: float
+    payment_reminder_ages_s: tuple[float, ...]
+    payment_sweep_every_s: float
     broker_transport_options: dict = field(default_factory=dict)
     socketio_transport_options: dict = field(default_factory=dict)
 
@@ -146,6 +159,9 @@ class Settings:
             stuck_after_s=_int(env, "STUCK_AFTER_SECONDS", 300),
             saga_redrive_after_s=_float(env, "SAGA_REDRIVE_AFTER_SECONDS", 600.0),
             saga_redrive_every_s=_float(env, "SAGA_REDRIVE_EVERY_SECONDS", 60.0),
+            payment_window_s=_float(env, "PAYMENT_WINDOW_SECONDS", 72 * 3600.0),
+            payment_reminder_ages_s=_floats(env, "PAYMENT_REMINDER_AFTER_SECONDS", (3600.0, 86400.0)),
+            payment_sweep_every_s=_float(env, "PAYMENT_SWEEP_EVERY_SECONDS", 300.0),
             broker_transport_options=_transport_options(broker_url, data_dir / "broker"),
             socketio_transport_options=_relay_options(relay_url, data_dir / "relay"),
         )

@@ -4,6 +4,12 @@ from __future__ import annotations
 from models import Order
 
 CONFIRMATION, CANCELLATION = "order_confirmation", "order_cancellation"
+PAYMENT_REMINDER = "payment_reminder"  # one template per reminder step: payment_reminder:1, :2, ...
+
+
+def reminder(step: int) -> str:
+    """The template name of reminder ``step`` (1, 2, ...)."""
+    return f"{PAYMENT_REMINDER}:{step}"
 
 _REASONS = {
     "out_of_stock": "some items are out of stock",
@@ -17,6 +23,8 @@ _REASONS = {
 
 def render(template: str, order: Order, customer_name: str) -> tuple[str, str]:
     """Subject and body for ``template``; raises KeyError for an unknown template."""
+    if template.startswith(PAYMENT_REMINDER + ":"):
+        return _payment_reminder(order, customer_name)
     return _RENDERERS[template](order, customer_name)
 
 
@@ -38,6 +46,15 @@ def _cancellation(order: Order, name: str) -> tuple[str, str]:
     why = _REASONS.get(order.cancel_reason, _REASONS[None])
     body = (f"Hello {name},\n\nYour order {order.id} was cancelled because {why}. Any payment "
             f"taken has been returned, and nothing was shipped.\n\n{_lines(order)}\n\nOrion Shop\n")
+    return subject, body
+
+
+def _payment_reminder(order: Order, name: str) -> tuple[str, str]:
+    subject = f"Your Orion order {order.id} is waiting for payment"
+    body = (f"Hello {name},\n\nYour bank declined the payment of {order.total} {order.currency} "
+            f"for order {order.id}. We are holding these items for you:\n\n{_lines(order)}\n\n"
+            "Pay with another card from your orders page before the hold ends, or the order "
+            "will be cancelled.\n\nOrion Shop\n")
     return subject, body
 
 

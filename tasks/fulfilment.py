@@ -7,21 +7,18 @@ sent over SMTP, then marked sent; a redelivered task finds it sent and stops.
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 
 from celery import shared_task
 from sqlalchemy import select
 
-from mail import smtp, templates
-from models import EmailMessage, Order, Reservation, Shipment, User, unit_of_work, utcnow
+from mail import outbox, smtp, templates
+from models import Order, Reservation, Shipment, unit_of_work, utcnow
 from models import order as lifecycle
 from models.catalog import CONSUMED, HELD, change_on_hand
-from models.fulfilment import EMAIL_SENDING, EMAIL_SENT, SHIPMENT_CANCELLED
+from models.fulfilment import SHIPMENT_CANCELLED
 from tasks import journal
 from tasks.base import CompensationTask, Halt, SagaTask, StepNotReady, lock_for_undo
 
-# smtp.send gives up after 10 s; a claim older than this belongs to a dead attempt.
-CLAIM_TIMEOUT = timedelta(seconds=15)
 CONFIRMABLE = (lifecycle.CONFIRMED, lifecycle.SHIPPED, lifecycle.COMPLETED)
 CANCELLED_OR_FAILED = (lifecycle.CANCELLED, lifecycle.FAILED)
 
@@ -49,7 +46,10 @@ def _deliver(task, order_id: str, template: str, step_name: str, statuses) -> bo
         order = journal.lock_order(session, order_id)
         if order.status not in statuses:
             return None
-        message = _claim(session, order, template)
+        try:
+            message = outbox.claim(session, order, template)
+        except outbox.ClaimedElsewhere as exc:
+            raise StepNotReady(str(exc)) from None
         if message is None:
             return False
         step = journal.start_step(session, order, step_name, task.step_kind, task.attempt)
@@ -57,40 +57,14 @@ def _deliver(task, order_id: str, template: str, step_name: str, statuses) -> bo
         smtp.send(message, order.correlation_id)
     except smtp.TRANSIENT_SMTP_ERRORS:
         with unit_of_work() as session:
-            session.get(EmailMessage, message.id).claimed_at = None
+            outbox.release(session, message.id)
         raise
     with unit_of_work() as session:
         order = journal.lock_order(session, order_id)
-        row = session.get(EmailMessage, message.id)
-        row.status, row.sent_at = EMAIL_SENT, utcnow()
+        row = outbox.mark_sent(session, message.id)
         step = journal.find_step(session, order, step_name)
         journal.finish_step(session, order, step, "succeeded", f"{template} sent to {row.to_address}")
     return True
-
-
-def _claim(session, order: Order, template: str) -> EmailMessage | None:
-    message = session.scalar(select(EmailMessage).where(EmailMessage.order_id == order.id,
-                                                        EmailMessage.template == template))
-    if message is None:
-        message = _render(session, order, template)
-    if message.status == EMAIL_SENT:
-        return None
-    if message.claimed_at is not None and utcnow() - message.claimed_at < CLAIM_TIMEOUT:
-        raise StepNotReady(f"{template} for {order.id} is being sent by another attempt")
-    message.status, message.claimed_at = EMAIL_SENDING, utcnow()
-    message.attempts += 1
-    session.flush()
-    return message
-
-
-def _render(session, order: Order, template: str) -> EmailMessage:
-    customer = session.get(User, order.customer_id)
-    subject, body = templates.render(template, order, customer.name)
-    message = EmailMessage(order_id=order.id, template=template, to_address=customer.email,
-                           subject=subject, body=body,
-                           message_id=f"<{order.id}.{template}@orion.example>", attempts=0)
-    session.add(message)
-    return message
 
 
 @shared_task(bind=True, base=SagaTask, name="saga.create_shipment")

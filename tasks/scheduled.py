@@ -6,6 +6,8 @@ import logging
 from celery import shared_task
 
 from config import get_settings
+from mail.smtp import TRANSIENT_SMTP_ERRORS
+from services import payment_window
 from services.safety_net import redrive_stalled_sagas
 
 log = logging.getLogger(__name__)
@@ -17,4 +19,28 @@ def redrive_stalled(after_s: float | None = None) -> int:
     ids = redrive_stalled_sagas(get_settings().saga_redrive_after_s if after_s is None else after_s)
     if ids:
         log.warning("safety net: re-drove %d stalled saga(s): %s", len(ids), ", ".join(ids))
+    return len(ids)
+
+
+@shared_task(name="scheduled.send_payment_reminders", ignore_result=True)
+def send_payment_reminders() -> int:
+    """Email each order in ``awaiting_payment`` its latest due reminder (at most once
+    per reminder step, ages in ``PAYMENT_REMINDER_AFTER_SECONDS``); how many were sent."""
+    settings = get_settings()
+    sent = 0
+    for order_id, step in payment_window.due_reminders(settings.payment_reminder_ages_s,
+                                                       settings.payment_window_s):
+        try:
+            sent += payment_window.send_reminder(order_id, step)
+        except TRANSIENT_SMTP_ERRORS as exc:  # the next run tries again
+            log.warning("payment reminder %d for %s not sent: %s", step, order_id, exc)
+    return sent
+
+
+@shared_task(name="scheduled.expire_unpaid_orders", ignore_result=True)
+def expire_unpaid_orders() -> int:
+    """Cancel (``payment_expired``) orders in ``awaiting_payment`` past ``PAYMENT_WINDOW_SECONDS``."""
+    ids = payment_window.expire_unpaid(get_settings().payment_window_s)
+    if ids:
+        log.info("payment window closed for %d order(s): %s", len(ids), ", ".join(ids))
     return len(ids)

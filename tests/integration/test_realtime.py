@@ -103,7 +103,7 @@ def final_seq(order_id: str) -> int:
         with read_only() as session:
             order = session.get(Order, uuid.UUID(order_id))
             return order.last_event_seq if order.status in FINAL else None
-    last = eventually(check, timeout=60)
+    eventually(check, timeout=60)
     time.sleep(0.5)  # the final step's trailing events (e.g. an email) settle
     with read_only() as session:
         return session.get(Order, uuid.UUID(order_id)).last_event_seq

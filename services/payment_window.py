@@ -1,0 +1,91 @@
+"""Orders parked in ``awaiting_payment`` (a soft decline): reminder emails at
+configured ages, then, when the payment window closes, cancellation with reason
+``payment_expired``, which compensates (the held stock goes back) and tells the
+customer.
+
+Both are safe to run twice: a reminder is an email-outbox row unique per
+(order, reminder step), so each step goes out once per order; expiry re-checks
+the status under the order's row lock (rows claimed ``FOR UPDATE SKIP LOCKED``),
+so a second run finds the order ``compensating`` and leaves it.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from mail import outbox, smtp, templates
+from models import Order, record_event, unit_of_work, utcnow
+from models import order as lifecycle
+from models.db import is_postgres
+from models.outbox import SAGA_COMPENSATE, enqueue
+from tasks import journal
+from tasks.outbox import publish_after_commit
+
+log = logging.getLogger(__name__)
+
+
+def due_reminders(ages_s: tuple[float, ...], window_s: float) -> list[tuple[str, int]]:
+    """``(order id, reminder step)`` for every parked order past its first reminder age
+    and still inside the window; the step is the latest one due (1-based)."""
+    now = utcnow()
+    with unit_of_work() as session:
+        parked = session.execute(select(Order.id, Order.awaiting_payment_since).where(
+            Order.status == lifecycle.AWAITING_PAYMENT,
+            Order.awaiting_payment_since > now - timedelta(seconds=window_s))).all()
+    due = []
+    for order_id, since in parked:
+        step = sum(1 for age in ages_s if now - since >= timedelta(seconds=age))
+        if step:
+            due.append((str(order_id), step))
+    return due
+
+
+def send_reminder(order_id: str, step: int) -> bool:
+    """Send reminder ``step`` unless it went out already or the order moved on.
+
+    True when sent. Raises one of ``smtp.TRANSIENT_SMTP_ERRORS`` (the claim is
+    given back, so the next run tries again).
+    """
+    with unit_of_work() as session:
+        order = journal.lock_order(session, order_id)
+        if order.status != lifecycle.AWAITING_PAYMENT:
+            return False
+        try:
+            message = outbox.claim(session, order, templates.reminder(step))
+        except outbox.ClaimedElsewhere:
+            return False
+        if message is None:
+            return False
+    try:
+        smtp.send(message, order.correlation_id)
+    except smtp.TRANSIENT_SMTP_ERRORS:
+        with unit_of_work() as session:
+            outbox.release(session, message.id)
+        raise
+    with unit_of_work() as session:
+        order = journal.lock_order(session, order_id)
+        row = outbox.mark_sent(session, message.id)
+        record_event(session, order, detail=f"payment reminder {step} sent to {row.to_address}")
+    return True
+
+
+def expire_unpaid(window_s: float, limit: int = 500) -> list[str]:
+    """Cancel (``payment_expired``) orders parked longer than ``window_s``; their ids."""
+    cutoff = utcnow() - timedelta(seconds=window_s)
+    with unit_of_work() as session:
+        query = (select(Order).where(Order.status == lifecycle.AWAITING_PAYMENT,
+                                     Order.awaiting_payment_since <= cutoff)
+                 .order_by(Order.awaiting_payment_since).limit(limit).with_for_update())
+        if is_postgres(session):
+            query = query.with_for_update(skip_locked=True)
+        orders = session.scalars(query).all()
+        for order in orders:
+            order.start_compensation("payment_expired")
+            record_event(session, order, detail="payment window closed (payment_expired)")
+            enqueue(session, SAGA_COMPENSATE, {"order_id": str(order.id)})
+        ids = [str(order.id) for order in orders]
+        messages = session.info.get("outbox", [])
+    publish_after_commit(messages)
+    return ids

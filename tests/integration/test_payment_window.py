@@ -1,0 +1,78 @@
+"""Payment reminders and expiry for orders in ``awaiting_payment``, run as beat
+runs them (tasks sent to a real worker), with a real SMTP server."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+
+from models import EmailMessage, Order, unit_of_work, utcnow
+from tests.integration.test_saga_faults import stock
+from tests.support.factories import customer, eventually, place, product, wait_for
+from worker import app as celery_app
+
+HOUR = 3600
+
+
+def park(uid: str):
+    user, sku = customer(uid), product(uid, on_hand=10)
+    order_id = place(user, [(sku, 3)], token="tok_chargeDeclinedInsufficientFunds")
+    assert wait_for(order_id, statuses=("awaiting_payment",)).status == "awaiting_payment"
+    return user, sku, order_id
+
+
+def parked_for(order_id, seconds: float) -> None:
+    with unit_of_work() as session:
+        session.execute(update(Order).where(Order.id == order_id).values(
+            awaiting_payment_since=utcnow() - timedelta(seconds=seconds)))
+
+
+def sent(order_id, template_prefix: str) -> int:
+    with unit_of_work() as session:
+        return session.scalar(select(func.count()).select_from(EmailMessage).where(
+            EmailMessage.order_id == order_id, EmailMessage.template.startswith(template_prefix),
+            EmailMessage.status == "sent"))
+
+
+def run_job(name: str, times: int = 1) -> None:
+    """Send the beat job to the worker ``times`` times and wait for each to finish."""
+    for _ in range(times):
+        celery_app.send_task(name, ignore_result=False).get(timeout=30)
+
+
+def test_reminders_go_out_once_per_step_then_the_order_expires(worker, inbox, uid):
+    user, sku, order_id = park(uid)
+    run_job("scheduled.send_payment_reminders")
+    assert inbox.to(user.email) == [], "no reminder before the first age"
+
+    parked_for(order_id, 2 * HOUR)
+    run_job("scheduled.send_payment_reminders", times=2)  # a second run in the period changes nothing
+    eventually(lambda: len(inbox.to(user.email)) == 1)
+    assert inbox.to(user.email)[0]["Subject"].endswith("is waiting for payment")
+
+    parked_for(order_id, 25 * HOUR)
+    run_job("scheduled.send_payment_reminders", times=2)
+    eventually(lambda: len(inbox.to(user.email)) == 2)
+    assert sent(order_id, "payment_reminder") == 2
+    run_job("scheduled.expire_unpaid_orders")
+    with unit_of_work() as session:
+        assert session.get(Order, order_id).status == "awaiting_payment", "still inside the window"
+
+    parked_for(order_id, 73 * HOUR)
+    run_job("scheduled.send_payment_reminders")
+    run_job("scheduled.expire_unpaid_orders", times=2)
+    order = wait_for(order_id)
+    assert (order.status, order.cancel_reason) == ("cancelled", "payment_expired")
+    assert stock(sku) == (10, 0), "the held units are back"
+    eventually(lambda: any("was cancelled" in m["Subject"] for m in inbox.to(user.email)))
+    assert sent(order_id, "payment_reminder") == 2
+    assert len(inbox.to(user.email)) == 3
+
+
+def test_an_order_inside_the_window_is_not_expired(worker, uid):
+    _, sku, order_id = park(uid)
+    parked_for(order_id, 71 * HOUR)
+    run_job("scheduled.expire_unpaid_orders", times=2)
+    with unit_of_work() as session:
+        assert session.get(Order, order_id).status == "awaiting_payment"
+    assert stock(sku) == (10, 3)
