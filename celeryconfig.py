@@ -84,6 +84,11 @@ beat_schedule = {
         "schedule": _settings.outbox_sweep_s,
         "options": {"expires": max(_settings.outbox_sweep_s, 1.0)},
     },
+    "scheduled.restock_low_inventory": {
+        "task": "scheduled.restock_low_inventory",
+        "schedule": _settings.restock_every_s,
+        "options": {"expires": max(_settings.restock_every_s, 1.0)},
+    },
     "scheduled.send_payment_reminders": {
         "task": "scheduled.send_payment_reminders",
         "schedule": _settings.payment_sweep_every_s,
@@ -93,6 +98,11 @@ beat_schedule = {
         "task": "scheduled.expire_unpaid_orders",
         "schedule": _settings.payment_sweep_every_s,
         "options": {"expires": max(_settings.payment_sweep_every_s, 1.0)},
+    },
+    "scheduled.release_lapsed_holds": {
+        "task": "scheduled.release_lapsed_holds",
+        "schedule": _settings.saga_redrive_every_s,
+        "options": {"expires": max(_settings.saga_redrive_every_s, 1.0)},
     },
     "scheduled.redrive_stalled_sagas": {
         "task": "scheduled.redrive_stalled_sagas",

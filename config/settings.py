@@ -89,6 +89,8 @@ class Settings:
     payment_window_s: float
     payment_reminder_ages_s: tuple[float, ...]
     payment_sweep_every_s: float
+    supplier_lead_time_s: float
+    restock_every_s: float
     broker_transport_options: dict = field(default_factory=dict)
     socketio_transport_options: dict = field(default_factory=dict)
 
@@ -162,6 +164,8 @@ class Settings:
             payment_window_s=_float(env, "PAYMENT_WINDOW_SECONDS", 72 * 3600.0),
             payment_reminder_ages_s=_floats(env, "PAYMENT_REMINDER_AFTER_SECONDS", (3600.0, 86400.0)),
             payment_sweep_every_s=_float(env, "PAYMENT_SWEEP_EVERY_SECONDS", 300.0),
+            supplier_lead_time_s=_float(env, "SUPPLIER_LEAD_TIME_SECONDS", 600.0),
+            restock_every_s=_float(env, "RESTOCK_EVERY_SECONDS", 60.0),
             broker_transport_options=_transport_options(broker_url, data_dir / "broker"),
             socketio_transport_options=_relay_options(relay_url, data_dir / "relay"),
         )

@@ -6,6 +6,7 @@ from models.fulfilment import EmailMessage, Shipment
 from models.order import InvalidTransition, Order, OrderLine
 from models.outbox import OutboxMessage
 from models.payment import Payment
+from models.purchasing import PurchaseOrder
 from models.saga_log import OrderEvent, SagaStep, record_event
 from models.token import RevokedToken
 from models.user import User
@@ -14,6 +15,6 @@ __all__ = [
     "Base", "dispose_engine", "get_engine", "read_only", "session_factory", "unit_of_work", "utcnow",
     "User", "Product", "Inventory", "InventoryLedger", "Reservation", "HELD",
     "Order", "OrderLine", "InvalidTransition", "Payment", "Shipment", "EmailMessage",
-    "OutboxMessage", "SagaStep", "OrderEvent", "record_event",
+    "OutboxMessage", "PurchaseOrder", "SagaStep", "OrderEvent", "record_event",
     "RevokedToken",
 ]

@@ -11,20 +11,25 @@ however many sweeps run; rows are claimed with ``FOR UPDATE SKIP LOCKED``, so
 two sweepers at once (a second beat by mistake) never take the same order.
 ``failed``, ``compensation_failed`` and ``awaiting_payment`` orders are left to
 operators and to the payment window.
+
+Reservations whose hold lapsed (``release_lapsed_holds``) are the other net.
 """
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from sqlalchemy import select
 
-from models import Order, record_event, unit_of_work, utcnow
+from models import HELD, Order, Reservation, record_event, unit_of_work, utcnow
 from models import order as lifecycle
+from models.catalog import RELEASED, unreserve
 from models.db import is_postgres
-from models.outbox import enqueue
+from models.outbox import SAGA_COMPENSATE, enqueue
 from services.ordering import redrive_message
 from tasks.outbox import publish_after_commit
 
+log = logging.getLogger(__name__)
 STALLABLE = (lifecycle.PENDING, lifecycle.STOCK_RESERVED, lifecycle.PAYMENT_AUTHORIZED,
              lifecycle.CONFIRMED, lifecycle.SHIPPED, lifecycle.COMPENSATING)
 
@@ -47,3 +52,48 @@ def redrive_stalled_sagas(after_s: float, limit: int = 100) -> list[str]:
         messages = session.info.get("outbox", [])
     publish_after_commit(messages)
     return ids
+
+
+def release_lapsed_holds(limit: int = 500) -> dict[str, list[str]]:
+    """Reservations held past ``expires_at``: ``{"expired": [...], "released": [...]}`` order ids.
+
+    An order still ``awaiting_payment`` is cancelled with ``payment_expired``
+    (compensation returns its units). An order already final keeps no claim on
+    stock: a reservation left held there is a leak, released here and logged.
+    Orders in flight are the stalled-saga net's business (their saga will
+    consume or release the hold), so they are left alone.
+    """
+    with unit_of_work() as session:
+        order_ids = list(session.scalars(
+            select(Reservation.order_id).where(Reservation.status == HELD,
+                                               Reservation.expires_at < utcnow())
+            .distinct().limit(limit)))
+    outcome: dict[str, list[str]] = {"expired": [], "released": []}
+    for order_id in order_ids:
+        kind = _release_lapsed(order_id)
+        if kind:
+            outcome[kind].append(str(order_id))
+    return outcome
+
+
+def _release_lapsed(order_id) -> str | None:
+    with unit_of_work() as session:
+        order = session.scalar(select(Order).where(Order.id == order_id).with_for_update())
+        if order.status == lifecycle.AWAITING_PAYMENT:
+            order.start_compensation("payment_expired")
+            record_event(session, order, detail="stock hold lapsed (payment_expired)")
+            enqueue(session, SAGA_COMPENSATE, {"order_id": str(order.id)})
+            messages, kind = session.info["outbox"], "expired"
+        elif order.status in lifecycle.FINAL_STATUSES:
+            held = list(session.scalars(select(Reservation).where(
+                Reservation.order_id == order.id, Reservation.status == HELD)))
+            for reservation in held:
+                unreserve(session, reservation.sku, reservation.quantity)
+                reservation.status, reservation.closed_at = RELEASED, utcnow()
+            log.warning("released %d reservation(s) left held by %s order %s",
+                        len(held), order.status, order.id)
+            messages, kind = [], "released"
+        else:
+            return None
+    publish_after_commit(messages)
+    return kind

@@ -7,8 +7,8 @@ from celery import shared_task
 
 from config import get_settings
 from mail.smtp import TRANSIENT_SMTP_ERRORS
-from services import payment_window
-from services.safety_net import redrive_stalled_sagas
+from services import payment_window, restocking
+from services.safety_net import redrive_stalled_sagas, release_lapsed_holds
 
 log = logging.getLogger(__name__)
 
@@ -44,3 +44,26 @@ def expire_unpaid_orders() -> int:
     if ids:
         log.info("payment window closed for %d order(s): %s", len(ids), ", ".join(ids))
     return len(ids)
+
+
+@shared_task(name="scheduled.restock_low_inventory", ignore_result=True)
+def restock_low_inventory(lead_time_s: float | None = None) -> dict:
+    """Receive purchase orders now due, then raise one for every SKU below its reorder
+    point without one (due after ``SUPPLIER_LEAD_TIME_SECONDS``). Returns
+    ``{received: [[sku, quantity]], raised: [[sku, quantity]]}``."""
+    lead = get_settings().supplier_lead_time_s if lead_time_s is None else lead_time_s
+    received = restocking.receive_due()
+    raised = restocking.raise_purchase_orders(lead)
+    if received or raised:
+        log.info("restock: received %d purchase order(s), raised %d", len(received), len(raised))
+    return {"received": received, "raised": raised}
+
+
+@shared_task(name="scheduled.release_lapsed_holds", ignore_result=True)
+def release_lapsed_reservations() -> dict:
+    """Reservations past their hold: expire parked orders, release leaks (see
+    ``services.safety_net.release_lapsed_holds``)."""
+    outcome = release_lapsed_holds()
+    if outcome["expired"] or outcome["released"]:
+        log.warning("lapsed stock holds: %s", outcome)
+    return outcome

@@ -76,3 +76,16 @@ def test_an_order_inside_the_window_is_not_expired(worker, uid):
     with unit_of_work() as session:
         assert session.get(Order, order_id).status == "awaiting_payment"
     assert stock(sku) == (10, 3)
+
+
+def test_a_lapsed_stock_hold_expires_its_parked_order(worker, uid):
+    from models import Reservation
+
+    _, sku, order_id = park(uid)
+    with unit_of_work() as session:
+        session.execute(update(Reservation).where(Reservation.order_id == order_id)
+                        .values(expires_at=utcnow() - timedelta(seconds=1)))
+    run_job("scheduled.release_lapsed_holds", times=2)
+    order = wait_for(order_id)
+    assert (order.status, order.cancel_reason) == ("cancelled", "payment_expired")
+    assert stock(sku) == (10, 0)

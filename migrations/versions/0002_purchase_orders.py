@@ -1,0 +1,38 @@
+"""purchase orders (restocking)
+
+Revision ID: 0002
+Revises: 0001
+"""
+from typing import Sequence, Union
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0002"
+down_revision: Union[str, Sequence[str], None] = "0001"
+branch_labels: Union[str, Sequence[str], None] = None
+depends_on: Union[str, Sequence[str], None] = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "purchase_orders",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("sku", sa.String(length=32), nullable=False),
+        sa.Column("quantity", sa.Integer(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("raised_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=True),
+        sa.CheckConstraint("quantity > 0", name="ck_purchase_orders_quantity"),
+        sa.ForeignKeyConstraint(["sku"], ["products.sku"]),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("uq_purchase_orders_one_open", "purchase_orders", ["sku"], unique=True,
+                    postgresql_where=sa.text("status = 'open'"), sqlite_where=sa.text("status = 'open'"))
+
+
+def downgrade() -> None:
+    op.drop_index("uq_purchase_orders_one_open", table_name="purchase_orders",
+                  postgresql_where=sa.text("status = 'open'"), sqlite_where=sa.text("status = 'open'"))
+    op.drop_table("purchase_orders")
