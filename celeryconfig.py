@@ -104,6 +104,11 @@ beat_schedule = {
         "schedule": _settings.saga_redrive_every_s,
         "options": {"expires": max(_settings.saga_redrive_every_s, 1.0)},
     },
+    "scheduled.audit_inventory": {
+        "task": "scheduled.audit_inventory",
+        "schedule": _settings.audit_every_s,
+        "options": {"expires": max(_settings.audit_every_s, 1.0)},
+    },
     "scheduled.redrive_stalled_sagas": {
         "task": "scheduled.redrive_stalled_sagas",
         "schedule": _settings.saga_redrive_every_s,

@@ -91,6 +91,7 @@ class Settings:
     payment_sweep_every_s: float
     supplier_lead_time_s: float
     restock_every_s: float
+    audit_every_s: float
     broker_transport_options: dict = field(default_factory=dict)
     socketio_transport_options: dict = field(default_factory=dict)
 
@@ -166,6 +167,7 @@ class Settings:
             payment_sweep_every_s=_float(env, "PAYMENT_SWEEP_EVERY_SECONDS", 300.0),
             supplier_lead_time_s=_float(env, "SUPPLIER_LEAD_TIME_SECONDS", 600.0),
             restock_every_s=_float(env, "RESTOCK_EVERY_SECONDS", 60.0),
+            audit_every_s=_float(env, "INVENTORY_AUDIT_EVERY_SECONDS", 300.0),
             broker_transport_options=_transport_options(broker_url, data_dir / "broker"),
             socketio_transport_options=_relay_options(relay_url, data_dir / "relay"),
         )

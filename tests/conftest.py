@@ -7,6 +7,7 @@ unique ids instead of truncating tables.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 
 import pytest
@@ -24,6 +25,9 @@ os.environ.setdefault("SMTP_PORT", "8026")
 # Redis pub/sub ignores the database number: keep the tests' Socket.IO events
 # off a platform that may be running on the same Redis.
 os.environ.setdefault("SOCKETIO_CHANNEL", "orion-socketio-test")
+# prometheus-client's multiprocess mode, as the launcher runs it: this process and
+# the workers and web servers the tests start write their metrics here.
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="orion-test-metrics-")
 
 
 @pytest.fixture(scope="session")

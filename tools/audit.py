@@ -13,58 +13,7 @@ import argparse
 import json
 import sys
 
-from sqlalchemy import bindparam, text
-from sqlalchemy.orm import Session
-
-CHECKS = {
-    "negative_stock": """
-        SELECT i.sku, i.on_hand, i.reserved FROM inventory i
-        WHERE (i.on_hand < 0 OR i.reserved < 0) AND {skus}""",
-    "reserved_mismatch": """
-        SELECT i.sku, i.reserved, COALESCE(SUM(r.quantity), 0) AS held
-        FROM inventory i LEFT JOIN reservations r ON r.sku = i.sku AND r.status = 'held'
-        WHERE {skus} GROUP BY i.sku, i.reserved HAVING i.reserved <> COALESCE(SUM(r.quantity), 0)""",
-    "unexplained_on_hand": """
-        SELECT i.sku, i.on_hand, COALESCE(SUM(l.delta), 0) AS ledger
-        FROM inventory i LEFT JOIN inventory_ledger l ON l.sku = i.sku
-        WHERE {skus} GROUP BY i.sku, i.on_hand HAVING i.on_hand <> COALESCE(SUM(l.delta), 0)""",
-    "double_capture_or_refund": """
-        SELECT order_id, kind, COUNT(*) AS n FROM payments
-        WHERE kind IN ('capture', 'refund') AND status = 'succeeded'
-        GROUP BY order_id, kind HAVING COUNT(*) > 1""",
-    "refund_without_capture": """
-        SELECT r.order_id FROM payments r WHERE r.kind = 'refund' AND NOT EXISTS (
-          SELECT 1 FROM payments c WHERE c.order_id = r.order_id AND c.kind = 'capture'
-          AND c.status = 'succeeded')""",
-    "duplicate_email": """
-        SELECT order_id, template, COUNT(*) AS n FROM email_outbox
-        GROUP BY order_id, template HAVING COUNT(*) > 1""",
-}
-TOTALS = {
-    "skus": "SELECT COUNT(*) FROM inventory",
-    "orders": "SELECT COUNT(*) FROM orders",
-    "captures": "SELECT COUNT(*) FROM payments WHERE kind = 'capture' AND status = 'succeeded'",
-    "confirmation_emails_sent": "SELECT COUNT(*) FROM email_outbox WHERE template = "
-                                "'order_confirmation' AND status = 'sent'",
-}
-
-
-def audit(session: Session, skus: list[str] | None = None) -> dict:
-    """``{"violations": {check: [rows]}, "totals": {...}}``; empty lists mean all is well.
-
-    ``skus`` limits the stock checks to those SKUs (default: every SKU).
-    """
-    scope = "i.sku IN :skus" if skus else "1 = 1"
-    params = {"skus": tuple(skus)} if skus else {}
-    violations = {}
-    for name, sql in CHECKS.items():
-        query = text(sql.replace("{skus}", scope))
-        if skus and "{skus}" in sql:
-            query = query.bindparams(bindparam("skus", expanding=True))
-        rows = session.execute(query, params if "{skus}" in sql else {})
-        violations[name] = [dict(row._mapping) for row in rows]
-    totals = {name: session.scalar(text(sql)) for name, sql in TOTALS.items()}
-    return {"violations": violations, "totals": totals}
+from services.audit import audit
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,6 +53,18 @@ def commands(settings: Settings, args: argparse.Namespace) -> dict[str, list[str
     return procs
 
 
+def metrics_dir(settings: Settings) -> Path:
+    """``PROMETHEUS_MULTIPROC_DIR`` for every process started here (default
+    ``<data dir>/metrics``), emptied first: prometheus-client's multiprocess files
+    of processes gone would otherwise add their old counts to today's."""
+    folder = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or settings.data_dir / "metrics")
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    return folder
+
+
 def web_command(settings: Settings) -> list[str]:
     """gunicorn with threads: Flask-SocketIO's ``threading`` mode serves WebSocket
     through simple-websocket, one thread per open connection, so ``WEB_THREADS``
@@ -137,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.chdir(REPO_ROOT)
     try:
+        metrics_dir(get_settings())
         settings = get_settings()
         prepare(settings, args)
     except ConfigError as exc:

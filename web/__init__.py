@@ -11,7 +11,8 @@ from flask import Flask
 
 from config import Settings, get_settings
 from progress import hooks as progress_hooks
-from web import auth, inventory, operator, ops, orders, pages, products, request_id
+from web import (auth, inventory, operator, ops, orders, pages, products, request_id,
+                 request_metrics)
 from web.errors import register_error_handlers, register_jwt_errors
 from web.extensions import init_extensions, jwt
 from web.openapi import API_PREFIX, bp as openapi_bp
@@ -27,6 +28,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.config.update(config or {})
     app.json.sort_keys = False
     request_id.init_app(app)  # first, so every later hook and error sees the id
+    request_metrics.init_app(app)
     init_extensions(app)
     register_error_handlers(app)
     register_jwt_errors(jwt)

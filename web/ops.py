@@ -1,16 +1,18 @@
-"""Probes at the root (not under /api/v1): liveness ``/healthz`` and readiness ``/readyz``."""
+"""At the root (not under /api/v1): liveness ``/healthz``, readiness ``/readyz``,
+and Prometheus metrics ``/metrics``."""
 from __future__ import annotations
 
 from typing import Callable
 
 import kombu
-from flask import Blueprint, current_app
+from flask import Blueprint, Response, current_app
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from models import get_engine
+from observability.metrics import scrape
 from web.errors import problem
 from web.extensions import redis_client
 
@@ -22,6 +24,14 @@ DEPENDENCY_ERRORS = (SQLAlchemyError, KombuError, RedisError, OSError)
 def healthz():
     """Liveness: 200 ``{"status": "ok"}`` while the process serves requests."""
     return {"status": "ok"}
+
+
+@bp.get("/metrics")
+def metrics():
+    """Prometheus text: HTTP requests, orders by status, saga steps, retries, outbox
+    backlog and age, inventory audit (see ``observability/metrics.py``)."""
+    body, content_type = scrape()
+    return Response(body, content_type=content_type)
 
 
 @bp.get("/readyz")

@@ -19,7 +19,8 @@ from tests.support.factories import eventually
 REPO = Path(__file__).resolve().parents[2]
 DATASET = REPO.parent / "shared" / "data" / "online_retail.csv.gz"
 SERVICE_VARIABLES = ("DATABASE_URL", "BROKER_URL", "RESULT_BACKEND", "REDIS_URL",
-                     "PAYMENT_SANDBOX_URL", "ORION_MODE")
+                     "PAYMENT_SANDBOX_URL", "ORION_MODE",
+                     "PROMETHEUS_MULTIPROC_DIR")  # the launcher makes its own under the data dir
 OPERATOR_EMAIL, OPERATOR_PASSWORD = "operator@e2e.orion.example", "operator password 1"
 
 

@@ -1,0 +1,1 @@
+"""Metrics (prometheus-client) and, later, structured logs."""

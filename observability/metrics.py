@@ -1,0 +1,75 @@
+"""Prometheus metrics (SPEC "Health and metrics"), served by the web at ``/metrics``.
+
+Counters and histograms live in the process that observes them: HTTP in the
+web process, saga steps and retries in the worker's pool processes. With
+``PROMETHEUS_MULTIPROC_DIR`` set (the launcher sets ``var/metrics``, compose a
+shared volume), every process writes its samples there and ``/metrics`` merges
+them (prometheus-client's multiprocess mode). Figures that live in the database
+(orders by status, the outbox backlog and its age) are read when scraped.
+"""
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge,
+                               Histogram, generate_latest, multiprocess)
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import func, select
+
+HTTP_REQUESTS = Counter("orion_http_requests_total", "HTTP requests by route, method and status",
+                        ["route", "method", "status"])
+HTTP_LATENCY = Histogram("orion_http_request_duration_seconds", "HTTP request latency by route",
+                         ["route", "method"])
+STEP_DURATION = Histogram("orion_saga_step_duration_seconds",
+                          "Saga task run time by step and outcome (success, retry, failure, ignored)",
+                          ["step", "outcome"],
+                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+TASK_RETRIES = Counter("orion_task_retries_total", "Task retries scheduled after a transient fault",
+                       ["task"])
+INVENTORY_VIOLATIONS = Gauge("orion_inventory_audit_violations",
+                             "SKUs breaking SPEC's stock guarantee at the last audit, by check",
+                             ["check"], multiprocess_mode="mostrecent")
+INVENTORY_AUDIT_TIME = Gauge("orion_inventory_audit_last_run_timestamp_seconds",
+                             "When the inventory audit last ran (Unix time)",
+                             multiprocess_mode="mostrecent")
+
+
+class DatabaseCollector:
+    """Orders by status and the outbox backlog, read from the database at scrape time."""
+
+    def collect(self):
+        from models import Order, OutboxMessage, read_only, utcnow
+        from models.order import STATUSES
+
+        with read_only() as session:
+            counts = dict(session.execute(select(Order.status, func.count()).group_by(Order.status)).all())
+            backlog, oldest = session.execute(
+                select(func.count(), func.min(OutboxMessage.created_at))
+                .where(OutboxMessage.dispatched_at.is_(None))).one()
+        orders = GaugeMetricFamily("orion_orders", "Orders by status", labels=["status"])
+        for status in STATUSES:
+            orders.add_metric([status], counts.get(status, 0))
+        yield orders
+        yield GaugeMetricFamily("orion_outbox_backlog", "Outbox rows not yet published", value=backlog)
+        age = (utcnow() - oldest).total_seconds() if oldest else 0.0
+        yield GaugeMetricFamily("orion_outbox_oldest_age_seconds",
+                                "Age of the oldest unpublished outbox row (0 when none)", value=age)
+
+
+def scrape() -> tuple[bytes, str]:
+    """The exposition text for ``/metrics`` and its content type."""
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = _SingleProcess()
+    registry.register(DatabaseCollector())
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _SingleProcess(CollectorRegistry):
+    """This process's own metrics (no multiprocess folder), plus what is registered here."""
+
+    def collect(self):
+        yield from REGISTRY.collect()
+        yield from super().collect()

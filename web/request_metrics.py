@@ -1,0 +1,27 @@
+"""HTTP request counts and latencies by route template (``/api/v1/orders/<uuid:order_id>``,
+not the concrete path, so the label set stays small)."""
+from __future__ import annotations
+
+import time
+
+from flask import Flask, Response, g, request
+
+from observability.metrics import HTTP_LATENCY, HTTP_REQUESTS
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(_start)
+    app.after_request(_observe)
+
+
+def _start() -> None:
+    g.request_started = time.perf_counter()
+
+
+def _observe(response: Response) -> Response:
+    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    HTTP_REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+    started = g.get("request_started")
+    if started is not None:
+        HTTP_LATENCY.labels(route, request.method).observe(time.perf_counter() - started)
+    return response
