@@ -9,6 +9,7 @@ from sqlalchemy import JSON, Index, String
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.db import Base, utcnow
+from observability.logging import CORRELATION_HEADER, correlation_id
 
 SAGA_START, SAGA_RESUME, SAGA_COMPENSATE = "saga.start", "saga.resume", "saga.compensate"
 
@@ -27,8 +28,16 @@ class OutboxMessage(Base):
 
 
 def enqueue(session: Session, topic: str, payload: dict, headers: dict | None = None) -> OutboxMessage:
-    """Add an outbox row to ``session``'s transaction; it is published after commit."""
-    message = OutboxMessage(topic=topic, payload=payload, headers=headers or {})
+    """Add an outbox row to ``session``'s transaction; it is published after commit.
+
+    The row's message headers carry the current correlation id, so a message the
+    sweeper republishes later still belongs to the request that caused it.
+    """
+    headers = dict(headers or {})
+    current = correlation_id()
+    if current:
+        headers.setdefault(CORRELATION_HEADER, current)
+    message = OutboxMessage(topic=topic, payload=payload, headers=headers)
     session.add(message)
     session.info.setdefault("outbox", []).append(message)
     return message

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.db import Base, utcnow
 from models.order import Order
+from observability.logging import correlation_id
 from progress import OPERATORS, Notification, order_room, queue_notification, user_room
 
 FORWARD, COMPENSATION = "forward", "compensation"
@@ -41,7 +42,8 @@ class SagaStep(Base):
 
 
 class OrderEvent(Base):
-    """What happened to an order, numbered per order by ``seq`` (1, 2, 3, ...)."""
+    """What happened to an order, numbered per order by ``seq`` (1, 2, 3, ...), with the
+    correlation id of the request or task that made it happen (not sent to clients)."""
 
     __tablename__ = "order_events"
     __table_args__ = (UniqueConstraint("order_id", "seq", name="uq_order_events_seq"),)
@@ -55,6 +57,7 @@ class OrderEvent(Base):
     attempt: Mapped[int | None]
     detail: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(default=utcnow)
+    correlation_id: Mapped[str | None] = mapped_column(String(64))
 
     def to_dict(self) -> dict:
         return {
@@ -82,7 +85,8 @@ def record_event(session: Session, order: Order, step: str | None = None,
     ).scalar_one()
     order.last_event_seq = seq
     event = OrderEvent(order_id=order.id, seq=seq, status=order.status, step=step,
-                       step_status=step_status, attempt=attempt, detail=detail, at=utcnow())
+                       step_status=step_status, attempt=attempt, detail=detail, at=utcnow(),
+                       correlation_id=correlation_id() or order.correlation_id)
     session.add(event)
     rooms = (order_room(str(order.id)), user_room(order.customer_id), OPERATORS)
     queue_notification(session, Notification("order.updated", event.to_dict(), rooms))

@@ -16,6 +16,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from mail import outbox, smtp, templates
+from observability.logging import correlation_id
 from models import Order, record_event, unit_of_work, utcnow
 from models import order as lifecycle
 from models.db import is_postgres
@@ -59,7 +60,7 @@ def send_reminder(order_id: str, step: int) -> bool:
         if message is None:
             return False
     try:
-        smtp.send(message, order.correlation_id)
+        smtp.send(message, correlation_id() or order.correlation_id)
     except smtp.TRANSIENT_SMTP_ERRORS:
         with unit_of_work() as session:
             outbox.release(session, message.id)

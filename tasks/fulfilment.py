@@ -12,6 +12,7 @@ from celery import shared_task
 from sqlalchemy import select
 
 from mail import outbox, smtp, templates
+from observability.logging import correlation_id
 from models import Order, Reservation, Shipment, unit_of_work, utcnow
 from models import order as lifecycle
 from models.catalog import CONSUMED, HELD, change_on_hand
@@ -54,7 +55,7 @@ def _deliver(task, order_id: str, template: str, step_name: str, statuses) -> bo
             return False
         step = journal.start_step(session, order, step_name, task.step_kind, task.attempt)
     try:
-        smtp.send(message, order.correlation_id)
+        smtp.send(message, correlation_id() or order.correlation_id)
     except smtp.TRANSIENT_SMTP_ERRORS:
         with unit_of_work() as session:
             outbox.release(session, message.id)

@@ -10,6 +10,7 @@ from datetime import timedelta
 from flask import Flask
 
 from config import Settings, get_settings
+from observability.logging import configure_logging
 from progress import hooks as progress_hooks
 from web import (auth, inventory, operator, ops, orders, pages, products, request_id,
                  request_metrics)
@@ -23,6 +24,7 @@ MAX_BODY_BYTES = 64 * 1024  # SPEC: a larger body gets 413
 
 def create_app(config: dict | None = None) -> Flask:
     """The Flask app, with extensions bound and blueprints registered."""
+    configure_logging()
     app = Flask(__name__, static_folder=None)
     app.config.from_mapping(default_config(get_settings()))
     app.config.update(config or {})

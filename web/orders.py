@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 
+import structlog
 from flask import Blueprint, current_app, g, url_for
 from flask_jwt_extended import get_jwt_identity
 
@@ -20,6 +21,7 @@ from web.order_schemas import (IdempotencyHeaderSchema, OrderCreateSchema, Order
                                OrderQuerySchema, OrderSchema, PaymentSchema)
 
 bp = Blueprint("orders", __name__)
+log = structlog.get_logger(__name__)
 order_schema = OrderSchema()
 ACCEPTED = "Accepted: the order as it stands; its saga runs in the background"
 
@@ -44,6 +46,7 @@ def create_order(headers: dict, body: dict):
     """Place an order; a repeat with the same Idempotency-Key and body returns the first order."""
     actor = current_actor()
     placed = place_order(actor.user_id, body, headers.get("idempotency_key"), g.correlation_id)
+    log.info("order placed", order_id=str(placed.order_id), customer_id=actor.user_id)
     location = url_for(".get_order", order_id=placed.order_id)
     return show_order(placed.order_id, actor), {"Location": location}
 

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import time
 
-from celery.signals import task_postrun, task_prerun, task_retry, worker_process_init
+from celery.signals import (before_task_publish, setup_logging, task_postrun, task_prerun,
+                            task_retry, worker_process_init)
+
+from observability.logging import CORRELATION_HEADER, bind_correlation, configure_logging, correlation_id
 
 from models.db import dispose_engine
 
@@ -25,8 +28,30 @@ def _release_results(sender=None, **_kwargs) -> None:
 _started: dict[str, float] = {}
 
 
-def _task_started(task_id=None, **_kwargs) -> None:
+def _task_started(task_id=None, task=None, args=None, **_kwargs) -> None:
     _started[task_id] = time.perf_counter()
+    request = getattr(task, "request", None)
+    order_id = _order_id(args) if task is not None and task.name.startswith("saga.") else None
+    bind_correlation(getattr(request, CORRELATION_HEADER, None), task=getattr(task, "name", None),
+                     task_id=task_id, **({"order_id": order_id} if order_id else {}))
+
+
+def _order_id(args) -> str | None:
+    """A saga task's order id: its first string argument (a chord body's first
+    argument is the header's results)."""
+    return next((arg for arg in args or () if isinstance(arg, str)), None)
+
+
+def _carry_correlation(headers=None, **_kwargs) -> None:
+    # Every message published while a request or task is handled (the next link
+    # of a chain, a chord's body, a retry, an outbox row) carries its id along.
+    current = correlation_id()
+    if headers is not None and current and not headers.get(CORRELATION_HEADER):
+        headers[CORRELATION_HEADER] = current
+
+
+def _configure_logging(**_kwargs) -> None:
+    configure_logging()
 
 
 def _task_finished(task_id=None, task=None, state=None, **_kwargs) -> None:
@@ -52,3 +77,5 @@ def connect_signals() -> None:
     task_prerun.connect(_task_started, weak=False)
     task_postrun.connect(_task_finished, weak=False)
     task_retry.connect(_task_retried, weak=False)
+    before_task_publish.connect(_carry_correlation, weak=False)
+    setup_logging.connect(_configure_logging, weak=False)  # Celery leaves logging to us

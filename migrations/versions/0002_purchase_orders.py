@@ -1,4 +1,4 @@
-"""purchase orders (restocking)
+"""purchase orders (restocking); correlation id on order events
 
 Revision ID: 0002
 Revises: 0001
@@ -30,9 +30,13 @@ def upgrade() -> None:
     )
     op.create_index("uq_purchase_orders_one_open", "purchase_orders", ["sku"], unique=True,
                     postgresql_where=sa.text("status = 'open'"), sqlite_where=sa.text("status = 'open'"))
+    with op.batch_alter_table("order_events") as batch:
+        batch.add_column(sa.Column("correlation_id", sa.String(length=64), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("order_events") as batch:
+        batch.drop_column("correlation_id")
     op.drop_index("uq_purchase_orders_one_open", table_name="purchase_orders",
                   postgresql_where=sa.text("status = 'open'"), sqlite_where=sa.text("status = 'open'"))
     op.drop_table("purchase_orders")
