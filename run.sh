@@ -29,22 +29,27 @@ if [ "$(cat "$npm_stamp" 2>/dev/null)" != "$npm_want" ]; then
   fi
 fi
 
-# The browser tests drive Debian's Chromium (Playwright's own download is not reachable).
-ensure_chromium() {
-  command -v chromium >/dev/null && return 0
+# Test tools from Debian: Chromium for the browser tests (Playwright's own download
+# is not reachable), and a compose tool to check docker-compose.yml (no engine runs it).
+apt_install() { # command, package
+  command -v "$1" >/dev/null && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
-      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null; }
   else
-    echo "run.sh: the browser tests need Chromium at /usr/bin/chromium (apt-get install chromium)" >&2
+    echo "run.sh: the tests need $1 (apt-get install $2)" >&2
   fi
+}
+ensure_test_tools() {
+  apt_install chromium chromium
+  docker compose version >/dev/null 2>&1 || apt_install docker-compose docker-compose
 }
 
 cmd=${1:-up}
 [ $# -gt 0 ] && shift
 case "$cmd" in
   up)      exec .venv/bin/python -m tools.launch "$@" ;;
-  test)    ensure_chromium; exec .venv/bin/python -m pytest "$@" ;;
+  test)    ensure_test_tools; exec .venv/bin/python -m pytest "$@" ;;
   replay)  exec .venv/bin/python -m tools.replay "$@" ;;
   catalog) exec .venv/bin/python -m tools.catalog "$@" ;;
   *) echo "usage: ./run.sh [up|test|replay|catalog] [args...]" >&2; exit 2 ;;

@@ -2,13 +2,15 @@
 
 Counters and histograms live in the process that observes them: HTTP in the
 web process, saga steps and retries in the worker's pool processes. With
-``PROMETHEUS_MULTIPROC_DIR`` set (the launcher sets ``var/metrics``, compose a
-shared volume), every process writes its samples there and ``/metrics`` merges
-them (prometheus-client's multiprocess mode). Figures that live in the database
+``PROMETHEUS_MULTIPROC_DIR`` set (the launcher sets ``var/metrics``), every
+process writes its samples there and ``/metrics`` merges them (prometheus-client's
+multiprocess mode); with ``METRICS_ROOT`` (docker-compose), every folder below it,
+one per container. Figures that live in the database
 (orders by status, the outbox backlog and its age) are read when scraped.
 """
 from __future__ import annotations
 
+import glob
 import os
 
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge,
@@ -59,12 +61,26 @@ class DatabaseCollector:
 def scrape() -> tuple[bytes, str]:
     """The exposition text for ``/metrics`` and its content type."""
     registry = CollectorRegistry()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if os.environ.get("METRICS_ROOT"):
+        registry.register(_MergedFolders(os.environ["METRICS_ROOT"]))
+    elif os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.MultiProcessCollector(registry)
     else:
         registry = _SingleProcess()
     registry.register(DatabaseCollector())
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _MergedFolders:
+    """Every container's multiprocess folder under ``METRICS_ROOT`` (one per container,
+    ``deploy/entrypoint.sh``), merged as prometheus-client merges one folder."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def collect(self):
+        files = glob.glob(os.path.join(self.root, "*", "*.db"))
+        return multiprocess.MultiProcessCollector.merge(files, accumulate=True)
 
 
 class _SingleProcess(CollectorRegistry):

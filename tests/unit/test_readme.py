@@ -8,7 +8,8 @@ READ = re.compile(r'(?:env\.get|_int|_float|environ\.get|getenv)\((?:env, )?"([A
 
 def variables_read() -> set[str]:
     names = set()
-    for folder in ("config", "web", "worker", "tasks", "tools", "services", "models", "payments", "mail", "progress"):
+    for folder in ("config", "web", "worker", "tasks", "tools", "services", "models", "payments", "mail", "progress",
+                   "observability"):
         for path in (ROOT / folder).rglob("*.py"):
             names |= set(READ.findall(path.read_text()))
     return names

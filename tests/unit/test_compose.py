@@ -1,0 +1,107 @@
+"""docker-compose.yml agrees with the code: the services, ports and environment it
+gives each process are the ones Orion reads (no Docker engine runs here, so the
+file is checked, not started)."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlalchemy.engine import make_url
+
+from config import Settings, flower_basic_auth
+from tests.unit.test_readme import variables_read
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRETS = {"JWT_SECRET_KEY": "test-secret", "POSTGRES_PASSWORD": "pg-secret",
+           "RABBITMQ_PASSWORD": "mq-secret", "FLOWER_BASIC_AUTH": "ops:flower-secret"}
+ORION = ("migrate", "web", "worker", "beat", "flower", "smtp")
+INTERPOLATION = re.compile(r"\$\{(\w+):\?[^}]*\}")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    text = INTERPOLATION.sub(lambda m: SECRETS[m.group(1)], (ROOT / "docker-compose.yml").read_text())
+    return yaml.safe_load(text)["services"]
+
+
+def env(service: dict) -> dict[str, str]:
+    return {key: str(value) for key, value in service["environment"].items()}
+
+
+def test_the_compose_tool_accepts_the_file():
+    tool = (["docker", "compose"] if subprocess.run(["docker", "compose", "version"], capture_output=True)
+            .returncode == 0 else ["docker-compose"]) if shutil.which("docker") else ["docker-compose"]
+    assert shutil.which(tool[0]), "needs docker compose or docker-compose (./run.sh test installs it)"
+    result = subprocess.run([*tool, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+                            cwd=ROOT, env={"PATH": "/usr/bin:/bin:/usr/local/bin", **SECRETS},
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_every_process_of_spec_runs_beside_its_dependencies(compose):
+    assert set(compose) == {"postgres", "rabbitmq", "rabbitmq-setup", "redis", *ORION}
+    assert compose["worker"]["command"][:4] == ["celery", "-A", "worker", "worker"]
+    assert compose["beat"]["command"][:4] == ["celery", "-A", "worker", "beat"]
+    assert compose["flower"]["command"][:4] == ["celery", "-A", "worker", "flower"]
+    assert compose["beat"]["deploy"]["replicas"] == 1
+    assert "container_name" not in compose["worker"] and "ports" not in compose["worker"], "scalable"
+    for name in ("postgres", "rabbitmq", "redis", "web"):
+        assert "healthcheck" in compose[name], name
+    for name in ("web", "worker", "beat", "flower"):
+        conditions = {dep: spec["condition"] for dep, spec in compose[name]["depends_on"].items()}
+        assert conditions["postgres"] == conditions["rabbitmq"] == conditions["redis"] == "service_healthy"
+        assert conditions["migrate"] == conditions["rabbitmq-setup"] == "service_completed_successfully"
+
+
+def test_every_variable_given_to_orion_is_one_it_reads(compose):
+    known = variables_read()
+    for name in ORION:
+        assert set(env(compose[name])) <= known, (name, set(env(compose[name])) - known)
+    assert "METRICS_ROOT" in (ROOT / "deploy" / "entrypoint.sh").read_text()
+
+
+def test_urls_point_at_the_compose_services_with_their_credentials(compose):
+    settings = Settings.from_env(env(compose["web"]))
+    assert settings.mode == "services" and settings.jwt_secret_key == SECRETS["JWT_SECRET_KEY"]
+    postgres = env(compose["postgres"])
+    database = make_url(settings.database_url)
+    assert (database.host, database.port, database.username, database.password, database.database) == (
+        "postgres", 5432, postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"], postgres["POSTGRES_DB"])
+    rabbit = env(compose["rabbitmq"])
+    broker = re.fullmatch(r"amqp://(\w+):([^@]+)@(\w+):5672/(\w+)", settings.broker_url)
+    assert broker.groups() == (rabbit["RABBITMQ_DEFAULT_USER"], rabbit["RABBITMQ_DEFAULT_PASS"],
+                               "rabbitmq", rabbit["RABBITMQ_DEFAULT_VHOST"])
+    assert settings.redis_url.startswith("redis://redis:6379/")
+    assert settings.socketio_message_queue == settings.redis_url, "the relay follows REDIS_URL"
+    assert (settings.smtp_host, settings.smtp_port) == ("smtp", 8025)
+    assert compose["smtp"]["command"][-5:-2] == ["0.0.0.0", "--port", str(settings.smtp_port)]
+
+
+def test_published_ports_match_what_the_processes_listen_on(compose):
+    web, flower = Settings.from_env(env(compose["web"])), Settings.from_env(env(compose["flower"]))
+    assert compose["web"]["ports"] == [f"{web.web_port}:{web.web_port}"]
+    assert f"0.0.0.0:{web.web_port}" in compose["web"]["command"]
+    assert compose["flower"]["ports"] == [f"127.0.0.1:{flower.flower_port}:{flower.flower_port}"]
+    assert flower_basic_auth(flower, env(compose["flower"])) == SECRETS["FLOWER_BASIC_AUTH"]
+
+
+def test_the_worker_consumes_every_queue_and_the_dead_letter_policy_covers_them(compose):
+    import celeryconfig
+
+    queues = {queue.name for queue in celeryconfig.task_queues}
+    command = compose["worker"]["command"]
+    assert set(command[command.index("-Q") + 1].split(",")) == queues
+    setup = (ROOT / "deploy" / "rabbitmq-setup.sh").read_text()
+    pattern = re.search(r'"pattern":"([^"]+)"', setup).group(1).replace("\\\\", "\\")
+    assert all(re.match(pattern, queue) for queue in queues), (pattern, queues)
+    assert '"dead-letter-exchange":"orion.dead_letter"' in setup
+
+
+def test_redis_persists_the_token_blocklist(compose):
+    command = compose["redis"]["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert any(volume.endswith(":/data") for volume in compose["redis"]["volumes"])
