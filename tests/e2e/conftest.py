@@ -39,7 +39,8 @@ def platform(tmp_path_factory):
     web, smtp, flower = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
     env.update(ORION_DATA_DIR=str(data_dir), WEB_PORT=str(web), SMTP_PORT=str(smtp),
-               FLOWER_PORT=str(flower), PAYMENT_LATENCY_MS="0")
+               FLOWER_PORT=str(flower), PAYMENT_LATENCY_MS="0",
+               RESTOCK_EVERY_SECONDS="2", SUPPLIER_LEAD_TIME_SECONDS="3")  # restocks within a test
     log = (REPO / "artifacts").resolve()
     log.mkdir(exist_ok=True)
     proc = subprocess.Popen([sys.executable, "-m", "tools.launch"], cwd=REPO, env=env,
