@@ -102,7 +102,7 @@ def _catalog_empty() -> bool:
 def banner(settings: Settings, names: list[str]) -> str:
     base = f"http://{settings.web_host}:{settings.web_port}"
     lines = [f"Orion is up ({settings.mode} mode): {', '.join(names)}",
-             f"  shop       {base}/            operators: {base}/operator (python -m tools.users create-operator)",
+             f"  shop       {base}/            operators: {base}/operator (python -m tools create-operator)",
              f"  API        {base}/api/v1   (OpenAPI: {base}/api/v1/openapi.json)",
              f"  health     {base}/healthz  {base}/readyz"]
     if "flower" in names:
