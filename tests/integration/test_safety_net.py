@@ -103,3 +103,31 @@ def test_a_hold_left_by_a_final_order_is_released(uid):
     assert str(order_id) in outcome["released"]
     assert str(order_id) not in release_lapsed_holds()["released"], "once"
     assert stock(sku) == (10, 0)
+
+
+def test_a_saga_whose_confirmation_email_ran_out_of_retries_is_finished(inbox, uid):
+    """SMTP is down past the email step's retry budget: the order stays ``shipped``
+    (after the pivot nothing is undone); the safety net finishes it once SMTP is back."""
+    from tests.integration.conftest import FAST_RETRIES
+
+    user, sku = customer(uid), product(uid, on_hand=10)
+    with celery_worker({**FAST_RETRIES, "SMTP_PORT": "1"}):  # nothing listens on port 1
+        order_id = place(user, [(sku, 1)])
+        eventually(lambda: _step_status(order_id, "send_confirmation_email") == "failed", timeout=60)
+    with unit_of_work() as session:
+        assert session.get(Order, order_id).status == "shipped"
+    age(order_id, 3600)
+    with celery_worker():
+        celery_app.send_task("scheduled.redrive_stalled_sagas", kwargs={"after_s": 600})
+        assert wait_for(order_id, timeout=60).status == "completed"
+    assert redrives(order_id) == 1
+    assert len(eventually(lambda: inbox.to(user.email), timeout=10)) == 1
+    assert stock(sku) == (9, 0)
+
+
+def _step_status(order_id, name: str) -> str | None:
+    from models import SagaStep
+
+    with unit_of_work() as session:
+        return session.scalar(select(SagaStep.status).where(SagaStep.order_id == order_id,
+                                                            SagaStep.name == name))
