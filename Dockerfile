@@ -1,6 +1,8 @@
 # Orion: one image for web, worker, beat, Flower and the SMTP sink (docker-compose.yml
 # picks the command). Python deps from requirements.txt (pinned), the dashboards'
 # Socket.IO client from package-lock.json (npm ci at build time, served locally).
+# The folders compose mounts volumes on exist here, owned by the user the
+# processes run as, so a fresh named volume takes that owner.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
@@ -10,7 +12,8 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends nodejs npm \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 10001 orion \
- && mkdir -p /var/lib/orion && chown orion /var/lib/orion
+ && mkdir -p /var/lib/orion/metrics /var/lib/orion/beat /var/lib/orion/mail \
+ && chown -R orion /var/lib/orion
 
 WORKDIR /app
 COPY requirements.txt package.json package-lock.json ./

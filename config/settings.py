@@ -126,6 +126,12 @@ class Settings:
                 raise ConfigError("JWT_SECRET_KEY is required when ORION_ENV=production")
             secret = DEV_SECRET
         broker_url = env.get("BROKER_URL") or defaults["broker_url"]
+        hold_s = _int(env, "RESERVATION_HOLD_SECONDS", 3 * 86400 + 3600)
+        window_s = _float(env, "PAYMENT_WINDOW_SECONDS", 72 * 3600.0)
+        if window_s >= hold_s:
+            raise ConfigError(f"PAYMENT_WINDOW_SECONDS ({window_s:g}) must be shorter than "
+                              f"RESERVATION_HOLD_SECONDS ({hold_s}): a parked order's stock "
+                              "must stay held until its window closes")
         redis_url = env.get("REDIS_URL") or defaults["redis_url"]
         relay_url = env.get("SOCKETIO_MESSAGE_QUEUE") or redis_url or "orionfs://"
         database_url = env.get("DATABASE_URL") or defaults["database_url"]
@@ -149,7 +155,7 @@ class Settings:
             sandbox_database_url=sandbox_url,
             step_max_retries=_int(env, "SAGA_STEP_MAX_RETRIES", 10),
             retry_backoff_max_s=_int(env, "SAGA_RETRY_BACKOFF_MAX", 30),
-            reservation_hold_s=_int(env, "RESERVATION_HOLD_SECONDS", 3 * 86400 + 3600),
+            reservation_hold_s=hold_s,
             outbox_sweep_s=_float(env, "OUTBOX_SWEEP_SECONDS", 10.0),
             outbox_stale_s=_float(env, "OUTBOX_STALE_SECONDS", 5.0),
             worker_concurrency=_int(env, "WORKER_CONCURRENCY", 2),
@@ -162,7 +168,7 @@ class Settings:
             stuck_after_s=_int(env, "STUCK_AFTER_SECONDS", 300),
             saga_redrive_after_s=_float(env, "SAGA_REDRIVE_AFTER_SECONDS", 600.0),
             saga_redrive_every_s=_float(env, "SAGA_REDRIVE_EVERY_SECONDS", 60.0),
-            payment_window_s=_float(env, "PAYMENT_WINDOW_SECONDS", 72 * 3600.0),
+            payment_window_s=window_s,
             payment_reminder_ages_s=_floats(env, "PAYMENT_REMINDER_AFTER_SECONDS", (3600.0, 86400.0)),
             payment_sweep_every_s=_float(env, "PAYMENT_SWEEP_EVERY_SECONDS", 300.0),
             supplier_lead_time_s=_float(env, "SUPPLIER_LEAD_TIME_SECONDS", 600.0),

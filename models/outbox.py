@@ -27,14 +27,16 @@ class OutboxMessage(Base):
     attempts: Mapped[int] = mapped_column(default=0)
 
 
-def enqueue(session: Session, topic: str, payload: dict, headers: dict | None = None) -> OutboxMessage:
+def enqueue(session: Session, topic: str, payload: dict, headers: dict | None = None,
+            correlation: str | None = None) -> OutboxMessage:
     """Add an outbox row to ``session``'s transaction; it is published after commit.
 
-    The row's message headers carry the current correlation id, so a message the
-    sweeper republishes later still belongs to the request that caused it.
+    The row's message headers carry the current correlation id (else
+    ``correlation``, e.g. the order's own for a beat job acting on it), so a
+    message the sweeper republishes later still belongs to what caused it.
     """
     headers = dict(headers or {})
-    current = correlation_id()
+    current = correlation_id() or correlation
     if current:
         headers.setdefault(CORRELATION_HEADER, current)
     message = OutboxMessage(topic=topic, payload=payload, headers=headers)

@@ -85,7 +85,8 @@ def expire_unpaid(window_s: float, limit: int = 500) -> list[str]:
         for order in orders:
             order.start_compensation("payment_expired")
             record_event(session, order, detail="payment window closed (payment_expired)")
-            enqueue(session, SAGA_COMPENSATE, {"order_id": str(order.id)})
+            enqueue(session, SAGA_COMPENSATE, {"order_id": str(order.id)},
+                    correlation=order.correlation_id)
         ids = [str(order.id) for order in orders]
         messages = session.info.get("outbox", [])
     publish_after_commit(messages)

@@ -7,8 +7,10 @@ An order in a forward state or ``compensating`` that has not changed for
 forward from its last completed step (finished steps pass through, every effect
 is keyed), or its compensation run again. The re-drive writes an order event,
 which moves ``updated_at``, so one order is re-driven at most once per timeout
-however many sweeps run; rows are claimed with ``FOR UPDATE SKIP LOCKED``, so
-two sweepers at once (a second beat by mistake) never take the same order.
+however many sweeps run (and a second time only after three more: a saga
+queued behind a broker backlog should not get ever more copies of its chain);
+rows are claimed with ``FOR UPDATE SKIP LOCKED``, so two sweepers at once (a
+second beat by mistake) never take the same order.
 ``failed``, ``compensation_failed`` and ``awaiting_payment`` orders are left to
 operators and to the payment window.
 
@@ -21,7 +23,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from models import HELD, Order, Reservation, record_event, unit_of_work, utcnow
+from models import HELD, Order, OrderEvent, Reservation, record_event, unit_of_work, utcnow
 from models import order as lifecycle
 from models.catalog import RELEASED, unreserve
 from models.db import is_postgres
@@ -30,6 +32,8 @@ from services.ordering import redrive_message
 from tasks.outbox import publish_after_commit
 
 log = logging.getLogger(__name__)
+REDRIVE_DETAIL = "safety net: re-driven"
+REPEAT_FACTOR = 3  # a re-driven saga that stalls again waits 3 timeouts for the next one
 STALLABLE = (lifecycle.PENDING, lifecycle.STOCK_RESERVED, lifecycle.PAYMENT_AUTHORIZED,
              lifecycle.CONFIRMED, lifecycle.SHIPPED, lifecycle.COMPENSATING)
 
@@ -42,16 +46,27 @@ def redrive_stalled_sagas(after_s: float, limit: int = 100) -> list[str]:
                  .order_by(Order.updated_at).limit(limit).with_for_update())
         if is_postgres(session):
             query = query.with_for_update(skip_locked=True)
-        orders = session.scalars(query).all()
+        orders = [order for order in session.scalars(query)
+                  if not _redriven_lately(session, order, after_s)]
         for order in orders:
             idle = int((utcnow() - order.updated_at).total_seconds())
             topic, payload = redrive_message(order)
-            record_event(session, order, detail=f"safety net: re-driven after {idle} s without progress")
-            enqueue(session, topic, payload)
+            record_event(session, order, detail=f"{REDRIVE_DETAIL} after {idle} s without progress")
+            enqueue(session, topic, payload, correlation=order.correlation_id)
         ids = [str(order.id) for order in orders]
         messages = session.info.get("outbox", [])
     publish_after_commit(messages)
     return ids
+
+
+def _redriven_lately(session, order: Order, after_s: float) -> bool:
+    """The order's last event is a re-drive that has not had ``REPEAT_FACTOR`` times the
+    timeout to work: its saga may just be queued behind a backlog, and another whole
+    chain of messages would only add to that backlog."""
+    last = session.scalar(select(OrderEvent).where(OrderEvent.order_id == order.id)
+                          .order_by(OrderEvent.seq.desc()).limit(1))
+    return (last is not None and (last.detail or "").startswith(REDRIVE_DETAIL)
+            and utcnow() - last.at < timedelta(seconds=after_s * REPEAT_FACTOR))
 
 
 def release_lapsed_holds(limit: int = 500) -> dict[str, list[str]]:
@@ -82,7 +97,8 @@ def _release_lapsed(order_id) -> str | None:
         if order.status == lifecycle.AWAITING_PAYMENT:
             order.start_compensation("payment_expired")
             record_event(session, order, detail="stock hold lapsed (payment_expired)")
-            enqueue(session, SAGA_COMPENSATE, {"order_id": str(order.id)})
+            enqueue(session, SAGA_COMPENSATE, {"order_id": str(order.id)},
+                    correlation=order.correlation_id)
             messages, kind = session.info["outbox"], "expired"
         elif order.status in lifecycle.FINAL_STATUSES:
             held = list(session.scalars(select(Reservation).where(

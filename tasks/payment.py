@@ -7,10 +7,13 @@ answers with the first result.
 """
 from __future__ import annotations
 
-from celery import shared_task
-from sqlalchemy import select
+from datetime import timedelta
 
-from models import Order, Payment, unit_of_work
+from celery import shared_task
+from sqlalchemy import select, update
+
+from config import get_settings
+from models import HELD, Order, Payment, Reservation, unit_of_work, utcnow
 from models import order as lifecycle
 from models.payment import AUTHORIZATION, CAPTURE, DECLINED, REFUND, SUCCEEDED, VOID
 from models.saga_log import FAILED
@@ -43,6 +46,7 @@ def authorize_payment(self, order_id: str, run: int) -> None:
                             error=f"{'soft' if result.soft else 'hard'} decline: {result.decline_code}")
         if result.soft:
             order.transition_to(lifecycle.AWAITING_PAYMENT)
+            extend_holds(session, order)
         else:
             order.start_compensation("payment_declined")
             start_compensation(session, order)
@@ -144,3 +148,13 @@ def _open_authorizations(session, order: Order) -> list[Payment]:
     return list(session.scalars(select(Payment).where(
         Payment.order_id == order.id, Payment.kind == AUTHORIZATION, Payment.status == SUCCEEDED,
         Payment.id.not_in(settled.scalar_subquery()))))
+
+
+def extend_holds(session, order) -> None:
+    """A parked order's stock stays held for the whole payment window, each time it
+    parks (``RESERVATION_HOLD_SECONDS`` from now; settings keep it longer than
+    ``PAYMENT_WINDOW_SECONDS``)."""
+    hold = timedelta(seconds=get_settings().reservation_hold_s)
+    session.execute(update(Reservation).where(Reservation.order_id == order.id,
+                                              Reservation.status == HELD)
+                    .values(expires_at=utcnow() + hold))

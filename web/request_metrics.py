@@ -8,6 +8,9 @@ from flask import Flask, Response, g, request
 
 from observability.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
+# The method comes from the client: anything else is one label value, not many.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 
 def init_app(app: Flask) -> None:
     app.before_request(_start)
@@ -20,8 +23,9 @@ def _start() -> None:
 
 def _observe(response: Response) -> Response:
     route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    HTTP_REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+    method = request.method if request.method in METHODS else "other"
+    HTTP_REQUESTS.labels(route, method, str(response.status_code)).inc()
     started = g.get("request_started")
     if started is not None:
-        HTTP_LATENCY.labels(route, request.method).observe(time.perf_counter() - started)
+        HTTP_LATENCY.labels(route, method).observe(time.perf_counter() - started)
     return response

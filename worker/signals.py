@@ -50,8 +50,8 @@ def _carry_correlation(headers=None, **_kwargs) -> None:
         headers[CORRELATION_HEADER] = current
 
 
-def _configure_logging(**_kwargs) -> None:
-    configure_logging()
+def _configure_logging(loglevel=None, **_kwargs) -> None:
+    configure_logging(loglevel or "INFO")  # honours -l/--loglevel
 
 
 def _task_finished(task_id=None, task=None, state=None, **_kwargs) -> None:

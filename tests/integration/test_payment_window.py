@@ -78,6 +78,29 @@ def test_an_order_inside_the_window_is_not_expired(worker, uid):
     assert stock(sku) == (10, 3)
 
 
+def test_parking_again_renews_the_stock_hold_for_a_new_window(worker, uid):
+    """Declined softly twice: the second parking starts a new payment window, and
+    the held stock must last through it too."""
+    from config import get_settings
+    from models import Reservation
+    from services.ordering import Actor, pay_again
+
+    user, _, order_id = park(uid)
+    with unit_of_work() as session:  # most of the first hold has gone by
+        session.execute(update(Reservation).where(Reservation.order_id == order_id)
+                        .values(expires_at=utcnow() + timedelta(hours=1)))
+    pay_again(order_id, Actor(user.id, "customer"), "tok_chargeDeclinedInsufficientFunds")
+
+    def renewed():
+        with unit_of_work() as session:
+            order = session.get(Order, order_id)
+            expiries = list(session.scalars(select(Reservation.expires_at)
+                                            .where(Reservation.order_id == order_id)))
+            return order.status == "awaiting_payment" and order.saga_run == 2 and all(
+                (e - utcnow()).total_seconds() > get_settings().payment_window_s for e in expiries)
+    eventually(renewed, timeout=30)
+
+
 def test_a_lapsed_stock_hold_expires_its_parked_order(worker, uid):
     from models import Reservation
 

@@ -60,15 +60,21 @@ def test_orders_drive_a_sku_below_its_reorder_point_and_beat_restocks_it(worker,
     assert ledger_explains(sku)
 
 
-def test_two_restock_runs_at_once_raise_one_purchase_order(uid):
+def test_a_restock_run_racing_an_uncommitted_one_raises_nothing(uid):
+    """The first run's purchase order is inserted but not committed when the second
+    run looks: the second sees no open order, inserts, waits on the unique index,
+    and once the first commits does nothing (ON CONFLICT DO NOTHING)."""
     sku = product(uid, on_hand=3)
     stocked(sku, reorder_point=10, reorder_quantity=10)
     results: list = []
-    runners = [threading.Thread(target=lambda: results.append(restocking.raise_purchase_orders(3600)))
-               for _ in range(2)]
-    for runner in runners:
-        runner.start()
-    for runner in runners:
-        runner.join()
+    with unit_of_work() as first:
+        first.add(PurchaseOrder(sku=sku, quantity=17, due_at=utcnow() + timedelta(hours=1)))
+        first.flush()  # the row and its unique-index entry exist, uncommitted
+        second = threading.Thread(target=lambda: results.append(restocking.raise_purchase_orders(3600)))
+        second.start()
+        second.join(timeout=2)
+        assert second.is_alive(), "the second run waits on the first one's index entry"
+    second.join(timeout=30)
+    assert not second.is_alive() and results, "the second run finished without an error"
+    assert sku not in [raised_sku for raised_sku, _ in results[0]]
     assert purchase_orders(sku) == [(17, "open")]
-    assert sum(1 for raised in results for s, _ in raised if s == sku) == 1

@@ -19,6 +19,9 @@ from tests.support.factories import customer, eventually, place, product, wait_f
 from tests.support.processes import ALL_QUEUES, REPO, celery_worker
 
 SAFETY_NET = "safety net: re-driven"
+# The sweeps cover the whole shared test database: a timeout longer than this
+# session has run keeps them to the orders a test aged on purpose (by an hour).
+AFTER_S = 3000
 
 
 def age(order_id, seconds: float) -> None:
@@ -57,7 +60,7 @@ def test_a_saga_whose_worker_died_mid_step_with_its_message_is_finished(inbox, u
         assert session.get(Order, order_id).status == "stock_reserved", "stalled in its step"
     age(order_id, 3600)
     with celery_worker():
-        celery_app.send_task("scheduled.redrive_stalled_sagas", kwargs={"after_s": 600})
+        celery_app.send_task("scheduled.redrive_stalled_sagas", kwargs={"after_s": AFTER_S})
         order = wait_for(order_id, timeout=60)
     assert order.status == "completed"
     assert redrives(order_id) == 1
@@ -71,7 +74,7 @@ def test_two_sweepers_at_once_redrive_an_order_once(uid):
     purge()
     age(stalled, 3600)
     results: list[list[str]] = []
-    sweepers = [threading.Thread(target=lambda: results.append(redrive_stalled_sagas(600)))
+    sweepers = [threading.Thread(target=lambda: results.append(redrive_stalled_sagas(AFTER_S)))
                 for _ in range(2)]
     for sweeper in sweepers:
         sweeper.start()
@@ -79,7 +82,7 @@ def test_two_sweepers_at_once_redrive_an_order_once(uid):
         sweeper.join()
     assert sorted(str(stalled) in ids for ids in results) == [False, True]
     assert redrives(stalled) == 1 and redrives(fresh) == 0
-    assert str(stalled) not in redrive_stalled_sagas(600), "the re-drive counts as progress"
+    assert str(stalled) not in redrive_stalled_sagas(AFTER_S), "the re-drive counts as progress"
     assert redrives(stalled) == 1
     purge()
 
@@ -118,7 +121,7 @@ def test_a_saga_whose_confirmation_email_ran_out_of_retries_is_finished(inbox, u
         assert session.get(Order, order_id).status == "shipped"
     age(order_id, 3600)
     with celery_worker():
-        celery_app.send_task("scheduled.redrive_stalled_sagas", kwargs={"after_s": 600})
+        celery_app.send_task("scheduled.redrive_stalled_sagas", kwargs={"after_s": AFTER_S})
         assert wait_for(order_id, timeout=60).status == "completed"
     assert redrives(order_id) == 1
     assert len(eventually(lambda: inbox.to(user.email), timeout=10)) == 1
@@ -131,3 +134,25 @@ def _step_status(order_id, name: str) -> str | None:
     with unit_of_work() as session:
         return session.scalar(select(SagaStep.status).where(SagaStep.order_id == order_id,
                                                             SagaStep.name == name))
+
+
+def test_a_saga_re_driven_already_waits_three_timeouts_before_the_next(uid):
+    """It may just be queued behind a backlog: each re-drive adds a chain of messages."""
+    order_id = place(customer(uid), [(product(uid, on_hand=5), 1)])  # no worker: stays pending
+    purge()
+    age(order_id, 3600)
+    assert str(order_id) in redrive_stalled_sagas(AFTER_S)
+    with unit_of_work() as session:  # the re-drive's event, as if long ago but within 3 timeouts
+        session.execute(update(OrderEvent).where(OrderEvent.order_id == order_id,
+                                                 OrderEvent.detail.startswith(SAFETY_NET))
+                        .values(at=utcnow() - timedelta(seconds=2 * AFTER_S)))
+    age(order_id, 2 * AFTER_S)
+    assert str(order_id) not in redrive_stalled_sagas(AFTER_S)
+    with unit_of_work() as session:
+        session.execute(update(OrderEvent).where(OrderEvent.order_id == order_id,
+                                                 OrderEvent.detail.startswith(SAFETY_NET))
+                        .values(at=utcnow() - timedelta(seconds=3 * AFTER_S + 1)))
+    age(order_id, 3 * AFTER_S + 1)
+    assert str(order_id) in redrive_stalled_sagas(AFTER_S)
+    assert redrives(order_id) == 2
+    purge()

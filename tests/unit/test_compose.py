@@ -105,3 +105,17 @@ def test_redis_persists_the_token_blocklist(compose):
     command = compose["redis"]["command"]
     assert command[command.index("--appendonly") + 1] == "yes"
     assert any(volume.endswith(":/data") for volume in compose["redis"]["volumes"])
+
+
+def test_the_image_creates_every_volume_folder_for_its_user(compose):
+    """A fresh named volume takes the owner of the folder it is mounted on; one the
+    image lacks is created root-owned and the non-root processes cannot write it."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    created = set(re.findall(r"(/var/lib/orion[\w/]*)", dockerfile.split("USER")[0]))
+    assert "chown -R orion /var/lib/orion" in dockerfile and "USER orion" in dockerfile
+    for name in ORION:
+        for volume in compose[name].get("volumes", []):
+            source, target = volume.split(":")[:2]
+            if not source.startswith("."):
+                assert target in created, (name, target)
+    assert ".env" in (ROOT / ".dockerignore").read_text().split(), "secrets stay out of the image"

@@ -1,0 +1,34 @@
+"""Settings read from the environment: the checks that keep them coherent."""
+from __future__ import annotations
+
+import pytest
+
+from config import ConfigError, Settings, flower_basic_auth
+
+
+def test_the_payment_window_must_end_before_the_stock_hold():
+    with pytest.raises(ConfigError, match="PAYMENT_WINDOW_SECONDS .* RESERVATION_HOLD_SECONDS"):
+        Settings.from_env({"PAYMENT_WINDOW_SECONDS": "7200", "RESERVATION_HOLD_SECONDS": "3600"})
+    settings = Settings.from_env({"PAYMENT_WINDOW_SECONDS": "3000", "RESERVATION_HOLD_SECONDS": "3600"})
+    assert settings.payment_window_s < settings.reservation_hold_s
+
+
+def test_reminder_ages_are_sorted_numbers_and_a_bad_one_is_named():
+    assert Settings.from_env({"PAYMENT_REMINDER_AFTER_SECONDS": "86400,3600"}).payment_reminder_ages_s == (
+        3600.0, 86400.0)
+    with pytest.raises(ConfigError, match="PAYMENT_REMINDER_AFTER_SECONDS"):
+        Settings.from_env({"PAYMENT_REMINDER_AFTER_SECONDS": "1h"})
+
+
+def test_flower_needs_credentials_outside_the_embedded_default(tmp_path):
+    services = Settings.from_env({"ORION_MODE": "services"})
+    with pytest.raises(ConfigError, match="FLOWER_BASIC_AUTH"):
+        flower_basic_auth(services, {})
+    with pytest.raises(ConfigError, match="FLOWER_BASIC_AUTH"):
+        flower_basic_auth(services, {"FLOWER_BASIC_AUTH": "no-colon"})
+    assert flower_basic_auth(services, {"FLOWER_BASIC_AUTH": "ops:pw"}) == "ops:pw"
+    embedded = Settings.from_env({"ORION_DATA_DIR": str(tmp_path)})
+    made = flower_basic_auth(embedded, {})
+    assert made.startswith("orion:") and len(made) > 12
+    assert flower_basic_auth(embedded, {}) == made, "kept for the next start"
+    assert (tmp_path / "flower-basic-auth").stat().st_mode & 0o077 == 0, "readable by its owner only"
