@@ -11,8 +11,8 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mail import templates
-from models import EmailMessage, Order, User, utcnow
+from mail import smtp, templates
+from models import EmailMessage, Order, User, unit_of_work, utcnow
 from models.fulfilment import EMAIL_SENDING, EMAIL_SENT
 
 # smtp.send gives up after 10 s; a claim older than this belongs to a dead attempt.
@@ -42,6 +42,17 @@ def claim(session: Session, order: Order, template: str) -> EmailMessage | None:
 def release(session: Session, message_id: int) -> None:
     """Give a claim back after a failed send, so the next attempt need not wait."""
     session.get(EmailMessage, message_id).claimed_at = None
+
+
+def send_claimed(message: EmailMessage, correlation: str | None) -> None:
+    """Send a claimed row over SMTP; on a transient fault give the claim back and re-raise
+    (one of ``mail.smtp.TRANSIENT_SMTP_ERRORS``)."""
+    try:
+        smtp.send(message, correlation)
+    except smtp.TRANSIENT_SMTP_ERRORS:
+        with unit_of_work() as session:
+            release(session, message.id)
+        raise
 
 
 def mark_sent(session: Session, message_id: int) -> EmailMessage:

@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from mail import outbox, smtp, templates
+from mail import outbox, templates
 from observability.logging import correlation_id
 from models import Order, record_event, unit_of_work, utcnow
 from models import order as lifecycle
@@ -59,12 +59,7 @@ def send_reminder(order_id: str, step: int) -> bool:
             return False
         if message is None:
             return False
-    try:
-        smtp.send(message, correlation_id() or order.correlation_id)
-    except smtp.TRANSIENT_SMTP_ERRORS:
-        with unit_of_work() as session:
-            outbox.release(session, message.id)
-        raise
+    outbox.send_claimed(message, correlation_id() or order.correlation_id)
     with unit_of_work() as session:
         order = journal.lock_order(session, order_id)
         row = outbox.mark_sent(session, message.id)

@@ -11,7 +11,7 @@ import uuid
 from celery import shared_task
 from sqlalchemy import select
 
-from mail import outbox, smtp, templates
+from mail import outbox, templates
 from observability.logging import correlation_id
 from models import Order, Reservation, Shipment, unit_of_work, utcnow
 from models import order as lifecycle
@@ -54,12 +54,7 @@ def _deliver(task, order_id: str, template: str, step_name: str, statuses) -> bo
         if message is None:
             return False
         step = journal.start_step(session, order, step_name, task.step_kind, task.attempt)
-    try:
-        smtp.send(message, correlation_id() or order.correlation_id)
-    except smtp.TRANSIENT_SMTP_ERRORS:
-        with unit_of_work() as session:
-            outbox.release(session, message.id)
-        raise
+    outbox.send_claimed(message, correlation_id() or order.correlation_id)
     with unit_of_work() as session:
         order = journal.lock_order(session, order_id)
         row = outbox.mark_sent(session, message.id)
