@@ -1,24 +1,37 @@
-"""A slice of the real invoices, replayed through the embedded platform, drives
-popular SKUs below their reorder point; beat restocks them (the platform runs
-the restock job every 2 s with a 3 s supplier lead time) and the ledger
-explains every unit."""
+"""A slice of the real invoices, replayed through the platform (on the embedded
+default, and in services mode on PostgreSQL, RabbitMQ and Redis), drives popular
+SKUs below their reorder point; beat restocks them (the platforms run the restock
+job every 2 s with a 3 s supplier lead time) and the ledger explains every unit."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
+
+import pytest
+from sqlalchemy import create_engine, text
 
 from tests.e2e.conftest import REPO
 from tests.support.factories import eventually
 
 
-def query(platform, sql: str, *params) -> list[tuple]:
-    with sqlite3.connect(platform["data_dir"] / "orion.db") as db:
-        return db.execute(sql, params).fetchall()
+def query(platform, sql: str, **params) -> list[tuple]:
+    url = platform.get("database") or f"sqlite:///{platform['data_dir'] / 'orion.db'}"
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(text(sql), params)]
+    finally:
+        engine.dispose()
 
 
-def test_a_replay_slice_ends_with_low_skus_restocked_and_every_unit_explained(platform, tmp_path):
+@pytest.fixture(params=["embedded", "services"])
+def any_platform(request):
+    return request.getfixturevalue("platform" if request.param == "embedded" else "services_platform")
+
+
+def test_a_replay_slice_ends_with_low_skus_restocked_and_every_unit_explained(any_platform, tmp_path):
+    platform = any_platform
     summary_path = tmp_path / "replay.json"
     subprocess.run([sys.executable, "-m", "tools.replay", "--base-url", platform["base"],
                     "--limit", "60", "--concurrency", "4", "--tokens", "tok_visa=1", "--no-progress",
@@ -31,7 +44,8 @@ def test_a_replay_slice_ends_with_low_skus_restocked_and_every_unit_explained(pl
         return query(platform, "SELECT sku, quantity FROM purchase_orders WHERE status = 'received'")
     received = eventually(restocked, timeout=60, interval=1)
     for sku, quantity in received:
-        ledger = query(platform, "SELECT reason, delta FROM inventory_ledger WHERE sku = ? ORDER BY id", sku)
+        ledger = query(platform, "SELECT reason, delta FROM inventory_ledger WHERE sku = :sku ORDER BY id",
+                       sku=sku)
         assert ("restock", quantity) in ledger
         before = ledger[:ledger.index(("restock", quantity))]
         assert any(reason == "shipment" for reason, _ in before), "the replay's orders took it low"
