@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import shared_task
 
@@ -76,8 +77,6 @@ def audit_inventory() -> dict:
     """Check SPEC's stock guarantee (guarantee 3) for every SKU: each violated check
     is a log event (``inventory audit violation``) and the gauge
     ``orion_inventory_audit_violations{check}``. Returns ``{check: rows found}``."""
-    import time
-
     from observability.metrics import INVENTORY_AUDIT_TIME, INVENTORY_VIOLATIONS
 
     with read_only() as session:

@@ -92,6 +92,9 @@ def on_subscribe(data):
         except NotFound:
             return {"ok": False, "error": "not_found"}
     join_room(order_room(str(order_id)))
+    # The replay reads in a new transaction, begun after the join: on SQLite a
+    # read transaction keeps the snapshot of its first read, so reusing the one
+    # above would miss events committed between that read and the join.
     if args["after_seq"] is not None:
         _replay(order_id, args["after_seq"])
     return {"ok": True}
