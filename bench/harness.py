@@ -1,0 +1,333 @@
+"""What every benchmark here shares: a fresh services-mode environment, the
+platform's processes started as ``tools.launch`` starts them, customers and
+stock for synthetic orders, CPU accounting per process group, and output
+(JSON, a PNG plot, a printed table).
+
+Benchmarks run their reference in the same run as the thing measured, so a
+headline is a ratio that holds on a noisy machine (absolute times drift 20 %
+or more between runs here).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+QUEUES = "orion.saga,orion.fulfilment,orion.notify"
+BENCH_DB = "orion_bench"
+PASSWORD = "bench password 1"
+
+# Process groups whose CPU a benchmark reports: name -> test on a process.
+GROUPS = {
+    "rabbitmq": lambda p, names: names[0] in ("beam.smp", "erl_child_setup", "epmd", "inet_gethost"),
+    "postgresql": lambda p, names: names[0] in ("postgres", "postmaster"),
+    "redis": lambda p, names: names[0].startswith("redis-server"),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def services_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a services-mode platform on its own database, Redis
+    database and Socket.IO channel, so a benchmark never meets a test's rows."""
+    env = {**os.environ, "ORION_MODE": "services", "ORION_DATA_DIR": str(data_dir),
+           "DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{BENCH_DB}",
+           "RESULT_BACKEND": "redis://127.0.0.1:6379/4", "REDIS_URL": "redis://127.0.0.1:6379/4",
+           "SOCKETIO_CHANNEL": "orion-bench", "PROMETHEUS_MULTIPROC_DIR": str(data_dir / "metrics"),
+           "WEB_PORT": str(free_port()), "SMTP_PORT": str(free_port()),
+           # Beat's sweeps would publish work of their own in the middle of a measurement.
+           "OUTBOX_STALE_SECONDS": "3600", "SAGA_REDRIVE_AFTER_SECONDS": "3600"}
+    env.pop("BROKER_URL", None)
+    env.pop("PAYMENT_SANDBOX_URL", None)
+    env.update(extra)
+    (data_dir / "metrics").mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def run_py(env: dict[str, str], code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, check=True,
+                          capture_output=True, text=True)
+    return done.stdout
+
+
+def fresh_database(env: dict[str, str], catalog: bool = True) -> None:
+    """Drop and re-create the benchmark database, migrate it, import the catalog."""
+    run_py(env, "import os; from tools.dbsetup import ensure_database, upgrade; "
+                "u = os.environ['DATABASE_URL']; ensure_database(u, fresh=True); upgrade(u)")
+    if catalog:
+        subprocess.run([sys.executable, "-m", "tools.catalog"], env=env, cwd=ROOT, check=True,
+                       capture_output=True)
+    purge_queues(env)
+
+
+def purge_queues(env: dict[str, str], queues: str = QUEUES) -> None:
+    subprocess.run([sys.executable, "-m", "celery", "-A", "worker", "purge", "-f", "-Q", queues],
+                   env=env, cwd=ROOT, check=True, capture_output=True)
+
+
+def stock_up(env: dict[str, str], skus: int, units: int) -> list[str]:
+    """Give the ``skus`` first SKUs ``units`` more units on hand (through the ledger,
+    so the audit still balances); returns those SKUs."""
+    code = f"""
+import json
+from sqlalchemy import select
+from models import unit_of_work
+from models.catalog import Inventory, change_on_hand
+with unit_of_work() as s:
+    skus = list(s.scalars(select(Inventory.sku).order_by(Inventory.sku).limit({skus})))
+    for sku in skus:
+        change_on_hand(s, sku, {units}, "benchmark stock", "bench")
+print(json.dumps(skus))
+"""
+    return json.loads(run_py(env, code).strip().splitlines()[-1])
+
+
+def create_customers(env: dict[str, str], count: int) -> list[str]:
+    """``count`` customers sharing one password hash (argon2 is slow on purpose)."""
+    prefix = uuid.uuid4().hex[:8]
+    code = f"""
+import json
+from models import unit_of_work
+from models.user import CUSTOMER, User
+u = User(email="x@example.com", name="x", role=CUSTOMER); u.set_password({PASSWORD!r})
+emails = [f"bench-{prefix}-{{i}}@example.com" for i in range({count})]
+with unit_of_work() as s:
+    s.add_all([User(email=e, name=f"Bench {{i}}", role=CUSTOMER, password_hash=u.password_hash)
+               for i, e in enumerate(emails)])
+print(json.dumps(emails))
+"""
+    return json.loads(run_py(env, code).strip().splitlines()[-1])
+
+
+def spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def wait_for_log(proc: subprocess.Popen, log: Path, needle: bytes, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[:4]} exited with {proc.returncode}; see {log}")
+        if needle in log.read_bytes():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{needle!r} not in {log} after {timeout}s")
+
+
+def worker_command(app: str = "worker", concurrency: int | None = None, queues: str = QUEUES,
+                   extra: tuple[str, ...] = ()) -> list[str]:
+    """``celery worker`` with the launcher's flags (``tools.launch``)."""
+    cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-l", "info", "-Q", queues,
+           "-n", f"bench-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle", *extra]
+    if concurrency is not None:
+        cmd += ["-c", str(concurrency)]
+    return cmd
+
+
+@contextmanager
+def web_server(env: dict[str, str], log_dir: Path) -> Iterator[str]:
+    """gunicorn as the launcher starts it; yields the base URL once ``/healthz`` answers."""
+    import requests
+
+    from config import Settings
+    from tools.launch import web_command
+
+    log = log_dir / "web.log"
+    proc = spawn(web_command(Settings.from_env(env)), env, log)
+    base = f"http://127.0.0.1:{env['WEB_PORT']}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"web exited with {proc.returncode}; see {log}")
+            try:
+                if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"web not up after 60 s; see {log}")
+            time.sleep(0.2)
+        proc.base_url = base
+        yield proc
+    finally:
+        stop(proc)
+
+
+@contextmanager
+def smtp_sink(env: dict[str, str], log_dir: Path) -> Iterator[subprocess.Popen]:
+    log = log_dir / "smtp.log"
+    proc = spawn([sys.executable, "-m", "tools.smtp_sink"], env, log)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", int(env["SMTP_PORT"]))) == 0:
+                break
+        time.sleep(0.1)
+    try:
+        yield proc
+    finally:
+        stop(proc)
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds (user + system) per process group between ``start`` and ``stop``.
+
+    Groups: RabbitMQ, PostgreSQL and Redis by process name, plus every process
+    tree given in ``trees`` (e.g. ``{"worker": pid}``). Processes are sampled
+    every ``interval`` seconds, so one that starts and ends between two samples
+    is missed (PostgreSQL backends live as long as their pooled connection).
+    """
+
+    trees: dict[str, int] = field(default_factory=dict)
+    interval: float = 0.5
+    _first: dict[int, float] = field(default_factory=dict)
+    _last: dict[int, tuple[str, float]] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _group(self, proc: psutil.Process, tree_pids: dict[int, str]) -> str | None:
+        if proc.pid in tree_pids:
+            return tree_pids[proc.pid]
+        try:
+            names = [proc.name()]
+        except psutil.Error:
+            return None
+        return next((g for g, test in GROUPS.items() if test(proc, names)), None)
+
+    def _tree_pids(self) -> dict[int, str]:
+        pids: dict[int, str] = {}
+        for group, root in self.trees.items():
+            try:
+                top = psutil.Process(root)
+                for proc in [top, *top.children(recursive=True)]:
+                    pids[proc.pid] = group
+            except psutil.Error:
+                pass
+        return pids
+
+    def sample(self, first: bool = False) -> None:
+        tree_pids = self._tree_pids()
+        for proc in psutil.process_iter():
+            group = self._group(proc, tree_pids)
+            if group is None:
+                continue
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            used = times.user + times.system
+            if first:
+                self._first[proc.pid] = used
+            elif proc.pid not in self._first:
+                self._first[proc.pid] = 0.0  # started during the measurement
+            self._last[proc.pid] = (group, used)
+
+    def start(self) -> "CpuMeter":
+        self.sample(first=True)
+        self._stop.clear()
+
+        def loop():
+            while not self._stop.wait(self.interval):
+                self.sample()
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict[str, float]:
+        """Seconds of CPU per group since ``start``."""
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+        self.sample()
+        totals: dict[str, float] = {}
+        for pid, (group, used) in self._last.items():
+            totals[group] = totals.get(group, 0.0) + max(0.0, used - self._first.get(pid, 0.0))
+        return totals
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The ``q``-th percentile (0..100) by linear interpolation; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def order_body(skus: list[str], lines: int, rng: random.Random) -> dict:
+    return {"lines": [{"sku": sku, "quantity": 1} for sku in rng.sample(skus, lines)],
+            "shipping_address": {"name": "Bench Customer", "line1": "1 Load Street",
+                                 "city": "London", "postal_code": "E1 6AN", "country": "GB"},
+            "payment": {"token": "tok_visa"}}
+
+
+def login_all(base: str, emails: list[str]) -> list[str]:
+    """Access tokens, one per customer."""
+    import requests
+
+    tokens = []
+    with requests.Session() as http:
+        for email in emails:
+            reply = http.post(f"{base}/api/v1/auth/login", json={"email": email, "password": PASSWORD},
+                              timeout=30)
+            reply.raise_for_status()
+            tokens.append(reply.json()["access_token"])
+    return tokens
+
+
+def write_results(name: str, result: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return path
+
+
+def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    """A plain-text table of ``rows`` with ``columns`` as (key, heading)."""
+    def cell(value):
+        if isinstance(value, float):
+            return f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"
+        return "" if value is None else str(value)
+    cells = [[heading for _, heading in columns]] + [[cell(r.get(k)) for k, _ in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def temp_dir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f"orion-{prefix}-"))

@@ -1,0 +1,261 @@
+"""Saga throughput against Celery's own ceiling, in the same run.
+
+    python -m bench.saga_throughput                      # 1,000 orders of 3 lines
+    python -m bench.saga_throughput --orders 300 --rounds 2 --concurrency 4
+
+Services mode (RabbitMQ, PostgreSQL, Redis on this machine), on a fresh
+``orion_bench`` database with the real catalog. Each round measures, one after
+the other on the same broker and backend:
+
+1. **reference**: the saga's canvas shape as Celery no-op tasks
+   (``bench.noop_canvas``), ``--orders`` canvases published while no worker
+   runs, then drained by a worker with Orion's Celery settings;
+2. **reference+sql** (``--sql-reference``): the same, each task one small SQL
+   transaction;
+3. **orion**: ``--orders`` orders of ``--lines`` lines placed through
+   ``POST /api/v1/orders`` while no worker runs (the outbox publishes each
+   saga), then drained by ``celery -A worker worker`` as ``tools.launch``
+   starts it, until every order is final.
+
+Each drain is timed from the worker's "ready" to the last order final, with
+the CPU seconds of every process group (worker, web, SMTP sink, RabbitMQ,
+PostgreSQL, Redis) over the same window. The headline is Orion's orders/s
+divided by the reference's. Writes ``bench/results/saga-throughput.json`` and
+``.png`` and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from bench import harness
+
+FINAL = ("completed", "cancelled", "failed")
+
+
+PROFILE: dict = {"seconds": 0}
+
+
+def drain(env: dict, app: str, queues: str, done, total: int, concurrency: int | None,
+          log_dir, label: str, extra_trees: dict | None = None, timeout: float = 1800) -> dict:
+    """Start a worker on a published backlog and time it until ``done() >= total``.
+
+    With ``--profile N``, py-spy samples the worker and its pool children for
+    the first N seconds into ``<log dir>/profile-<label>.txt`` (collapsed stacks).
+    """
+    log = log_dir / f"worker-{label}.log"
+    proc = harness.spawn(harness.worker_command(app, concurrency, queues), env, log)
+    try:
+        harness.wait_for_log(proc, log, b" ready.")
+        meter = harness.CpuMeter(trees={"worker": proc.pid, **(extra_trees or {})}).start()
+        spy = None
+        if PROFILE["seconds"]:
+            spy = harness.spawn([str(Path(sys.executable).parent / "py-spy"), "record", "--subprocesses", "--nonblocking", "-r", "200",
+                                 "-d", str(PROFILE["seconds"]), "-f", "raw",
+                                 "-o", str(log_dir / f"profile-{label}.txt"), "-p", str(proc.pid)],
+                                env, log_dir / f"py-spy-{label}.log")
+        started = time.monotonic()
+        deadline = started + timeout
+        finished = done()
+        while finished < total and time.monotonic() < deadline:
+            time.sleep(0.05)
+            finished = done()
+        elapsed = time.monotonic() - started
+        cpu = meter.stop()
+        if spy is not None:
+            spy.wait(PROFILE["seconds"] + 30)
+    finally:
+        harness.stop(proc)
+    text = log.read_text(errors="replace")
+    tasks = len(re.findall(r"succeeded in|ignored", text))
+    return {"label": label, "orders": finished, "seconds": elapsed, "orders_per_s": finished / elapsed,
+            "tasks": tasks, "tasks_per_s": tasks / elapsed, "timed_out": finished < total,
+            "cpu_s": cpu, "cpu_ms_per_order": {g: 1000 * s / max(finished, 1) for g, s in cpu.items()},
+            "log": str(log)}
+
+
+def run_reference(env: dict, orders: int, lines: int, concurrency: int | None, log_dir,
+                  sql: bool) -> dict:
+    import redis
+
+    from bench import noop_canvas
+
+    label = "reference+sql" if sql else "reference"
+    run_env = {**env, "BENCH_NOOP_SQL": "1" if sql else "0"}
+    if sql:
+        noop_canvas.prepare_sql(env["DATABASE_URL"])
+    harness.purge_queues(env, noop_canvas.QUEUE)
+    store = redis.Redis.from_url(env["RESULT_BACKEND"])
+    store.delete(noop_canvas.DONE_KEY)
+    for order in range(orders):
+        noop_canvas.canvas(order, lines).apply_async()
+    from worker.results import release_pending_results
+
+    release_pending_results(noop_canvas.app)
+    result = drain(run_env, "bench.noop_canvas", noop_canvas.QUEUE,
+                   lambda: int(store.get(noop_canvas.DONE_KEY) or 0), orders, concurrency,
+                   log_dir, label)
+    result["tasks_per_order"] = lines + 7
+    return result
+
+
+def place_orders(base: str, tokens: list[str], skus: list[str], orders: int, lines: int,
+                 clients: int, seed: int) -> dict:
+    """POST ``orders`` orders from ``clients`` threads; returns timings and ids."""
+    import requests
+
+    rng = random.Random(seed)
+    bodies = [harness.order_body(skus, lines, rng) for _ in range(orders)]
+    local = __import__("threading").local()
+
+    def post(i: int):
+        http = getattr(local, "http", None) or requests.Session()
+        local.http = http
+        started = time.perf_counter()
+        reply = http.post(f"{base}/api/v1/orders", json=bodies[i], timeout=60,
+                          headers={"Authorization": f"Bearer {tokens[i % len(tokens)]}"})
+        if reply.status_code != 202:
+            raise RuntimeError(f"POST /orders answered {reply.status_code}: {reply.text[:300]}")
+        return time.perf_counter() - started, reply.json()["id"]
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        done = list(pool.map(post, range(orders)))
+    elapsed = time.perf_counter() - started
+    latencies = [d[0] * 1000 for d in done]
+    return {"orders": orders, "seconds": elapsed, "req_per_s": orders / elapsed,
+            "p50_ms": harness.percentile(latencies, 50), "p99_ms": harness.percentile(latencies, 99),
+            "ids": [d[1] for d in done]}
+
+
+def run_orion(env: dict, orders: int, lines: int, concurrency: int | None, log_dir, skus, emails,
+              clients: int, seed: int) -> dict:
+    import psycopg
+
+    dsn = env["DATABASE_URL"].replace("postgresql+psycopg", "postgresql")
+    harness.purge_queues(env)
+    with psycopg.connect(dsn, autocommit=True) as db, \
+            harness.smtp_sink(env, log_dir) as smtp, harness.web_server(env, log_dir) as web:
+        before = db.execute("SELECT count(*) FROM orders").fetchone()[0]
+        tokens = harness.login_all(web.base_url, emails)
+        placed = place_orders(web.base_url, tokens, skus, orders, lines, clients, seed)
+        deadline = time.monotonic() + 120
+        while db.execute("SELECT count(*) FROM outbox WHERE dispatched_at IS NULL").fetchone()[0]:
+            if time.monotonic() > deadline:
+                raise TimeoutError("outbox rows still unpublished after 120 s")
+            time.sleep(0.2)
+
+        def final() -> int:
+            return db.execute("SELECT count(*) FROM orders WHERE status = ANY(%s)",
+                              (list(FINAL),)).fetchone()[0] - before_final
+
+        before_final = db.execute("SELECT count(*) FROM orders WHERE status = ANY(%s)",
+                                  (list(FINAL),)).fetchone()[0]
+        result = drain(env, "worker", harness.QUEUES, final, orders, concurrency, log_dir, "orion",
+                       extra_trees={"web": web.pid, "smtp": smtp.pid})
+        statuses = dict(db.execute("SELECT status, count(*) FROM orders GROUP BY status").fetchall())
+        steps = db.execute("SELECT count(*) FROM saga_steps").fetchone()[0]
+    placed.pop("ids")
+    result.update(placed_via_api=placed, statuses=statuses, orders_before=before,
+                  step_rows=steps, tasks_per_order=result["tasks"] / max(result["orders"], 1))
+    return result
+
+
+def plot(result: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = result["runs"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    labels = [f"{r['label']}\n(round {r['round']})" for r in runs]
+    left.bar(labels, [r["orders_per_s"] for r in runs], color=["#888" if r["label"] != "orion" else "#2a6"
+                                                                 for r in runs])
+    left.set_ylabel("orders/s")
+    left.set_title(f"Drain of {result['orders']} orders, {result['lines']} lines")
+    groups = sorted({g for r in runs for g in r["cpu_ms_per_order"]})
+    bottom = [0.0] * len(runs)
+    for group in groups:
+        values = [r["cpu_ms_per_order"].get(group, 0.0) for r in runs]
+        right.bar(labels, values, bottom=bottom, label=group)
+        bottom = [b + v for b, v in zip(bottom, values)]
+    right.set_ylabel("CPU ms per order")
+    right.legend(fontsize=8)
+    if result["ratio"] is not None:
+        right.set_title(f"orion / reference = {result['ratio']:.2f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=1000)
+    parser.add_argument("--lines", type=int, default=3, help="lines per Orion order (reference: 3)")
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="worker processes (default: WORKER_CONCURRENCY's default)")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--clients", type=int, default=16, help="threads placing orders")
+    parser.add_argument("--sql-reference", action="store_true",
+                        help="also run the reference with one SQL transaction per task")
+    parser.add_argument("--only-orion", action="store_true", help="skip the reference (no ratio)")
+    parser.add_argument("--out", default="saga-throughput")
+    parser.add_argument("--profile", type=int, default=0, metavar="SECONDS",
+                        help="py-spy the workers' first SECONDS of each drain (collapsed stacks)")
+    args = parser.parse_args(argv)
+    PROFILE["seconds"] = args.profile
+
+    data_dir = harness.temp_dir("saga-bench")
+    env = harness.services_env(data_dir)
+    os.environ.update(env)  # celeryconfig reads the broker and backend at import
+    print(f"saga_throughput: preparing {harness.BENCH_DB} (catalog import) in {data_dir}", flush=True)
+    harness.fresh_database(env)
+    skus = harness.stock_up(env, 300, 10_000_000)
+    emails = harness.create_customers(env, max(args.clients, args.orders // 10))
+    runs = []
+    for rnd in range(1, args.rounds + 1):
+        kinds = (["orion"] if args.only_orion else
+                 ["reference"] + (["reference+sql"] if args.sql_reference else []) + ["orion"])
+        for kind in kinds:
+            print(f"round {rnd}: {kind} ...", flush=True)
+            if kind == "orion":
+                r = run_orion(env, args.orders, args.lines, args.concurrency, data_dir, skus, emails,
+                              args.clients, seed=rnd)
+            else:
+                r = run_reference(env, args.orders, 3, args.concurrency, data_dir, kind.endswith("sql"))
+            r["round"] = rnd
+            runs.append(r)
+            print(f"  {r['orders_per_s']:.1f} orders/s, {r['tasks_per_s']:.0f} tasks/s, "
+                  f"worker {r['cpu_ms_per_order'].get('worker', 0):.1f} CPU ms/order", flush=True)
+    ref = [r["orders_per_s"] for r in runs if r["label"] == "reference"]
+    orion = [r["orders_per_s"] for r in runs if r["label"] == "orion"]
+    result = {"orders": args.orders, "lines": args.lines, "concurrency": args.concurrency,
+              "cpus": os.cpu_count(),
+              "ratio": (sum(orion) / len(orion)) / (sum(ref) / len(ref)) if ref else None,
+              "runs": runs, "command": " ".join(["python -m bench.saga_throughput", *(argv or sys.argv[1:])])}
+    path = harness.write_results(args.out, result)
+    try:
+        plot(result, path.with_suffix(".png"))
+    except ImportError:
+        print("saga_throughput: no plot (pip install -r bench/requirements.txt)", file=sys.stderr)
+    groups = sorted({g for r in runs for g in r["cpu_s"]})
+    rows = [{"run": f"{r['label']} #{r['round']}", "orders/s": r["orders_per_s"],
+             "tasks/s": r["tasks_per_s"], "tasks/order": r["tasks_per_order"],
+             **{f"{g} ms/order": r["cpu_ms_per_order"].get(g) for g in groups}} for r in runs]
+    columns = [(k, k) for k in rows[0]]
+    print(harness.table(rows, columns))
+    if result["ratio"] is not None:
+        print(f"orion / reference (orders/s): {result['ratio']:.2f}")
+    print(f"-> {path}")
+    bad = [r for r in runs if r["timed_out"]]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
