@@ -6,16 +6,35 @@ Stock rules (SPEC guarantee 3): ``on_hand`` and ``reserved`` never go negative,
 """
 from __future__ import annotations
 
+import zlib
+
 from datetime import datetime
+from typing import Mapping
 from decimal import Decimal
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint, Uuid, update
+from sqlalchemy import (CheckConstraint, ForeignKey, Index, String, UniqueConstraint, Uuid, bindparam,
+                        insert, select, update)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.db import Base, utcnow
 from progress import OPERATORS, Notification, queue_notification
 
 HELD, RELEASED, CONSUMED = "held", "released", "consumed"
+
+
+# Fulfilment centres. Each SKU ships from one; an order's stock is reserved and
+# shipped per warehouse, in parallel (tasks.saga).
+WAREHOUSES = ("LDN", "MAN", "EDI")
+
+
+def warehouse_for(sku: str) -> str:
+    """The warehouse a SKU is stocked in: a stable hash (CRC-32) of the SKU over
+    ``WAREHOUSES``, so the catalog import and migration 0003 agree."""
+    return WAREHOUSES[zlib.crc32(sku.encode()) % len(WAREHOUSES)]
+
+
+def _default_warehouse(context) -> str:
+    return warehouse_for(context.get_current_parameters()["sku"])
 
 
 class Product(Base):
@@ -25,6 +44,7 @@ class Product(Base):
     name: Mapped[str] = mapped_column(String(200))
     unit_price: Mapped[Decimal]
     currency: Mapped[str] = mapped_column(String(3), default="GBP")
+    warehouse: Mapped[str] = mapped_column(String(8), default=_default_warehouse)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -109,6 +129,54 @@ def unreserve(session: Session, sku: str, quantity: int) -> None:
     )
 
 
+def reserve_all(session: Session, wanted: Mapping[str, int]) -> list[str]:
+    """Hold ``wanted`` ({sku: units}) all or none; returns the SKUs short of stock
+    (empty when everything was held).
+
+    Reads the inventory rows ``FOR UPDATE`` in SKU order (so two orders never
+    lock the same rows in opposite orders), then adds every line's units to
+    ``reserved`` in one batched UPDATE. Crossing a reorder point queues
+    ``inventory.low`` for operators.
+    """
+    conn = session.connection()
+    skus = sorted(wanted)
+    rows = {row.sku: row for row in conn.execute(
+        select(_INV.c.sku, _INV.c.on_hand, _INV.c.reserved, _INV.c.reorder_point)
+        .where(_INV.c.sku.in_(skus)).order_by(_INV.c.sku).with_for_update())}
+    short = [sku for sku in skus
+             if sku not in rows or rows[sku].on_hand - rows[sku].reserved < wanted[sku]]
+    if short:
+        return short
+    conn.execute(_ADD_RESERVED, [{"b_sku": sku, "b_units": wanted[sku]} for sku in skus])
+    for sku in skus:
+        row = rows[sku]
+        _note_if_low(session, sku, row.on_hand - row.reserved - wanted[sku], wanted[sku],
+                     row.reorder_point)
+    return []
+
+
+def release_all(session: Session, held: Mapping[str, int]) -> None:
+    """Return ``held`` ({sku: units}) reserved units to available stock, in SKU order."""
+    if held:
+        session.connection().execute(
+            _ADD_RESERVED, [{"b_sku": sku, "b_units": -held[sku]} for sku in sorted(held)])
+
+
+def ship_all(session: Session, units: Mapping[str, int], reference: str) -> None:
+    """Take ``units`` ({sku: units}, all of them reserved) out of stock for a shipment:
+    ``on_hand`` and ``reserved`` fall together, one ledger row (``shipment``) per SKU."""
+    conn = session.connection()
+    skus = sorted(units)
+    rows = {row.sku: row for row in conn.execute(
+        select(_INV.c.sku, _INV.c.on_hand, _INV.c.reserved, _INV.c.reorder_point)
+        .where(_INV.c.sku.in_(skus)).order_by(_INV.c.sku).with_for_update())}
+    conn.execute(_SHIP, [{"b_sku": sku, "b_units": units[sku]} for sku in skus])
+    now = utcnow()
+    conn.execute(insert(InventoryLedger.__table__), [
+        {"sku": sku, "delta": -units[sku], "on_hand_after": rows[sku].on_hand - units[sku],
+         "reason": "shipment", "reference": reference, "at": now} for sku in skus])
+
+
 def change_on_hand(session: Session, sku: str, delta: int, reason: str, reference: str | None,
                    *, release_reserved: int = 0) -> int:
     """Apply ``delta`` to ``on_hand`` (and drop ``release_reserved`` from ``reserved``), with a ledger row.
@@ -131,6 +199,14 @@ def change_on_hand(session: Session, sku: str, delta: int, reason: str, referenc
     available = row.on_hand - row.reserved
     _note_if_low(session, sku, available, -delta - release_reserved, row.reorder_point)
     return row.on_hand
+
+
+_INV = Inventory.__table__
+_ADD_RESERVED = (update(_INV).where(_INV.c.sku == bindparam("b_sku"))
+                 .values(reserved=_INV.c.reserved + bindparam("b_units")))
+_SHIP = (update(_INV).where(_INV.c.sku == bindparam("b_sku"))
+         .values(on_hand=_INV.c.on_hand - bindparam("b_units"),
+                 reserved=_INV.c.reserved - bindparam("b_units")))
 
 
 def _note_if_low(session: Session, sku: str, available: int, drop: int, reorder_point: int) -> None:

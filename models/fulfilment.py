@@ -14,10 +14,14 @@ EMAIL_PENDING, EMAIL_SENDING, EMAIL_SENT = "pending", "sending", "sent"
 
 
 class Shipment(Base):
+    """One parcel per (order, warehouse)."""
+
     __tablename__ = "shipments"
+    __table_args__ = (UniqueConstraint("order_id", "warehouse", name="uq_shipments_order_warehouse"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    order_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("orders.id"), unique=True)
+    order_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("orders.id"))
+    warehouse: Mapped[str] = mapped_column(String(8))
     status: Mapped[str] = mapped_column(String(16), default=SHIPMENT_CREATED)
     carrier: Mapped[str] = mapped_column(String(32), default="orion-post")
     tracking_number: Mapped[str] = mapped_column(String(64))

@@ -120,6 +120,7 @@ class OrderLine(Base):
     __tablename__ = "order_lines"
     __table_args__ = (
         UniqueConstraint("order_id", "line_no", name="uq_order_lines_line_no"),
+        Index("ix_order_lines_order", "order_id"),
         CheckConstraint("quantity BETWEEN 1 AND 1000", name="ck_order_lines_quantity"),
     )
 
@@ -131,5 +132,6 @@ class OrderLine(Base):
     unit_price: Mapped[Decimal]
     quantity: Mapped[int]
     line_total: Mapped[Decimal]
+    warehouse: Mapped[str] = mapped_column(String(8))  # the product's, at order time
 
     order: Mapped[Order] = relationship(back_populates="lines")

@@ -16,7 +16,6 @@ from models import Order, OrderLine, Payment, Product, User, record_event, unit_
 from models import order as lifecycle
 from models.outbox import SAGA_COMPENSATE, SAGA_RESUME, SAGA_START, enqueue
 from services.errors import Conflict, Forbidden, NotFound, UnknownSku
-from tasks.outbox import publish_after_commit
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,6 @@ def place_order(customer_id: int, body: dict, idempotency_key: str | None,
             order = _new_order(session, customer_id, body, idempotency_key, fingerprint, correlation_id)
             record_event(session, order, detail="order placed")
             enqueue(session, SAGA_START, {"order_id": str(order.id)})
-            messages = session.info["outbox"]
     except IntegrityError:
         if not idempotency_key:
             raise
@@ -70,7 +68,6 @@ def place_order(customer_id: int, body: dict, idempotency_key: str | None,
             if existing is None:
                 raise
             return _replayed(existing, fingerprint)
-    publish_after_commit(messages)
     return Placed(order.id, True)
 
 
@@ -98,7 +95,8 @@ def _new_order(session: Session, customer_id: int, body: dict, key: str | None,
             raise UnknownSku(line["sku"])
         order.lines.append(OrderLine(
             line_no=line_no, sku=product.sku, name=product.name, unit_price=product.unit_price,
-            quantity=line["quantity"], line_total=product.unit_price * line["quantity"]))
+            quantity=line["quantity"], line_total=product.unit_price * line["quantity"],
+            warehouse=product.warehouse))
     order.currency = "GBP"
     order.subtotal = sum((l.line_total for l in order.lines), Decimal("0.00"))
     order.total = order.subtotal
@@ -137,8 +135,6 @@ def cancel_order(order_id: uuid.UUID | str, actor: Actor) -> Order:
         order.start_compensation(reason)
         record_event(session, order, detail=f"cancel requested ({reason})")
         enqueue(session, SAGA_COMPENSATE, {"order_id": str(order.id)})
-        messages = session.info["outbox"]
-    publish_after_commit(messages)
     return order
 
 
@@ -158,8 +154,6 @@ def pay_again(order_id: uuid.UUID | str, actor: Actor, token: str) -> Order:
         order.transition_to(lifecycle.STOCK_RESERVED)
         record_event(session, order, detail="payment resubmitted")
         enqueue(session, SAGA_RESUME, {"order_id": str(order.id), "from_step": "authorize_payment"})
-        messages = session.info["outbox"]
-    publish_after_commit(messages)
     return order
 
 
@@ -188,8 +182,6 @@ def retry_saga(order_id: uuid.UUID | str, actor: Actor) -> Order:
         topic, payload = redrive_message(order)
         record_event(session, order, detail="operator retry")
         enqueue(session, topic, payload)
-        messages = session.info["outbox"]
-    publish_after_commit(messages)
     return order
 
 

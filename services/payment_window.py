@@ -22,7 +22,6 @@ from models import order as lifecycle
 from models.db import is_postgres
 from models.outbox import SAGA_COMPENSATE, enqueue
 from tasks import journal
-from tasks.outbox import publish_after_commit
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +82,4 @@ def expire_unpaid(window_s: float, limit: int = 500) -> list[str]:
             enqueue(session, SAGA_COMPENSATE, {"order_id": str(order.id)},
                     correlation=order.correlation_id)
         ids = [str(order.id) for order in orders]
-        messages = session.info.get("outbox", [])
-    publish_after_commit(messages)
     return ids

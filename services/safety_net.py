@@ -29,7 +29,6 @@ from models.catalog import RELEASED, unreserve
 from models.db import is_postgres
 from models.outbox import SAGA_COMPENSATE, enqueue
 from services.ordering import redrive_message
-from tasks.outbox import publish_after_commit
 
 log = logging.getLogger(__name__)
 REDRIVE_DETAIL = "safety net: re-driven"
@@ -54,8 +53,6 @@ def redrive_stalled_sagas(after_s: float, limit: int = 100) -> list[str]:
             record_event(session, order, detail=f"{REDRIVE_DETAIL} after {idle} s without progress")
             enqueue(session, topic, payload, correlation=order.correlation_id)
         ids = [str(order.id) for order in orders]
-        messages = session.info.get("outbox", [])
-    publish_after_commit(messages)
     return ids
 
 
@@ -99,7 +96,7 @@ def _release_lapsed(order_id) -> str | None:
             record_event(session, order, detail="stock hold lapsed (payment_expired)")
             enqueue(session, SAGA_COMPENSATE, {"order_id": str(order.id)},
                     correlation=order.correlation_id)
-            messages, kind = session.info["outbox"], "expired"
+            kind = "expired"
         elif order.status in lifecycle.FINAL_STATUSES:
             held = list(session.scalars(select(Reservation).where(
                 Reservation.order_id == order.id, Reservation.status == HELD)))
@@ -108,8 +105,7 @@ def _release_lapsed(order_id) -> str | None:
                 reservation.status, reservation.closed_at = RELEASED, utcnow()
             log.warning("released %d reservation(s) left held by %s order %s",
                         len(held), order.status, order.id)
-            messages, kind = [], "released"
+            kind = "released"
         else:
             return None
-    publish_after_commit(messages)
     return kind

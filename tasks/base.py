@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import random
+from contextlib import contextmanager
+from typing import Iterator
 
 from celery import Task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
@@ -14,13 +16,12 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from config import get_settings
 from mail.smtp import TRANSIENT_SMTP_ERRORS
-from models import Order, record_event, unit_of_work
+from models import unit_of_work
 from models import order as lifecycle
-from models.outbox import SAGA_COMPENSATE, enqueue
-from models.saga_log import COMPENSATION, FORWARD
+from models.saga_log import COMPENSATION, FAILED, FORWARD, RETRYING, SUCCEEDED
 from payments import TransientProviderError
-from tasks import journal
-from tasks.outbox import publish_after_commit
+from tasks.journal import SagaTx, describe, should_run
+from tasks.saga import RUNS_IN
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,29 @@ class SagaTask(Task):
             self._note_retry(args, exc)
             raise self.retry(exc=exc, countdown=self.backoff(self.request.retries))
 
+    @property
+    def runs_in(self) -> str:
+        """The order status this forward step runs in (declared in ``tasks.saga``)."""
+        return RUNS_IN[self.name]
+
+    @contextmanager
+    def locked(self, order_id: str) -> Iterator[SagaTx]:
+        """The order locked in a transaction of its own; what the step recorded is
+        written when the block ends, and committed with it."""
+        with unit_of_work() as session:
+            tx = SagaTx.lock(session, order_id)
+            yield tx
+            tx.flush()
+
+    @contextmanager
+    def forward(self, order_id: str, run: int, halt: type[Exception] = Halt) -> Iterator[SagaTx | None]:
+        """Lock the order and gate this step on it (``journal.should_run``): yields
+        the transaction when the order is in ``runs_in``, None when it is already
+        past this step (a duplicate message: pass through); raises ``halt`` when
+        the saga must stop here (cancelled, parked, a stale run)."""
+        with self.locked(order_id) as tx:
+            yield tx if should_run(tx.order, run, self.runs_in, halt) else None
+
     def backoff(self, retries: int) -> float:
         """Seconds before retry ``retries + 1``: half fixed, half random ("equal jitter")."""
         ceiling = min(self.backoff_cap, 2 ** retries)
@@ -72,11 +96,9 @@ class SagaTask(Task):
 
     def _note_retry(self, args: tuple, exc: BaseException) -> None:
         try:
-            name = self.step_name(args)  # before the transaction: it may read (SQLite: one writer)
-            with unit_of_work() as session:
-                order = journal.lock_order(session, _order_arg(args))
-                journal.note_retry(session, order, name, self.step_kind, self.attempt,
-                                   journal.describe(exc))
+            with self.locked(_order_arg(args)) as tx:
+                tx.record_step(self.step_name(args), self.step_kind, self.attempt, RETRYING,
+                               error=describe(exc))
         except (OperationalError, PoolTimeout) as db_exc:  # the retry matters more than its log
             log.warning("could not log the retry of %s: %s", self.name, db_exc)
 
@@ -95,21 +117,16 @@ class SagaTask(Task):
             # may still hold the order's row lock: waiting for it would freeze
             # the worker. The order stays in its step for an operator's retry.
             return
-        name = self.step_name(args)
-        with unit_of_work() as session:
-            order = journal.lock_order(session, _order_arg(args))
-            journal.note_failure(session, order, name, self.step_kind, self.attempt,
-                                 journal.describe(exc))
-            self.after_failure(session, order, exc)
-            messages = session.info.get("outbox", [])
-        publish_after_commit(messages)
+        with self.locked(_order_arg(args)) as tx:
+            tx.record_step(self.step_name(args), self.step_kind, self.attempt, FAILED,
+                           error=describe(exc))
+            self.after_failure(tx, exc)
 
-    def after_failure(self, session, order: Order, exc: BaseException) -> None:
+    def after_failure(self, tx: SagaTx, exc: BaseException) -> None:
         # Past ``shipped`` nothing can be undone (SPEC lifecycle); the failed
         # step stays in the log for an operator's retry.
-        if order.status in lifecycle.CANCELLABLE:
-            order.start_compensation(None, failure=f"{self.name}: {journal.describe(exc)}")
-            start_compensation(session, order)
+        if tx.order.status in lifecycle.CANCELLABLE:
+            tx.start_compensation(None, failure=f"{self.name}: {describe(exc)}")
 
 
 class CompensationTask(SagaTask):
@@ -119,28 +136,20 @@ class CompensationTask(SagaTask):
     step_kind = COMPENSATION
     max_retries = max(_settings.step_max_retries, 8)
 
-    def after_failure(self, session, order: Order, exc: BaseException) -> None:
-        if order.status == lifecycle.COMPENSATING:
-            order.transition_to(lifecycle.COMPENSATION_FAILED)
-            record_event(session, order, detail=f"compensation failed: {journal.describe(exc)}")
+    @contextmanager
+    def undo(self, order_id: str) -> Iterator[SagaTx | None]:
+        """Lock the order for this undo: yields None if this undo already succeeded
+        in this run. Raises Halt when the order is not ``compensating`` (a
+        duplicate chain after the compensation finished, or an operator's re-drive)."""
+        with self.locked(order_id) as tx:
+            if tx.order.status != lifecycle.COMPENSATING:
+                raise Halt()
+            yield None if tx.step_status(self.step_name((order_id,))) == SUCCEEDED else tx
 
-
-def lock_for_undo(session, order_id: str, step_name: str) -> Order | None:
-    """The locked order for an undo step, or None if this undo already succeeded.
-
-    Raises Halt when the order is not ``compensating`` (a duplicate chain after
-    the compensation finished, or an operator's re-drive).
-    """
-    order = journal.lock_order(session, order_id)
-    if order.status != lifecycle.COMPENSATING:
-        raise Halt()
-    return None if journal.already_succeeded(session, order, step_name) else order
-
-
-def start_compensation(session, order: Order) -> None:
-    """Queue the compensation of ``order`` (already ``compensating``) through the outbox."""
-    record_event(session, order, detail=order.cancel_reason or order.failure)
-    enqueue(session, SAGA_COMPENSATE, {"order_id": str(order.id)})
+    def after_failure(self, tx: SagaTx, exc: BaseException) -> None:
+        if tx.order.status == lifecycle.COMPENSATING:
+            tx.transition_to(lifecycle.COMPENSATION_FAILED)
+            tx.event(detail=f"compensation failed: {describe(exc)}")
 
 
 def _order_arg(args: tuple) -> str:

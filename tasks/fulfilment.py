@@ -1,5 +1,5 @@
-"""Fulfilment steps: the confirmation email and the shipment (run in parallel after
-the capture), the shipment's undo, and the cancellation email.
+"""Fulfilment steps: the confirmation email and one shipment per warehouse (run in
+parallel after the capture), the shipments' undo, and the cancellation email.
 
 An email is a row in the email outbox, unique per (order, template): claimed,
 sent over SMTP, then marked sent; a redelivered task finds it sent and stops.
@@ -7,21 +7,27 @@ sent over SMTP, then marked sent; a redelivered task finds it sent and stops.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 
 from celery import shared_task
-from sqlalchemy import select
+from sqlalchemy import func, insert, select, update
 
 from mail import outbox, templates
-from observability.logging import correlation_id
-from models import Order, Reservation, Shipment, unit_of_work, utcnow
+from models import Order, OrderLine, Reservation, Shipment, utcnow
 from models import order as lifecycle
-from models.catalog import CONSUMED, HELD, change_on_hand
-from models.fulfilment import SHIPMENT_CANCELLED
-from tasks import journal
-from tasks.base import CompensationTask, Halt, SagaTask, StepNotReady, lock_for_undo
+from models.catalog import CONSUMED, HELD, change_on_hand, ship_all
+from models.fulfilment import SHIPMENT_CANCELLED, SHIPMENT_CREATED
+from models.saga_log import RUNNING, SUCCEEDED
+from observability.logging import correlation_id
+from tasks.base import CompensationTask, Halt, SagaTask, StepNotReady
 
 CONFIRMABLE = (lifecycle.CONFIRMED, lifecycle.SHIPPED, lifecycle.COMPLETED)
 CANCELLED_OR_FAILED = (lifecycle.CANCELLED, lifecycle.FAILED)
+LINES, RESERVATIONS, SHIPMENTS = OrderLine.__table__, Reservation.__table__, Shipment.__table__
+
+
+class _HaltBranch(Exception):
+    """Inside a chord header a branch must not vanish; it reports ``halted`` instead."""
 
 
 @shared_task(bind=True, base=SagaTask, name="saga.send_confirmation_email")
@@ -43,65 +49,98 @@ def _deliver(task, order_id: str, template: str, step_name: str, statuses) -> bo
     """Claim, send and mark one email; False if it had been sent already, None if the
     order is not in ``statuses`` (checked under the order lock, in the claim's
     transaction, so a cancel cannot slip in between check and send)."""
-    with unit_of_work() as session:
-        order = journal.lock_order(session, order_id)
-        if order.status not in statuses:
+    with task.locked(order_id) as tx:
+        if tx.order.status not in statuses:
             return None
+        order = tx.session.get(Order, tx.order.id)  # the templates read its lines
         try:
-            message = outbox.claim(session, order, template)
+            message = outbox.claim(tx.session, order, template)
         except outbox.ClaimedElsewhere as exc:
             raise StepNotReady(str(exc)) from None
         if message is None:
             return False
-        step = journal.start_step(session, order, step_name, task.step_kind, task.attempt)
-    outbox.send_claimed(message, correlation_id() or order.correlation_id)
-    with unit_of_work() as session:
-        order = journal.lock_order(session, order_id)
-        row = outbox.mark_sent(session, message.id)
-        step = journal.find_step(session, order, step_name)
-        journal.finish_step(session, order, step, "succeeded", f"{template} sent to {row.to_address}")
+        tx.record_step(step_name, task.step_kind, task.attempt, RUNNING, event=False)
+        correlation = correlation_id() or tx.order.correlation_id
+    outbox.send_claimed(message, correlation)
+    with task.locked(order_id) as tx:
+        row = outbox.mark_sent(tx.session, message.id)
+        tx.record_step(step_name, task.step_kind, task.attempt, SUCCEEDED,
+                       f"{template} sent to {row.to_address}")
     return True
 
 
-@shared_task(bind=True, base=SagaTask, name="saga.create_shipment")
-def create_shipment(self, order_id: str, run: int) -> dict:
-    """Hand the order to the carrier: reserved units leave stock (ledger: ``shipment``)."""
-    with unit_of_work() as session:
-        order = journal.lock_order(session, order_id)
-        try:
-            if not journal.should_run(order, run, lifecycle.CONFIRMED, Halt):
+class ShipmentTask(SagaTask):
+    abstract = True
+
+    def step_name(self, args: tuple) -> str:
+        return f"create_shipment:{args[2]}"
+
+
+@shared_task(bind=True, base=ShipmentTask, name="saga.create_shipment")
+def create_shipment(self, order_id: str, run: int, warehouse: str) -> dict:
+    """Hand the parcel of ``warehouse`` to the carrier: its reserved units leave stock
+    (ledger: ``shipment``). The last parcel of the order moves it to ``shipped``.
+
+    Returns ``{shipped: true}``, or ``{halted: true}`` when the order moved on.
+    """
+    try:
+        with self.forward(order_id, run, halt=_HaltBranch) as tx:
+            if tx is None:
                 return {"shipped": True}
-        except Halt:
-            return {"halted": True}
-        shipment = Shipment(order_id=order.id, tracking_number=f"OR{uuid.uuid4().hex[:12].upper()}")
-        session.add(shipment)
-        for reservation in _reservations(session, order, HELD):
-            change_on_hand(session, reservation.sku, -reservation.quantity, "shipment",
-                           str(order.id), release_reserved=reservation.quantity)
-            reservation.status, reservation.closed_at = CONSUMED, utcnow()
-        order.transition_to(lifecycle.SHIPPED)
-        journal.complete_step(session, order, "create_shipment", self.step_kind, self.attempt,
-                              f"tracking {shipment.tracking_number}")
+            order = tx.order
+            if tx.conn.execute(select(SHIPMENTS.c.id).where(
+                    SHIPMENTS.c.order_id == order.id, SHIPMENTS.c.warehouse == warehouse)).first():
+                return {"shipped": True}  # a redelivered message
+            held = tx.conn.execute(
+                select(RESERVATIONS.c.id, RESERVATIONS.c.sku, RESERVATIONS.c.quantity)
+                .join(LINES, LINES.c.id == RESERVATIONS.c.order_line_id)
+                .where(RESERVATIONS.c.order_id == order.id, RESERVATIONS.c.status == HELD,
+                       LINES.c.warehouse == warehouse)).all()
+            units = Counter()
+            for reservation in held:
+                units[reservation.sku] += reservation.quantity
+            ship_all(tx.session, units, str(order.id))
+            now = utcnow()
+            if held:
+                tx.conn.execute(update(RESERVATIONS)
+                                .where(RESERVATIONS.c.id.in_([r.id for r in held]))
+                                .values(status=CONSUMED, closed_at=now))
+            tracking = f"OR{uuid.uuid4().hex[:12].upper()}"
+            tx.conn.execute(insert(SHIPMENTS).values(
+                order_id=order.id, warehouse=warehouse, tracking_number=tracking,
+                status=SHIPMENT_CREATED, carrier="orion-post", created_at=now))
+            parcels = select(func.count(func.distinct(LINES.c.warehouse))).where(
+                LINES.c.order_id == order.id).scalar_subquery()
+            shipped = select(func.count()).select_from(SHIPMENTS).where(
+                SHIPMENTS.c.order_id == order.id).scalar_subquery()
+            if tx.conn.execute(select(parcels - shipped)).scalar_one() <= 0:
+                tx.transition_to(lifecycle.SHIPPED)
+            tx.record_step(self.step_name((order_id, run, warehouse)), self.step_kind,
+                           self.attempt, SUCCEEDED, f"tracking {tracking} from {warehouse}",
+                           started_at=now)
+    except _HaltBranch:
+        return {"halted": True}
     return {"shipped": True}
 
 
 @shared_task(bind=True, base=CompensationTask, name="saga.cancel_shipment")
 def cancel_shipment(self, order_id: str) -> None:
-    """Undo of create_shipment: recall the parcel and put its units back on hand."""
-    with unit_of_work() as session:
-        order = lock_for_undo(session, order_id, "cancel_shipment")
-        if order is None:
+    """Undo of create_shipment: recall the order's parcels and put their units back on hand."""
+    with self.undo(order_id) as tx:
+        if tx is None:
             return
-        shipment = session.scalar(select(Shipment).where(Shipment.order_id == order.id))
-        if shipment is None or shipment.status == SHIPMENT_CANCELLED:
+        session = tx.session
+        shipments = list(session.scalars(select(Shipment).where(
+            Shipment.order_id == tx.order.id, Shipment.status != SHIPMENT_CANCELLED)))
+        if not shipments:
             return
-        for reservation in _reservations(session, order, CONSUMED):
+        consumed = list(session.scalars(select(Reservation).where(
+            Reservation.order_id == tx.order.id, Reservation.status == CONSUMED)
+            .order_by(Reservation.sku)))
+        for reservation in consumed:
             change_on_hand(session, reservation.sku, reservation.quantity, "shipment cancelled",
-                           str(order.id))
-        shipment.status, shipment.cancelled_at = SHIPMENT_CANCELLED, utcnow()
-        journal.complete_step(session, order, "cancel_shipment", self.step_kind, self.attempt)
-
-
-def _reservations(session, order: Order, status: str) -> list[Reservation]:
-    return list(session.scalars(select(Reservation).where(Reservation.order_id == order.id,
-                                                          Reservation.status == status)))
+                           str(tx.order.id))
+        for shipment in shipments:
+            shipment.status, shipment.cancelled_at = SHIPMENT_CANCELLED, utcnow()
+        tx.record_step("cancel_shipment", self.step_kind, self.attempt, SUCCEEDED,
+                       f"{len(shipments)} parcel(s) recalled")

@@ -1,68 +1,174 @@
-"""The saga's bookkeeping: order locks, step-log rows and order events.
+"""The saga's bookkeeping: the locked order, step-log rows and order events.
 
 Every step changes an order only while holding its row lock, so a step, a
 cancel and a compensation of one order never interleave.
+
+A step works through a ``SagaTx``: one ``SELECT ... FOR UPDATE`` reads the
+order, the step decides and does its effect, and ``flush`` writes what the
+step changed in at most three statements (the step-log upsert, the events,
+one ``UPDATE`` of the order carrying status, event counter and timestamps),
+all in SQLAlchemy Core on the session's connection: no ORM unit of work, no
+second read of the order. The event ``seq`` is the locked row's counter plus
+one, so it stays gap-free per order.
 """
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session
 
-from models import Order, SagaStep, record_event, utcnow
+from models import Order, OrderEvent, SagaStep, utcnow
+from models import order as lifecycle
+from models.outbox import SAGA_COMPENSATE, enqueue
 from models.saga_log import FAILED, RETRYING, RUNNING, SUCCEEDED
+from observability.logging import correlation_id
+from progress import OPERATORS, Notification, order_room, queue_notification, user_room
+
+ORDERS = Order.__table__
+STEPS = SagaStep.__table__
+EVENTS = OrderEvent.__table__
+_ORDER_COLUMNS = (ORDERS.c.id, ORDERS.c.status, ORDERS.c.saga_run, ORDERS.c.customer_id,
+                  ORDERS.c.last_event_seq, ORDERS.c.total, ORDERS.c.currency,
+                  ORDERS.c.payment_token, ORDERS.c.correlation_id, ORDERS.c.cancel_reason,
+                  ORDERS.c.failure)
 
 
-def lock_order(session: Session, order_id: str) -> Order:
-    """Load the order with ``SELECT ... FOR UPDATE``; raises NoResultFound if absent."""
-    query = select(Order).where(Order.id == uuid.UUID(order_id)).with_for_update()
-    return session.scalars(query).one()
+@dataclass
+class LockedOrder:
+    """The columns of an order row a step needs, read once under its row lock."""
+
+    id: uuid.UUID
+    status: str
+    saga_run: int
+    customer_id: int
+    last_event_seq: int
+    total: Any
+    currency: str
+    payment_token: str
+    correlation_id: str | None
+    cancel_reason: str | None
+    failure: str | None
 
 
-def find_step(session: Session, order: Order, name: str, run: int | None = None) -> SagaStep | None:
-    run = order.saga_run if run is None else run
-    return session.scalar(select(SagaStep).where(
-        SagaStep.order_id == order.id, SagaStep.name == name, SagaStep.run == run))
+@dataclass
+class SagaTx:
+    """One step's transaction on one locked order (see the module docstring).
+
+    Raises ``InvalidTransition`` from ``transition_to`` as the ORM model does.
+    Call ``flush`` once, at the end of the step; ``SagaTask.step`` does.
+    """
+
+    session: Session
+    order: LockedOrder
+    _changes: dict = field(default_factory=dict)
+    _events: list = field(default_factory=list)
+    _steps: list = field(default_factory=list)
+
+    @classmethod
+    def lock(cls, session: Session, order_id: str | uuid.UUID) -> "SagaTx":
+        """``SELECT ... FOR UPDATE`` of the order; raises NoResultFound if absent."""
+        key = order_id if isinstance(order_id, uuid.UUID) else uuid.UUID(order_id)
+        row = session.connection().execute(
+            select(*_ORDER_COLUMNS).where(ORDERS.c.id == key).with_for_update()).one_or_none()
+        if row is None:
+            raise NoResultFound(f"no order {key}")
+        return cls(session, LockedOrder(*row))
+
+    @property
+    def conn(self):
+        return self.session.connection()
+
+    # -- the order's state ---------------------------------------------------------
+    def transition_to(self, target: str) -> None:
+        """Move the order to ``target`` (checked against ``models.order.TRANSITIONS``)."""
+        current = self.order.status
+        if target not in lifecycle.TRANSITIONS[current]:
+            raise lifecycle.InvalidTransition(current, target)
+        now = utcnow()
+        self.order.status = target
+        self._changes.update(
+            status=target, finished_at=now if target in lifecycle.FINAL_STATUSES else None,
+            awaiting_payment_since=now if target == lifecycle.AWAITING_PAYMENT else None)
+
+    def start_compensation(self, cancel_reason: str | None, failure: str | None = None) -> None:
+        """Move to ``compensating`` for a business ``cancel_reason`` or a technical
+        ``failure``, record why, and queue ``saga.compensate`` through the outbox."""
+        self.transition_to(lifecycle.COMPENSATING)
+        self.order.cancel_reason, self.order.failure = cancel_reason, failure
+        self._changes.update(cancel_reason=cancel_reason, failure=failure)
+        self.event(detail=cancel_reason or failure)
+        enqueue(self.session, SAGA_COMPENSATE, {"order_id": str(self.order.id)},
+                correlation=self.order.correlation_id)
+
+    # -- the step log and events ---------------------------------------------------
+    def step_status(self, name: str, run: int | None = None) -> str | None:
+        """The status of step ``name`` in ``run`` (default: the order's run), or None."""
+        return self.conn.execute(select(STEPS.c.status).where(
+            STEPS.c.order_id == self.order.id, STEPS.c.name == name,
+            STEPS.c.run == (self.order.saga_run if run is None else run))).scalar_one_or_none()
+
+    def record_step(self, name: str, kind: str, attempt: int, status: str,
+                    detail: str | None = None, error: str | None = None,
+                    started_at: datetime | None = None, event: bool = True) -> None:
+        """Write step ``name`` of this run as ``status`` (an upsert on (order, step, run):
+        a retried step keeps its first ``started_at`` and its highest ``attempt``),
+        and, unless ``event`` is false, its event."""
+        now = utcnow()
+        finished = None if status in (RUNNING, RETRYING) else now
+        self._steps.append({"order_id": self.order.id, "name": name, "run": self.order.saga_run,
+                            "kind": kind, "status": status, "attempt": attempt,
+                            "started_at": started_at or now, "finished_at": finished,
+                            "error": error})
+        if event:
+            self.event(step=name, step_status=status, attempt=attempt, detail=detail or error)
+
+    def event(self, step: str | None = None, step_status: str | None = None,
+              attempt: int | None = None, detail: str | None = None) -> None:
+        """Append an order event with the next ``seq``; its ``order.updated`` goes to
+        the order's room, its owner's and the operators' after COMMIT."""
+        self.order.last_event_seq += 1
+        now = utcnow()
+        row = {"order_id": self.order.id, "seq": self.order.last_event_seq,
+               "status": self.order.status, "step": step, "step_status": step_status,
+               "attempt": attempt, "detail": detail, "at": now,
+               "correlation_id": correlation_id() or self.order.correlation_id}
+        self._events.append(row)
+        self._changes["last_event_seq"] = self.order.last_event_seq
+        payload = {"order_id": str(self.order.id), "seq": row["seq"], "status": row["status"],
+                   "step": step, "step_status": step_status, "attempt": attempt, "detail": detail,
+                   "at": now.isoformat().replace("+00:00", "Z")}
+        rooms = (order_room(str(self.order.id)), user_room(self.order.customer_id), OPERATORS)
+        queue_notification(self.session, Notification("order.updated", payload, rooms))
+
+    def flush(self) -> None:
+        """Write the step rows, the events and the order's changes."""
+        conn = self.conn
+        for row in self._steps:
+            conn.execute(_upsert_step(conn.dialect.name, row))
+        if self._events:
+            conn.execute(EVENTS.insert(), self._events)
+        if self._changes:
+            self._changes["updated_at"] = utcnow()
+            conn.execute(update(ORDERS).where(ORDERS.c.id == self.order.id).values(**self._changes))
+        self._steps, self._events, self._changes = [], [], {}
 
 
-def start_step(session: Session, order: Order, name: str, kind: str, attempt: int) -> SagaStep:
-    """The step-log row for (order, step, run), created or marked running again."""
-    step = find_step(session, order, name)
-    if step is None:
-        step = SagaStep(order_id=order.id, name=name, run=order.saga_run, kind=kind,
-                        attempt=attempt, status=RUNNING, started_at=utcnow())
-        session.add(step)
-    else:
-        step.status, step.attempt = RUNNING, max(step.attempt, attempt)
-    return step
-
-
-def finish_step(session: Session, order: Order, step: SagaStep, status: str,
-                detail: str | None = None, error: str | None = None) -> None:
-    """Close a step as ``succeeded``/``failed``/``skipped`` and emit its event."""
-    step.status, step.finished_at, step.error = status, utcnow(), error
-    record_event(session, order, step=step.name, step_status=status, attempt=step.attempt,
-                 detail=detail or error)
-
-
-def complete_step(session: Session, order: Order, name: str, kind: str, attempt: int,
-                  detail: str | None = None) -> None:
-    """Start and succeed a step in one go (for steps that only touch the database)."""
-    finish_step(session, order, start_step(session, order, name, kind, attempt), SUCCEEDED, detail)
-
-
-def note_retry(session: Session, order: Order, name: str, kind: str, attempt: int,
-               error: str) -> None:
-    """Record that attempt ``attempt`` failed transiently and another is scheduled."""
-    step = start_step(session, order, name, kind, attempt)
-    step.status, step.error = RETRYING, error
-    record_event(session, order, step=name, step_status=RETRYING, attempt=attempt, detail=error)
-
-
-def note_failure(session: Session, order: Order, name: str, kind: str, attempt: int,
-                 error: str) -> None:
-    finish_step(session, order, start_step(session, order, name, kind, attempt), FAILED, error=error)
+def _upsert_step(dialect: str, row: dict):
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(STEPS).values(**row)
+    excluded = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[STEPS.c.order_id, STEPS.c.name, STEPS.c.run],
+        set_={"status": excluded.status, "finished_at": excluded.finished_at,
+              "error": excluded.error, "kind": excluded.kind,
+              "attempt": func.max(STEPS.c.attempt, excluded.attempt) if dialect == "sqlite"
+              else func.greatest(STEPS.c.attempt, excluded.attempt)})
 
 
 def describe(exc: BaseException) -> str:
@@ -74,8 +180,9 @@ FORWARD_PATH = ("pending", "stock_reserved", "payment_authorized", "confirmed", 
 _RANK = {status: i for i, status in enumerate(FORWARD_PATH)} | {"awaiting_payment": 1}
 
 
-def should_run(order: Order, run: int, runs_in: str, halt) -> bool:
-    """Decide a forward step's fate from the order's state.
+def should_run(order, run: int, runs_in: str, halt) -> bool:
+    """Decide a forward step's fate from the order's state (``order`` has
+    ``status`` and ``saga_run``).
 
     True: the order is in ``runs_in``, do the step. False: the order is already
     past it (a redelivered or duplicate message), pass through. Anything else
@@ -90,6 +197,12 @@ def should_run(order: Order, run: int, runs_in: str, halt) -> bool:
     raise halt()
 
 
-def already_succeeded(session: Session, order: Order, name: str) -> bool:
-    step = find_step(session, order, name)
-    return step is not None and step.status == SUCCEEDED
+# Used by code outside the saga's hot path (beat jobs, the payment window).
+def lock_order(session: Session, order_id: str) -> Order:
+    """Load the ORM order with ``SELECT ... FOR UPDATE``; raises NoResultFound if absent."""
+    query = select(Order).where(Order.id == uuid.UUID(str(order_id))).with_for_update()
+    return session.scalars(query).one()
+
+
+__all__ = ["SagaTx", "LockedOrder", "should_run", "describe", "lock_order",
+           "FAILED", "RETRYING", "RUNNING", "SUCCEEDED"]

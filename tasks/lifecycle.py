@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 from celery import shared_task
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from models import Order, SagaStep, unit_of_work
+from models import OrderLine, SagaStep
 from models import order as lifecycle
-from models.saga_log import COMPENSATION
-from tasks import journal
+from models.saga_log import COMPENSATION, FORWARD, SUCCEEDED
 from tasks.base import CompensationTask, Halt, SagaTask
+
+LINES = OrderLine.__table__
 
 
 class InvalidOrder(Exception):
@@ -17,38 +18,47 @@ class InvalidOrder(Exception):
 
 @shared_task(bind=True, base=SagaTask, name="saga.validate_order")
 def validate_order(self, order_id: str, run: int) -> None:
-    """Check the stored order (lines, quantities, totals) before anything is held."""
-    with unit_of_work() as session:
-        order = journal.lock_order(session, order_id)
-        if not journal.should_run(order, run, lifecycle.PENDING, Halt):
+    """Check the stored order (lines, quantities, totals) before anything is held.
+
+    Raises InvalidOrder (no retry: the order fails and compensates).
+    """
+    with self.forward(order_id, run) as tx:
+        if tx is None:
             return
-        if journal.already_succeeded(session, order, "validate_order"):
+        steps = SagaStep.__table__
+        done = (select(steps.c.status).where(steps.c.order_id == tx.order.id,
+                                             steps.c.name == "validate_order", steps.c.run == run)
+                .scalar_subquery())
+        count, bad, total, status = tx.conn.execute(select(
+            func.count(), func.count().filter(~LINES.c.quantity.between(1, 1000)),
+            func.coalesce(func.sum(LINES.c.line_total), 0), done)
+            .where(LINES.c.order_id == tx.order.id)).one()
+        if status == SUCCEEDED:  # a redelivered message
             return
-        _check(order)
-        journal.complete_step(session, order, "validate_order", self.step_kind, self.attempt,
-                              f"{len(order.lines)} line(s), total {order.total} {order.currency}")
+        _check(count, bad, total, tx.order.total)
+        tx.record_step("validate_order", self.step_kind, self.attempt, SUCCEEDED,
+                       f"{count} line(s), total {tx.order.total} {tx.order.currency}")
 
 
-def _check(order: Order) -> None:
-    if not 1 <= len(order.lines) <= 100:
-        raise InvalidOrder(f"order has {len(order.lines)} lines; 1 to 100 allowed")
-    if any(not 1 <= line.quantity <= 1000 for line in order.lines):
+def _check(lines: int, bad_quantities: int, lines_total, order_total) -> None:
+    if not 1 <= lines <= 100:
+        raise InvalidOrder(f"order has {lines} lines; 1 to 100 allowed")
+    if bad_quantities:
         raise InvalidOrder("a line quantity is outside 1..1000")
-    if sum(line.line_total for line in order.lines) != order.total:
+    if lines_total != order_total:
         raise InvalidOrder("order total does not match its lines")
 
 
 @shared_task(bind=True, base=SagaTask, name="saga.complete_order")
 def complete_order(self, header_results: list, order_id: str, run: int) -> None:
-    """Chord join after the confirmation email and the shipment: the order is done."""
-    with unit_of_work() as session:
-        order = journal.lock_order(session, order_id)
-        if not journal.should_run(order, run, lifecycle.SHIPPED, Halt):
+    """Chord join after the confirmation email and the shipments: the order is done."""
+    if any(result and result.get("halted") for result in header_results):
+        raise Halt()
+    with self.forward(order_id, run) as tx:
+        if tx is None:
             return
-        if any(result and result.get("halted") for result in header_results):
-            raise Halt()
-        order.transition_to(lifecycle.COMPLETED)
-        journal.complete_step(session, order, "complete_order", self.step_kind, self.attempt)
+        tx.transition_to(lifecycle.COMPLETED)
+        tx.record_step("complete_order", self.step_kind, self.attempt, SUCCEEDED)
 
 
 @shared_task(bind=True, base=CompensationTask, name="saga.compensate")
@@ -57,12 +67,12 @@ def compensate(self, order_id: str) -> None:
     from tasks.saga import compensation_canvas
     from worker import app
 
-    with unit_of_work() as session:
-        order = journal.lock_order(session, order_id)
-        if order.status != lifecycle.COMPENSATING:
+    with self.locked(order_id) as tx:
+        if tx.order.status != lifecycle.COMPENSATING:
             return
-        ran = set(session.scalars(select(SagaStep.name).where(
-            SagaStep.order_id == order.id, SagaStep.kind == "forward")))
+        ran = set(tx.conn.execute(select(SagaStep.__table__.c.name).where(
+            SagaStep.__table__.c.order_id == tx.order.id,
+            SagaStep.__table__.c.kind == FORWARD)).scalars())
     short_names = {name.split(":", 1)[0] for name in ran}
     compensation_canvas(app, order_id, short_names).apply_async()
 
@@ -70,10 +80,9 @@ def compensate(self, order_id: str) -> None:
 @shared_task(bind=True, base=CompensationTask, name="saga.finish_compensation")
 def finish_compensation(self, order_id: str) -> None:
     """Every undo is done: the order ends ``cancelled`` (business) or ``failed`` (fault)."""
-    with unit_of_work() as session:
-        order = journal.lock_order(session, order_id)
-        if order.status != lifecycle.COMPENSATING:
+    with self.locked(order_id) as tx:
+        if tx.order.status != lifecycle.COMPENSATING:
             return
-        order.transition_to(order.outcome_after_compensation)
-        journal.complete_step(session, order, "finish_compensation", COMPENSATION, self.attempt,
-                              order.cancel_reason or order.failure)
+        tx.transition_to(lifecycle.CANCELLED if tx.order.cancel_reason else lifecycle.FAILED)
+        tx.record_step("finish_compensation", COMPENSATION, self.attempt, SUCCEEDED,
+                       tx.order.cancel_reason or tx.order.failure)

@@ -17,21 +17,23 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from config import get_settings
-from models import Order, OutboxMessage, unit_of_work, utcnow
-from models.outbox import SAGA_COMPENSATE, SAGA_RESUME, SAGA_START
+from models import Order, OrderLine, OutboxMessage, unit_of_work, utcnow
+from models.outbox import SAGA_COMPENSATE, SAGA_RESUME, SAGA_START, publish_on_commit
 
 log = logging.getLogger(__name__)
 BROKER_ERRORS = (BrokerError, KombuError, ConnectionError, OSError)
 
 
-def publish_after_commit(messages: list[OutboxMessage]) -> None:
-    """Publish just-committed outbox rows; on a broker fault leave them to the sweeper."""
-    if not messages:
-        return
-    try:
-        publish([m.id for m in messages])
-    except BROKER_ERRORS as exc:
-        log.warning("outbox: publish failed, left for the sweeper: %s", exc)
+def install() -> None:
+    """Publish every process's committed outbox rows right after their COMMIT
+    (``models.outbox.publish_on_commit``); the web app and the worker call it.
+
+    Imports the Celery app now: importing it inside a commit hook would add
+    Session listeners while SQLAlchemy iterates them.
+    """
+    import worker  # noqa: F401
+
+    publish_on_commit(publish)
 
 
 def publish(ids: list[int]) -> int:
@@ -67,14 +69,16 @@ def _signature_for(session: Session, row: OutboxMessage):
     order_id = row.payload["order_id"]
     if row.topic == SAGA_COMPENSATE:
         return app.signature("saga.compensate", args=(order_id,), ignore_result=True)
-    order = session.get(Order, uuid.UUID(order_id))
-    line_ids = [line.id for line in order.lines]
+    key = uuid.UUID(order_id)
+    run = session.scalar(select(Order.saga_run).where(Order.id == key))
+    warehouses = list(session.scalars(select(OrderLine.warehouse).where(OrderLine.order_id == key)
+                                      .distinct()))
     from_task = None
     if row.topic == SAGA_RESUME and row.payload.get("from_step"):
         from_task = f"saga.{row.payload['from_step']}"
     elif row.topic != SAGA_START and row.topic != SAGA_RESUME:
         raise ValueError(f"unknown outbox topic {row.topic!r}")
-    return forward_canvas(app, order_id, order.saga_run, line_ids, from_task)
+    return forward_canvas(app, order_id, run, warehouses, from_task)
 
 
 @shared_task(name="outbox.republish_unsent", ignore_result=True)

@@ -1,10 +1,11 @@
 """The order saga, declared in one place: forward steps in order, each with its undo.
 
     validate_order
-    reserve_stock (one per line, in parallel)  -> collect_reservations   undo: release_stock
-    authorize_payment                                                    undo: void_authorization
-    capture_payment (the pivot)                                          undo: refund_payment
-    send_confirmation_email | create_shipment  -> complete_order         undo: cancel_shipment
+    reserve_stock (one per warehouse, in parallel) -> collect_reservations   undo: release_stock
+    authorize_payment                                                       undo: void_authorization
+    capture_payment (the pivot)                                             undo: refund_payment
+    send_confirmation_email | create_shipment (one per warehouse)
+                                                   -> complete_order        undo: cancel_shipment
 
 Compensation runs the undos of every step that ran, in reverse, then
 ``finish_compensation`` (the order ends ``cancelled`` or ``failed``) and the
@@ -25,11 +26,14 @@ class Step:
 
     ``external``: the step calls a provider, so its effect can exist there
     without the row that records it (the worker died in between).
+    ``per_warehouse``: one task per fulfilment centre the order's lines ship
+    from (``models.catalog.WAREHOUSES``), each taking the warehouse as an argument.
     """
 
     task: str
     undo: str | None = None
     external: bool = False
+    per_warehouse: bool = False
 
     @property
     def short_name(self) -> str:
@@ -38,53 +42,66 @@ class Step:
 
 @dataclass(frozen=True)
 class Stage:
-    """Steps run together: one step, one step per order line, or parallel steps.
+    """Steps run together, each when the order is in status ``runs_in``.
 
-    Several steps (or ``per_line``) make a chord whose ``join`` task receives
-    the header results.
+    Several steps, or a ``per_warehouse`` step, make a chord whose ``join``
+    task receives the header results and runs in ``join_runs_in``.
     """
 
     steps: tuple[Step, ...]
-    per_line: bool = False
+    runs_in: str
     join: str | None = None
+    join_runs_in: str | None = None
 
 
 ORDER_SAGA: tuple[Stage, ...] = (
-    Stage((Step("saga.validate_order"),)),
-    Stage((Step("saga.reserve_stock", undo="saga.release_stock"),),
-          per_line=True, join="saga.collect_reservations"),
-    Stage((Step("saga.authorize_payment", undo="saga.void_authorization", external=True),)),
-    Stage((Step("saga.capture_payment", undo="saga.refund_payment", external=True),)),  # the pivot
+    Stage((Step("saga.validate_order"),), runs_in="pending"),
+    Stage((Step("saga.reserve_stock", undo="saga.release_stock", per_warehouse=True),),
+          runs_in="pending", join="saga.collect_reservations", join_runs_in="pending"),
+    Stage((Step("saga.authorize_payment", undo="saga.void_authorization", external=True),),
+          runs_in="stock_reserved"),
+    Stage((Step("saga.capture_payment", undo="saga.refund_payment", external=True),),  # the pivot
+          runs_in="payment_authorized"),
     Stage((Step("saga.send_confirmation_email"),
-           Step("saga.create_shipment", undo="saga.cancel_shipment")),
-          join="saga.complete_order"),
+           Step("saga.create_shipment", undo="saga.cancel_shipment", per_warehouse=True)),
+          runs_in="confirmed", join="saga.complete_order", join_runs_in="shipped"),
 )
 COMPENSATION_EPILOGUE = ("saga.finish_compensation", "saga.send_cancellation_email")
 
+# The order status each forward task runs in (SagaTask.runs_in).
+RUNS_IN: dict[str, str] = {
+    **{step.task: stage.runs_in for stage in ORDER_SAGA for step in stage.steps},
+    **{stage.join: stage.join_runs_in for stage in ORDER_SAGA if stage.join},
+}
 
-def forward_canvas(app: Celery, order_id: str, run: int, line_ids: Sequence[int],
+
+def forward_canvas(app: Celery, order_id: str, run: int, warehouses: Sequence[str],
                    from_task: str | None = None) -> Signature:
-    """The forward saga for one order as a Celery canvas, optionally from ``from_task`` on."""
+    """The forward saga for one order as a Celery canvas, optionally from ``from_task`` on.
+
+    ``warehouses``: the distinct warehouses of the order's lines; a
+    ``per_warehouse`` step becomes one chord header task per warehouse, so an
+    order is at most 2 x len(WAREHOUSES) + 6 tasks, whatever its line count.
+    """
     stages = list(ORDER_SAGA)
     if from_task is not None:
         start = next(i for i, s in enumerate(stages) if any(st.task == from_task for st in s.steps))
         stages = stages[start:]
-    return chain(*(_stage_signature(app, stage, order_id, run, line_ids) for stage in stages))
+    return chain(*(_stage_signature(app, stage, order_id, run, sorted(set(warehouses)))
+                   for stage in stages))
 
 
 def _stage_signature(app: Celery, stage: Stage, order_id: str, run: int,
-                     line_ids: Sequence[int]) -> Signature:
+                     warehouses: Sequence[str]) -> Signature:
     if stage.join is None:
         return _task(app, stage.steps[0].task, order_id, run)
     # Header results reach the join through the backend's chord support; only
     # backends without native join (file://, db+) must store them for polling.
     keep = not app.backend.supports_native_join
-    if stage.per_line:
-        header = [app.signature(stage.steps[0].task, args=(order_id, run, line_id), immutable=True,
-                                ignore_result=not keep) for line_id in line_ids]
-    else:
-        header = [app.signature(step.task, args=(order_id, run), immutable=True,
-                                ignore_result=not keep) for step in stage.steps]
+    header = [app.signature(step.task, args=(order_id, run, *extra), immutable=True,
+                            ignore_result=not keep)
+              for step in stage.steps
+              for extra in ([(w,) for w in warehouses] if step.per_warehouse else [()])]
     return chord(header, app.signature(stage.join, args=(order_id, run), ignore_result=True))
 
 

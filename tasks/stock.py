@@ -1,22 +1,23 @@
-"""Stock steps: reserve each line (chord header), collect (chord join), release (undo)."""
+"""Stock steps: reserve per warehouse (chord header), collect (chord join), release (undo)."""
 from __future__ import annotations
 
+from collections import Counter
 from datetime import timedelta
 
 from celery import shared_task
-from sqlalchemy import select
+from sqlalchemy import func, insert, select, update
 
 from config import get_settings
-from models import HELD, OrderLine, Reservation, unit_of_work, utcnow
+from models import HELD, OrderLine, Reservation, SagaStep, utcnow
 from models import order as lifecycle
-from models.catalog import RELEASED, try_reserve, unreserve
-from models.saga_log import FAILED
-from tasks import journal
-from tasks.base import CompensationTask, Halt, SagaTask, lock_for_undo, start_compensation
-from tasks.outbox import publish_after_commit
+from models.catalog import RELEASED, release_all, reserve_all
+from models.saga_log import FAILED, SUCCEEDED
+from tasks.base import CompensationTask, Halt, SagaTask
+
+LINES, RESERVATIONS, STEPS = OrderLine.__table__, Reservation.__table__, SagaStep.__table__
 
 
-class _HaltLine(Exception):
+class _HaltBranch(Exception):
     """Inside a chord header a branch must not vanish; it reports ``halted`` instead."""
 
 
@@ -24,82 +25,101 @@ class ReserveStockTask(SagaTask):
     abstract = True
 
     def step_name(self, args: tuple) -> str:
-        with unit_of_work() as session:
-            line = session.get(OrderLine, args[2])
-            return f"reserve_stock:{line.line_no}:{line.sku}"
+        return f"reserve_stock:{args[2]}"
 
 
 @shared_task(bind=True, base=ReserveStockTask, name="saga.reserve_stock")
-def reserve_stock(self, order_id: str, run: int, line_id: int) -> dict:
-    """Hold one line's units with one conditional UPDATE.
+def reserve_stock(self, order_id: str, run: int, warehouse: str) -> dict:
+    """Hold the units of every line of the order that ships from ``warehouse``,
+    all or none, in one transaction (``models.catalog.reserve_all``).
 
-    Returns ``{line_id, reserved: bool}``, or ``{line_id, halted: true}`` when
-    the order moved on. Short stock is a result, not an exception, so the
-    chord always reaches its join.
+    Returns ``{warehouse, reserved: bool}``, or ``{warehouse, halted: true}``
+    when the order moved on. Short stock is a result, not an exception, so the
+    chord always reaches its join. A redelivered message finds its step row
+    and answers as the first delivery did.
     """
-    with unit_of_work() as session:
-        order = journal.lock_order(session, order_id)
-        try:
-            if not journal.should_run(order, run, lifecycle.PENDING, _HaltLine):
-                return {"line_id": line_id, "reserved": True}
-        except _HaltLine:
-            return {"line_id": line_id, "reserved": False, "halted": True}
-        line = session.get(OrderLine, line_id)
-        if _held(session, line_id) is not None:
-            return {"line_id": line_id, "reserved": True}
-        name = f"reserve_stock:{line.line_no}:{line.sku}"
-        step = journal.start_step(session, order, name, self.step_kind, self.attempt)
-        if not try_reserve(session, line.sku, line.quantity):
-            journal.finish_step(session, order, step, FAILED,
-                                error=f"insufficient stock: {line.quantity} x {line.sku} wanted")
-            return {"line_id": line_id, "reserved": False}
-        hold = timedelta(seconds=get_settings().reservation_hold_s)
-        session.add(Reservation(order_id=order.id, order_line_id=line_id, run=run, sku=line.sku,
-                                quantity=line.quantity, status=HELD, expires_at=utcnow() + hold))
-        journal.finish_step(session, order, step, "succeeded", f"{line.quantity} x {line.sku} held")
-    return {"line_id": line_id, "reserved": True}
-
-
-def _held(session, line_id: int) -> Reservation | None:
-    return session.scalar(select(Reservation).where(Reservation.order_line_id == line_id,
-                                                    Reservation.status == HELD))
+    name = self.step_name((order_id, run, warehouse))
+    try:
+        with self.forward(order_id, run, halt=_HaltBranch) as tx:
+            if tx is None:
+                return {"warehouse": warehouse, "reserved": True}
+            done = tx.step_status(name)
+            if done in (SUCCEEDED, FAILED):
+                return {"warehouse": warehouse, "reserved": done == SUCCEEDED}
+            started = utcnow()
+            lines = tx.conn.execute(
+                select(LINES.c.id, LINES.c.sku, LINES.c.quantity)
+                .where(LINES.c.order_id == tx.order.id, LINES.c.warehouse == warehouse)
+                .order_by(LINES.c.sku, LINES.c.id)).all()
+            wanted = Counter()
+            for line in lines:
+                wanted[line.sku] += line.quantity
+            short = reserve_all(tx.session, wanted)
+            if short:
+                tx.record_step(name, self.step_kind, self.attempt, FAILED, started_at=started,
+                               error=f"insufficient stock of {', '.join(short)} in {warehouse}")
+                return {"warehouse": warehouse, "reserved": False}
+            expires = started + timedelta(seconds=get_settings().reservation_hold_s)
+            tx.conn.execute(insert(RESERVATIONS), [
+                {"order_id": tx.order.id, "order_line_id": line.id, "run": run, "sku": line.sku,
+                 "quantity": line.quantity, "status": HELD, "expires_at": expires,
+                 "created_at": started} for line in lines])
+            tx.record_step(name, self.step_kind, self.attempt, SUCCEEDED, started_at=started,
+                           detail=f"{sum(wanted.values())} unit(s) of {len(lines)} line(s) "
+                                  f"held in {warehouse}")
+    except _HaltBranch:
+        return {"warehouse": warehouse, "reserved": False, "halted": True}
+    return {"warehouse": warehouse, "reserved": True}
 
 
 @shared_task(bind=True, base=SagaTask, name="saga.collect_reservations")
 def collect_reservations(self, results: list, order_id: str, run: int) -> None:
-    """Chord join: all lines held moves the order on; any short line compensates."""
-    with unit_of_work() as session:
-        order = journal.lock_order(session, order_id)
-        if not journal.should_run(order, run, lifecycle.PENDING, Halt):
+    """Chord join: every warehouse held moves the order on; any short one compensates.
+
+    Decides from the step log, not from ``results`` (a message could be forged
+    or replayed); ``results`` only tells a halted branch early.
+    """
+    if any(r.get("halted") for r in results):
+        raise Halt()
+    with self.forward(order_id, run) as tx:
+        if tx is None:
             return
-        if any(r.get("halted") for r in results):
-            raise Halt()
-        short = [r["line_id"] for r in results if not r["reserved"]]
-        if not short:
-            order.transition_to(lifecycle.STOCK_RESERVED)
-            journal.complete_step(session, order, "collect_reservations", self.step_kind,
-                                  self.attempt, f"{len(results)} line(s) held")
+        expected = (select(func.count(func.distinct(LINES.c.warehouse)))
+                    .where(LINES.c.order_id == tx.order.id).scalar_subquery())
+        held, short, warehouses = tx.conn.execute(select(
+            func.count().filter(STEPS.c.status == SUCCEEDED),
+            func.count().filter(STEPS.c.status == FAILED), expected)
+            .where(STEPS.c.order_id == tx.order.id, STEPS.c.run == run,
+                   STEPS.c.name.like("reserve_stock:%"))).one()
+        if held == warehouses:
+            tx.transition_to(lifecycle.STOCK_RESERVED)
+            tx.record_step("collect_reservations", self.step_kind, self.attempt, SUCCEEDED,
+                           f"stock held in {held} warehouse(s)")
             return
-        journal.note_failure(session, order, "collect_reservations", self.step_kind, self.attempt,
-                             f"out of stock on {len(short)} of {len(results)} line(s)")
-        order.start_compensation("out_of_stock")
-        start_compensation(session, order)
-        messages = session.info["outbox"]
-    publish_after_commit(messages)
+        if not short:  # a reservation is missing from the log: nothing to decide on
+            raise RuntimeError(f"{held} of {warehouses} warehouse reservation(s) recorded")
+        tx.record_step("collect_reservations", self.step_kind, self.attempt, FAILED,
+                       error=f"out of stock in {short} of {warehouses} warehouse(s)")
+        tx.start_compensation("out_of_stock")
     raise Halt()
 
 
 @shared_task(bind=True, base=CompensationTask, name="saga.release_stock")
 def release_stock(self, order_id: str) -> None:
     """Undo of reserve_stock: return every held unit of the order to available stock."""
-    with unit_of_work() as session:
-        order = lock_for_undo(session, order_id, "release_stock")
-        if order is None:
+    with self.undo(order_id) as tx:
+        if tx is None:
             return
-        held = list(session.scalars(select(Reservation).where(
-            Reservation.order_id == order.id, Reservation.status == HELD)))
+        held = tx.conn.execute(select(RESERVATIONS.c.id, RESERVATIONS.c.sku, RESERVATIONS.c.quantity)
+                               .where(RESERVATIONS.c.order_id == tx.order.id,
+                                      RESERVATIONS.c.status == HELD)).all()
+        units = Counter()
         for reservation in held:
-            unreserve(session, reservation.sku, reservation.quantity)
-            reservation.status, reservation.closed_at = RELEASED, utcnow()
-        journal.complete_step(session, order, "release_stock", self.step_kind, self.attempt,
-                              f"{sum(r.quantity for r in held)} unit(s) released")
+            units[reservation.sku] += reservation.quantity
+        release_all(tx.session, units)
+        if held:
+            tx.conn.execute(update(RESERVATIONS)
+                            .where(RESERVATIONS.c.id.in_([r.id for r in held]))
+                            .values(status=RELEASED, closed_at=utcnow()))
+        tx.record_step("release_stock", self.step_kind, self.attempt, SUCCEEDED,
+                       f"{sum(units.values())} unit(s) released")

@@ -23,6 +23,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from models.catalog import warehouse_for
 from tools.retail_data import (DataError, Invoice, default_data_path, is_product_code,
                                read_invoices, sale_lines)
 
@@ -186,7 +187,8 @@ def import_catalog(session: Session, entries: list[Entry]) -> Result:
 
 
 def _product(e: Entry) -> dict:
-    return {"sku": e.sku, "name": e.name, "unit_price": e.unit_price, "currency": CURRENCY}
+    return {"sku": e.sku, "name": e.name, "unit_price": e.unit_price, "currency": CURRENCY,
+            "warehouse": warehouse_for(e.sku)}
 
 
 def _differs(product, e: Entry) -> bool:
