@@ -76,7 +76,9 @@ task_routes = {
 # (2 of 296 finished in 10 minutes); there, Flower sees workers and running
 # tasks through remote control only.
 worker_send_task_events = not _settings.embedded
-task_send_sent_event = not _settings.embedded
+# A "task-sent" event is one more message per task, published by whoever sends
+# the task; Flower shows a task from "received" on without it.
+task_send_sent_event = False
 
 
 

@@ -56,7 +56,7 @@ def drain(env: dict, app: str, queues: str, done, total: int, concurrency: int |
         meter = harness.CpuMeter(trees={"worker": proc.pid, **(extra_trees or {})}).start()
         spy = None
         if PROFILE["seconds"]:
-            spy = harness.spawn([str(Path(sys.executable).parent / "py-spy"), "record", "--subprocesses", "--nonblocking", "-r", "200",
+            spy = harness.spawn([str(Path(sys.executable).parent / "py-spy"), "record", "--subprocesses", "--nonblocking", "--gil", "-r", "200",
                                  "-d", str(PROFILE["seconds"]), "-f", "raw",
                                  "-o", str(log_dir / f"profile-{label}.txt"), "-p", str(proc.pid)],
                                 env, log_dir / f"py-spy-{label}.log")
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--orders", type=int, default=1000)
     parser.add_argument("--lines", type=int, default=3, help="lines per Orion order (reference: 3)")
     parser.add_argument("--concurrency", type=int, default=None,
-                        help="worker processes (default: WORKER_CONCURRENCY's default)")
+                        help="worker processes, for Orion and the reference (default: as ./run.sh, WORKER_CONCURRENCY)")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--clients", type=int, default=16, help="threads placing orders")
     parser.add_argument("--sql-reference", action="store_true",
@@ -214,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = harness.temp_dir("saga-bench")
     env = harness.services_env(data_dir)
     os.environ.update(env)  # celeryconfig reads the broker and backend at import
+    if args.concurrency is None:
+        from config import Settings
+
+        args.concurrency = Settings.from_env(env).worker_concurrency  # as ./run.sh starts it
     print(f"saga_throughput: preparing {harness.BENCH_DB} (catalog import) in {data_dir}", flush=True)
     harness.fresh_database(env)
     skus = harness.stock_up(env, 300, 10_000_000)

@@ -140,9 +140,7 @@ def reserve_all(session: Session, wanted: Mapping[str, int]) -> list[str]:
     """
     conn = session.connection()
     skus = sorted(wanted)
-    rows = {row.sku: row for row in conn.execute(
-        select(_INV.c.sku, _INV.c.on_hand, _INV.c.reserved, _INV.c.reorder_point)
-        .where(_INV.c.sku.in_(skus)).order_by(_INV.c.sku).with_for_update())}
+    rows = {row.sku: row for row in conn.execute(_LOCK_STOCK, {"b_skus": skus})}
     short = [sku for sku in skus
              if sku not in rows or rows[sku].on_hand - rows[sku].reserved < wanted[sku]]
     if short:
@@ -167,12 +165,10 @@ def ship_all(session: Session, units: Mapping[str, int], reference: str) -> None
     ``on_hand`` and ``reserved`` fall together, one ledger row (``shipment``) per SKU."""
     conn = session.connection()
     skus = sorted(units)
-    rows = {row.sku: row for row in conn.execute(
-        select(_INV.c.sku, _INV.c.on_hand, _INV.c.reserved, _INV.c.reorder_point)
-        .where(_INV.c.sku.in_(skus)).order_by(_INV.c.sku).with_for_update())}
+    rows = {row.sku: row for row in conn.execute(_LOCK_STOCK, {"b_skus": skus})}
     conn.execute(_SHIP, [{"b_sku": sku, "b_units": units[sku]} for sku in skus])
     now = utcnow()
-    conn.execute(insert(InventoryLedger.__table__), [
+    conn.execute(_INSERT_LEDGER, [
         {"sku": sku, "delta": -units[sku], "on_hand_after": rows[sku].on_hand - units[sku],
          "reason": "shipment", "reference": reference, "at": now} for sku in skus])
 
@@ -204,6 +200,10 @@ def change_on_hand(session: Session, sku: str, delta: int, reason: str, referenc
 _INV = Inventory.__table__
 _ADD_RESERVED = (update(_INV).where(_INV.c.sku == bindparam("b_sku"))
                  .values(reserved=_INV.c.reserved + bindparam("b_units")))
+_LOCK_STOCK = (select(_INV.c.sku, _INV.c.on_hand, _INV.c.reserved, _INV.c.reorder_point)
+               .where(_INV.c.sku.in_(bindparam("b_skus", expanding=True)))
+               .order_by(_INV.c.sku).with_for_update())
+_INSERT_LEDGER = insert(InventoryLedger.__table__)
 _SHIP = (update(_INV).where(_INV.c.sku == bindparam("b_sku"))
          .values(on_hand=_INV.c.on_hand - bindparam("b_units"),
                  reserved=_INV.c.reserved - bindparam("b_units")))

@@ -10,7 +10,7 @@ import uuid
 from collections import Counter
 
 from celery import shared_task
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 
 from mail import outbox, templates
 from models import Order, OrderLine, Reservation, Shipment, utcnow
@@ -24,6 +24,21 @@ from tasks.base import CompensationTask, Halt, SagaTask, StepNotReady
 CONFIRMABLE = (lifecycle.CONFIRMED, lifecycle.SHIPPED, lifecycle.COMPLETED)
 CANCELLED_OR_FAILED = (lifecycle.CANCELLED, lifecycle.FAILED)
 LINES, RESERVATIONS, SHIPMENTS = OrderLine.__table__, Reservation.__table__, Shipment.__table__
+
+
+_SHIPMENT_OF = select(SHIPMENTS.c.id).where(SHIPMENTS.c.order_id == bindparam("b_id"),
+                                            SHIPMENTS.c.warehouse == bindparam("b_wh"))
+_HELD_IN = (select(RESERVATIONS.c.id, RESERVATIONS.c.sku, RESERVATIONS.c.quantity)
+            .join(LINES, LINES.c.id == RESERVATIONS.c.order_line_id)
+            .where(RESERVATIONS.c.order_id == bindparam("b_id"), RESERVATIONS.c.status == HELD,
+                   LINES.c.warehouse == bindparam("b_wh")))
+_INSERT_SHIPMENT = insert(SHIPMENTS)
+# Parcels the order still needs: its warehouses minus the shipments it has.
+_PARCELS_TO_GO = select(
+    select(func.count(func.distinct(LINES.c.warehouse)))
+    .where(LINES.c.order_id == bindparam("b_id")).scalar_subquery()
+    - select(func.count()).select_from(SHIPMENTS)
+    .where(SHIPMENTS.c.order_id == bindparam("b_id")).scalar_subquery())
 
 
 class _HaltBranch(Exception):
@@ -88,14 +103,9 @@ def create_shipment(self, order_id: str, run: int, warehouse: str) -> dict:
             if tx is None:
                 return {"shipped": True}
             order = tx.order
-            if tx.conn.execute(select(SHIPMENTS.c.id).where(
-                    SHIPMENTS.c.order_id == order.id, SHIPMENTS.c.warehouse == warehouse)).first():
+            if tx.conn.execute(_SHIPMENT_OF, {"b_id": order.id, "b_wh": warehouse}).first():
                 return {"shipped": True}  # a redelivered message
-            held = tx.conn.execute(
-                select(RESERVATIONS.c.id, RESERVATIONS.c.sku, RESERVATIONS.c.quantity)
-                .join(LINES, LINES.c.id == RESERVATIONS.c.order_line_id)
-                .where(RESERVATIONS.c.order_id == order.id, RESERVATIONS.c.status == HELD,
-                       LINES.c.warehouse == warehouse)).all()
+            held = tx.conn.execute(_HELD_IN, {"b_id": order.id, "b_wh": warehouse}).all()
             units = Counter()
             for reservation in held:
                 units[reservation.sku] += reservation.quantity
@@ -106,14 +116,10 @@ def create_shipment(self, order_id: str, run: int, warehouse: str) -> dict:
                                 .where(RESERVATIONS.c.id.in_([r.id for r in held]))
                                 .values(status=CONSUMED, closed_at=now))
             tracking = f"OR{uuid.uuid4().hex[:12].upper()}"
-            tx.conn.execute(insert(SHIPMENTS).values(
+            tx.conn.execute(_INSERT_SHIPMENT, dict(
                 order_id=order.id, warehouse=warehouse, tracking_number=tracking,
-                status=SHIPMENT_CREATED, carrier="orion-post", created_at=now))
-            parcels = select(func.count(func.distinct(LINES.c.warehouse))).where(
-                LINES.c.order_id == order.id).scalar_subquery()
-            shipped = select(func.count()).select_from(SHIPMENTS).where(
-                SHIPMENTS.c.order_id == order.id).scalar_subquery()
-            if tx.conn.execute(select(parcels - shipped)).scalar_one() <= 0:
+                status=SHIPMENT_CREATED, carrier="orion-post", created_at=now, cancelled_at=None))
+            if tx.conn.execute(_PARCELS_TO_GO, {"b_id": order.id}).scalar_one() <= 0:
                 tx.transition_to(lifecycle.SHIPPED)
             tx.record_step(self.step_name((order_id, run, warehouse)), self.step_kind,
                            self.attempt, SUCCEEDED, f"tracking {tracking} from {warehouse}",

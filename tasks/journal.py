@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session
@@ -37,6 +37,17 @@ _ORDER_COLUMNS = (ORDERS.c.id, ORDERS.c.status, ORDERS.c.saga_run, ORDERS.c.cust
                   ORDERS.c.last_event_seq, ORDERS.c.total, ORDERS.c.currency,
                   ORDERS.c.payment_token, ORDERS.c.correlation_id, ORDERS.c.cancel_reason,
                   ORDERS.c.failure)
+# Statements built once: SQLAlchemy then finds their compiled form by a memoized
+# cache key instead of walking a new statement tree on every execution.
+_LOCK = select(*_ORDER_COLUMNS).where(ORDERS.c.id == bindparam("b_id")).with_for_update()
+_STEP_STATUS = select(STEPS.c.status).where(STEPS.c.order_id == bindparam("b_id"),
+                                            STEPS.c.name == bindparam("b_name"),
+                                            STEPS.c.run == bindparam("b_run"))
+_INSERT_EVENTS = EVENTS.insert()
+_BUMP_SEQ = (update(ORDERS).where(ORDERS.c.id == bindparam("b_id"))
+             .values(last_event_seq=bindparam("b_seq"), updated_at=bindparam("b_now")))
+_STATE_COLUMNS = ("status", "finished_at", "awaiting_payment_since", "cancel_reason", "failure")
+_UPSERTS: dict[str, object] = {}
 
 
 @dataclass
@@ -74,8 +85,7 @@ class SagaTx:
     def lock(cls, session: Session, order_id: str | uuid.UUID) -> "SagaTx":
         """``SELECT ... FOR UPDATE`` of the order; raises NoResultFound if absent."""
         key = order_id if isinstance(order_id, uuid.UUID) else uuid.UUID(order_id)
-        row = session.connection().execute(
-            select(*_ORDER_COLUMNS).where(ORDERS.c.id == key).with_for_update()).one_or_none()
+        row = session.connection().execute(_LOCK, {"b_id": key}).one_or_none()
         if row is None:
             raise NoResultFound(f"no order {key}")
         return cls(session, LockedOrder(*row))
@@ -109,9 +119,9 @@ class SagaTx:
     # -- the step log and events ---------------------------------------------------
     def step_status(self, name: str, run: int | None = None) -> str | None:
         """The status of step ``name`` in ``run`` (default: the order's run), or None."""
-        return self.conn.execute(select(STEPS.c.status).where(
-            STEPS.c.order_id == self.order.id, STEPS.c.name == name,
-            STEPS.c.run == (self.order.saga_run if run is None else run))).scalar_one_or_none()
+        return self.conn.execute(_STEP_STATUS, {
+            "b_id": self.order.id, "b_name": name,
+            "b_run": self.order.saga_run if run is None else run}).scalar_one_or_none()
 
     def record_step(self, name: str, kind: str, attempt: int, status: str,
                     detail: str | None = None, error: str | None = None,
@@ -149,26 +159,34 @@ class SagaTx:
     def flush(self) -> None:
         """Write the step rows, the events and the order's changes."""
         conn = self.conn
-        for row in self._steps:
-            conn.execute(_upsert_step(conn.dialect.name, row))
+        for step in self._steps:
+            conn.execute(_upsert_step(conn.dialect.name), step)
         if self._events:
-            conn.execute(EVENTS.insert(), self._events)
+            conn.execute(_INSERT_EVENTS, self._events[0] if len(self._events) == 1 else self._events)
         if self._changes:
-            self._changes["updated_at"] = utcnow()
-            conn.execute(update(ORDERS).where(ORDERS.c.id == self.order.id).values(**self._changes))
+            now = utcnow()
+            if any(column in self._changes for column in _STATE_COLUMNS):
+                conn.execute(update(ORDERS).where(ORDERS.c.id == self.order.id)
+                             .values(**self._changes, updated_at=now))
+            else:
+                conn.execute(_BUMP_SEQ, {"b_id": self.order.id, "b_now": now,
+                                         "b_seq": self._changes["last_event_seq"]})
         self._steps, self._events, self._changes = [], [], {}
 
 
-def _upsert_step(dialect: str, row: dict):
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(STEPS).values(**row)
-    excluded = stmt.excluded
-    return stmt.on_conflict_do_update(
-        index_elements=[STEPS.c.order_id, STEPS.c.name, STEPS.c.run],
-        set_={"status": excluded.status, "finished_at": excluded.finished_at,
-              "error": excluded.error, "kind": excluded.kind,
-              "attempt": func.max(STEPS.c.attempt, excluded.attempt) if dialect == "sqlite"
-              else func.greatest(STEPS.c.attempt, excluded.attempt)})
+def _upsert_step(dialect: str):
+    """INSERT ... ON CONFLICT (order, step, run) DO UPDATE, built once per dialect."""
+    if dialect not in _UPSERTS:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = insert(STEPS)
+        excluded = stmt.excluded
+        bigger = func.max if dialect == "sqlite" else func.greatest
+        _UPSERTS[dialect] = stmt.on_conflict_do_update(
+            index_elements=[STEPS.c.order_id, STEPS.c.name, STEPS.c.run],
+            set_={"status": excluded.status, "finished_at": excluded.finished_at,
+                  "error": excluded.error, "kind": excluded.kind,
+                  "attempt": bigger(STEPS.c.attempt, excluded.attempt)})
+    return _UPSERTS[dialect]
 
 
 def describe(exc: BaseException) -> str:

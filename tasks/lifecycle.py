@@ -2,14 +2,22 @@
 from __future__ import annotations
 
 from celery import shared_task
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from models import OrderLine, SagaStep
 from models import order as lifecycle
 from models.saga_log import COMPENSATION, FORWARD, SUCCEEDED
 from tasks.base import CompensationTask, Halt, SagaTask
 
-LINES = OrderLine.__table__
+LINES, STEPS = OrderLine.__table__, SagaStep.__table__
+# Lines, quantities out of range, their total, and this run's validate_order step.
+_VALIDATE = select(
+    func.count(), func.count().filter(~LINES.c.quantity.between(1, 1000)),
+    func.coalesce(func.sum(LINES.c.line_total), 0),
+    select(STEPS.c.status).where(STEPS.c.order_id == bindparam("b_id"),
+                                 STEPS.c.name == "validate_order",
+                                 STEPS.c.run == bindparam("b_run")).scalar_subquery(),
+).where(LINES.c.order_id == bindparam("b_id"))
 
 
 class InvalidOrder(Exception):
@@ -25,14 +33,8 @@ def validate_order(self, order_id: str, run: int) -> None:
     with self.forward(order_id, run) as tx:
         if tx is None:
             return
-        steps = SagaStep.__table__
-        done = (select(steps.c.status).where(steps.c.order_id == tx.order.id,
-                                             steps.c.name == "validate_order", steps.c.run == run)
-                .scalar_subquery())
-        count, bad, total, status = tx.conn.execute(select(
-            func.count(), func.count().filter(~LINES.c.quantity.between(1, 1000)),
-            func.coalesce(func.sum(LINES.c.line_total), 0), done)
-            .where(LINES.c.order_id == tx.order.id)).one()
+        count, bad, total, status = tx.conn.execute(
+            _VALIDATE, {"b_id": tx.order.id, "b_run": run}).one()
         if status == SUCCEEDED:  # a redelivered message
             return
         _check(count, bad, total, tx.order.total)

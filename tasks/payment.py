@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from celery import shared_task
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from config import get_settings
 from models import HELD, Payment, Reservation, utcnow
@@ -21,6 +21,11 @@ from payments import ProviderError, get_provider
 from tasks.base import CompensationTask, Halt, SagaTask
 
 PAYMENTS = Payment.__table__
+_INSERT_PAYMENT = insert(PAYMENTS)
+_LATEST_AUTHORIZATION = (select(PAYMENTS.c.id, PAYMENTS.c.provider_reference)
+                         .where(PAYMENTS.c.order_id == bindparam("b_id"),
+                                PAYMENTS.c.kind == AUTHORIZATION, PAYMENTS.c.status == SUCCEEDED)
+                         .order_by(PAYMENTS.c.id.desc()).limit(1))
 
 
 @shared_task(bind=True, base=SagaTask, name="saga.authorize_payment")
@@ -33,9 +38,9 @@ def authorize_payment(self, order_id: str, run: int) -> None:
         key = f"order-{order.id}-authorize-{run}"
         result = get_provider().authorize(key, str(order.id), order.payment_token, order.total,
                                           order.currency)
-        tx.conn.execute(insert(PAYMENTS).values(
-            order_id=order.id, kind=AUTHORIZATION, amount=order.total, currency=order.currency,
-            idempotency_key=key, status=SUCCEEDED if result.approved else DECLINED,
+        tx.conn.execute(_INSERT_PAYMENT, dict(
+            parent_id=None, order_id=order.id, kind=AUTHORIZATION, amount=order.total,
+            currency=order.currency, idempotency_key=key, status=SUCCEEDED if result.approved else DECLINED,
             provider_reference=result.reference, decline_code=result.decline_code))
         if result.approved:
             tx.transition_to(lifecycle.PAYMENT_AUTHORIZED)
@@ -59,18 +64,14 @@ def capture_payment(self, order_id: str, run: int) -> None:
         if tx is None:
             return
         order, started = tx.order, utcnow()
-        authorization = tx.conn.execute(
-            select(PAYMENTS.c.id, PAYMENTS.c.provider_reference)
-            .where(PAYMENTS.c.order_id == order.id, PAYMENTS.c.kind == AUTHORIZATION,
-                   PAYMENTS.c.status == SUCCEEDED)
-            .order_by(PAYMENTS.c.id.desc()).limit(1)).one()
+        authorization = tx.conn.execute(_LATEST_AUTHORIZATION, {"b_id": order.id}).one()
         key = f"order-{order.id}-capture"
         result = get_provider().capture(key, authorization.provider_reference, order.total)
         if not result.approved:
             raise ProviderError(f"capture refused: {result.decline_code}")
-        tx.conn.execute(insert(PAYMENTS).values(
-            order_id=order.id, kind=CAPTURE, amount=order.total, currency=order.currency,
-            idempotency_key=key, status=SUCCEEDED, provider_reference=result.reference,
+        tx.conn.execute(_INSERT_PAYMENT, dict(
+            decline_code=None, order_id=order.id, kind=CAPTURE, amount=order.total,
+            currency=order.currency, idempotency_key=key, status=SUCCEEDED, provider_reference=result.reference,
             parent_id=authorization.id))
         tx.transition_to(lifecycle.CONFIRMED)
         tx.record_step("capture_payment", self.step_kind, self.attempt, SUCCEEDED,

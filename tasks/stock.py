@@ -5,7 +5,7 @@ from collections import Counter
 from datetime import timedelta
 
 from celery import shared_task
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 
 from config import get_settings
 from models import HELD, OrderLine, Reservation, SagaStep, utcnow
@@ -15,6 +15,19 @@ from models.saga_log import FAILED, SUCCEEDED
 from tasks.base import CompensationTask, Halt, SagaTask
 
 LINES, RESERVATIONS, STEPS = OrderLine.__table__, Reservation.__table__, SagaStep.__table__
+
+
+_LINES_OF = (select(LINES.c.id, LINES.c.sku, LINES.c.quantity)
+             .where(LINES.c.order_id == bindparam("b_id"), LINES.c.warehouse == bindparam("b_wh"))
+             .order_by(LINES.c.sku, LINES.c.id))
+_INSERT_RESERVATIONS = insert(RESERVATIONS)
+# This run's reservations that succeeded and failed, and how many warehouses the order has.
+_RESERVED_PER_WAREHOUSE = select(
+    func.count().filter(STEPS.c.status == SUCCEEDED), func.count().filter(STEPS.c.status == FAILED),
+    select(func.count(func.distinct(LINES.c.warehouse)))
+    .where(LINES.c.order_id == bindparam("b_id")).scalar_subquery(),
+).where(STEPS.c.order_id == bindparam("b_id"), STEPS.c.run == bindparam("b_run"),
+        STEPS.c.name.like("reserve_stock:%"))
 
 
 class _HaltBranch(Exception):
@@ -47,10 +60,7 @@ def reserve_stock(self, order_id: str, run: int, warehouse: str) -> dict:
             if done in (SUCCEEDED, FAILED):
                 return {"warehouse": warehouse, "reserved": done == SUCCEEDED}
             started = utcnow()
-            lines = tx.conn.execute(
-                select(LINES.c.id, LINES.c.sku, LINES.c.quantity)
-                .where(LINES.c.order_id == tx.order.id, LINES.c.warehouse == warehouse)
-                .order_by(LINES.c.sku, LINES.c.id)).all()
+            lines = tx.conn.execute(_LINES_OF, {"b_id": tx.order.id, "b_wh": warehouse}).all()
             wanted = Counter()
             for line in lines:
                 wanted[line.sku] += line.quantity
@@ -60,7 +70,7 @@ def reserve_stock(self, order_id: str, run: int, warehouse: str) -> dict:
                                error=f"insufficient stock of {', '.join(short)} in {warehouse}")
                 return {"warehouse": warehouse, "reserved": False}
             expires = started + timedelta(seconds=get_settings().reservation_hold_s)
-            tx.conn.execute(insert(RESERVATIONS), [
+            tx.conn.execute(_INSERT_RESERVATIONS, [
                 {"order_id": tx.order.id, "order_line_id": line.id, "run": run, "sku": line.sku,
                  "quantity": line.quantity, "status": HELD, "expires_at": expires,
                  "created_at": started} for line in lines])
@@ -84,13 +94,8 @@ def collect_reservations(self, results: list, order_id: str, run: int) -> None:
     with self.forward(order_id, run) as tx:
         if tx is None:
             return
-        expected = (select(func.count(func.distinct(LINES.c.warehouse)))
-                    .where(LINES.c.order_id == tx.order.id).scalar_subquery())
-        held, short, warehouses = tx.conn.execute(select(
-            func.count().filter(STEPS.c.status == SUCCEEDED),
-            func.count().filter(STEPS.c.status == FAILED), expected)
-            .where(STEPS.c.order_id == tx.order.id, STEPS.c.run == run,
-                   STEPS.c.name.like("reserve_stock:%"))).one()
+        held, short, warehouses = tx.conn.execute(
+            _RESERVED_PER_WAREHOUSE, {"b_id": tx.order.id, "b_run": run}).one()
         if held == warehouses:
             tx.transition_to(lifecycle.STOCK_RESERVED)
             tx.record_step("collect_reservations", self.step_kind, self.attempt, SUCCEEDED,
