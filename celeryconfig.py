@@ -59,10 +59,18 @@ task_default_exchange = _exchange.name
 task_default_routing_key = SAGA_QUEUE
 task_default_queue_type = "classic"
 worker_detect_quorum_queues = False
+# Priority queues (x-max-priority): a later saga stage is sent with a higher
+# priority (tasks.saga.STAGE_PRIORITY), so under a backlog orders already under
+# way finish before new ones start, and orders end in about the order they came.
+# RabbitMQ orders by priority only what waits in the queue, which prefetch 1
+# keeps to nearly everything. Queues declared before priorities existed must be
+# re-declared: worker.queues.ensure_queues does it at start-up when they are empty.
+MAX_PRIORITY = 9
 task_queues = [
-    Queue(name, _exchange, routing_key=name, durable=True)
+    Queue(name, _exchange, routing_key=name, durable=True, max_priority=MAX_PRIORITY)
     for name in (SAGA_QUEUE, FULFILMENT_QUEUE, NOTIFY_QUEUE)
 ]
+task_default_priority = 0
 task_routes = {
     "saga.create_shipment": {"queue": FULFILMENT_QUEUE, "routing_key": FULFILMENT_QUEUE},
     "saga.cancel_shipment": {"queue": FULFILMENT_QUEUE, "routing_key": FULFILMENT_QUEUE},

@@ -24,14 +24,16 @@ from celery import Celery, chain, chord
 from celery.canvas import Signature
 from kombu import Exchange, Queue
 
+import celeryconfig
+
 QUEUE = "bench.noop"
 DONE_KEY = "bench:noop:done"
 
 app = Celery("orion_noop")
-app.config_from_object("celeryconfig")
+app.config_from_object(celeryconfig)
 app.conf.update(
     task_queues=[Queue(QUEUE, Exchange("orion", type="direct", durable=True), routing_key=QUEUE,
-                       durable=True)],
+                       durable=True, max_priority=celeryconfig.MAX_PRIORITY)],
     task_default_queue=QUEUE, task_default_routing_key=QUEUE, task_routes={}, beat_schedule={},
 )
 

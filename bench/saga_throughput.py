@@ -90,6 +90,9 @@ def run_reference(env: dict, orders: int, lines: int, concurrency: int | None, l
     run_env = {**env, "BENCH_NOOP_SQL": "1" if sql else "0"}
     if sql:
         noop_canvas.prepare_sql(env["DATABASE_URL"])
+    from worker.queues import ensure_queues
+
+    ensure_queues(noop_canvas.app)  # the same queue arguments as Orion's (priorities)
     harness.purge_queues(env, noop_canvas.QUEUE)
     store = redis.Redis.from_url(env["RESULT_BACKEND"])
     store.delete(noop_canvas.DONE_KEY)

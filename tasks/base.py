@@ -20,7 +20,7 @@ from models import unit_of_work
 from models import order as lifecycle
 from models.saga_log import COMPENSATION, FAILED, FORWARD, RETRYING, SUCCEEDED
 from payments import TransientProviderError
-from tasks.journal import SagaTx, describe, should_run
+from tasks.journal import OrderMoved, SagaTx, describe, should_run
 from tasks.saga import RUNS_IN
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,20 @@ class SagaTask(Task):
         the saga must stop here (cancelled, parked, a stale run)."""
         with self.locked(order_id) as tx:
             yield tx if should_run(tx.order, run, self.runs_in, halt) else None
+
+    @contextmanager
+    def claiming(self, order_id: str, run: int, halt: type[Exception] = Halt) -> Iterator[SagaTx | None]:
+        """``forward`` for a chord header: the order is read without its row lock, so
+        the headers of one order run side by side, and claimed (``SagaTx.claim``)
+        when the step writes. Raises ``halt`` if the order moved on meanwhile: the
+        transaction rolls back, effects included."""
+        try:
+            with unit_of_work() as session:
+                tx = SagaTx.read(session, order_id)
+                yield tx if should_run(tx.order, run, self.runs_in, halt) else None
+                tx.flush()
+        except OrderMoved:
+            raise halt() from None
 
     def backoff(self, retries: int) -> float:
         """Seconds before retry ``retries + 1``: half fixed, half random ("equal jitter")."""

@@ -99,7 +99,7 @@ def create_shipment(self, order_id: str, run: int, warehouse: str) -> dict:
     Returns ``{shipped: true}``, or ``{halted: true}`` when the order moved on.
     """
     try:
-        with self.forward(order_id, run, halt=_HaltBranch) as tx:
+        with self.claiming(order_id, run, halt=_HaltBranch) as tx:
             if tx is None:
                 return {"shipped": True}
             order = tx.order
@@ -119,6 +119,7 @@ def create_shipment(self, order_id: str, run: int, warehouse: str) -> dict:
             tx.conn.execute(_INSERT_SHIPMENT, dict(
                 order_id=order.id, warehouse=warehouse, tracking_number=tracking,
                 status=SHIPMENT_CREATED, carrier="orion-post", created_at=now, cancelled_at=None))
+            tx.claim()  # from here the order is locked: the parcel count sees the others'
             if tx.conn.execute(_PARCELS_TO_GO, {"b_id": order.id}).scalar_one() <= 0:
                 tx.transition_to(lifecycle.SHIPPED)
             tx.record_step(self.step_name((order_id, run, warehouse)), self.step_kind,

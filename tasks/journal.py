@@ -39,7 +39,12 @@ _ORDER_COLUMNS = (ORDERS.c.id, ORDERS.c.status, ORDERS.c.saga_run, ORDERS.c.cust
                   ORDERS.c.failure)
 # Statements built once: SQLAlchemy then finds their compiled form by a memoized
 # cache key instead of walking a new statement tree on every execution.
-_LOCK = select(*_ORDER_COLUMNS).where(ORDERS.c.id == bindparam("b_id")).with_for_update()
+_READ = select(*_ORDER_COLUMNS).where(ORDERS.c.id == bindparam("b_id"))
+_LOCK = _READ.with_for_update()
+_CLAIM = (update(ORDERS).where(ORDERS.c.id == bindparam("b_id"),
+                               ORDERS.c.status == bindparam("b_status"),
+                               ORDERS.c.saga_run == bindparam("b_run"))
+          .values(updated_at=bindparam("b_now")).returning(ORDERS.c.last_event_seq))
 _STEP_STATUS = select(STEPS.c.status).where(STEPS.c.order_id == bindparam("b_id"),
                                             STEPS.c.name == bindparam("b_name"),
                                             STEPS.c.run == bindparam("b_run"))
@@ -67,19 +72,27 @@ class LockedOrder:
     failure: str | None
 
 
+class OrderMoved(Exception):
+    """The order left the status a claiming step read it in (see ``SagaTx.claim``)."""
+
+
 @dataclass
 class SagaTx:
-    """One step's transaction on one locked order (see the module docstring).
+    """One step's transaction on one order (see the module docstring).
 
-    Raises ``InvalidTransition`` from ``transition_to`` as the ORM model does.
-    Call ``flush`` once, at the end of the step; ``SagaTask.step`` does.
+    Opened with ``lock`` (the row locked for the whole step) or ``read`` (no
+    lock until ``claim``, for chord headers that run side by side). Raises
+    ``InvalidTransition`` from ``transition_to`` as the ORM model does. Call
+    ``flush`` once, at the end of the step; ``SagaTask.locked`` does.
     """
 
     session: Session
     order: LockedOrder
+    locked: bool = True
     _changes: dict = field(default_factory=dict)
     _events: list = field(default_factory=list)
     _steps: list = field(default_factory=list)
+    _read_as: tuple = ()
 
     @classmethod
     def lock(cls, session: Session, order_id: str | uuid.UUID) -> "SagaTx":
@@ -89,6 +102,40 @@ class SagaTx:
         if row is None:
             raise NoResultFound(f"no order {key}")
         return cls(session, LockedOrder(*row))
+
+    @classmethod
+    def read(cls, session: Session, order_id: str | uuid.UUID) -> "SagaTx":
+        """Read the order without locking it; ``claim`` (or ``flush``) locks it later.
+
+        For the chord headers of one order, which would otherwise wait for each
+        other's row lock: each does its work unlocked and claims the order at
+        the end, in the same transaction.
+        """
+        key = order_id if isinstance(order_id, uuid.UUID) else uuid.UUID(order_id)
+        row = session.connection().execute(_READ, {"b_id": key}).one_or_none()
+        if row is None:
+            raise NoResultFound(f"no order {key}")
+        tx = cls(session, LockedOrder(*row), locked=False)
+        tx._read_as = (tx.order.status, tx.order.saga_run)
+        return tx
+
+    def claim(self) -> None:
+        """Lock the order if it is still in the status and run it was read in.
+
+        One conditional ``UPDATE ... RETURNING`` that takes the row lock (a
+        cancel that comes later waits for this transaction, and sees its
+        effects); raises OrderMoved when the order moved on meanwhile (a cancel
+        that came first), so the transaction rolls back and its effects with it.
+        """
+        if self.locked:
+            return
+        status, run = self._read_as
+        row = self.conn.execute(_CLAIM, {"b_id": self.order.id, "b_status": status,
+                                         "b_run": run, "b_now": utcnow()}).one_or_none()
+        if row is None:
+            raise OrderMoved(f"order {self.order.id} left {status!r}")
+        self.order.last_event_seq = row.last_event_seq
+        self.locked = True
 
     @property
     def conn(self):
@@ -140,24 +187,33 @@ class SagaTx:
 
     def event(self, step: str | None = None, step_status: str | None = None,
               attempt: int | None = None, detail: str | None = None) -> None:
-        """Append an order event with the next ``seq``; its ``order.updated`` goes to
-        the order's room, its owner's and the operators' after COMMIT."""
-        self.order.last_event_seq += 1
-        now = utcnow()
-        row = {"order_id": self.order.id, "seq": self.order.last_event_seq,
-               "status": self.order.status, "step": step, "step_status": step_status,
-               "attempt": attempt, "detail": detail, "at": now,
-               "correlation_id": correlation_id() or self.order.correlation_id}
-        self._events.append(row)
-        self._changes["last_event_seq"] = self.order.last_event_seq
-        payload = {"order_id": str(self.order.id), "seq": row["seq"], "status": row["status"],
-                   "step": step, "step_status": step_status, "attempt": attempt, "detail": detail,
-                   "at": now.isoformat().replace("+00:00", "Z")}
+        """Append an order event (numbered by ``flush``: the next ``seq`` of the
+        locked row); its ``order.updated`` goes to the order's room, its owner's
+        and the operators' after COMMIT."""
+        self._events.append({"order_id": self.order.id, "status": self.order.status,
+                             "step": step, "step_status": step_status, "attempt": attempt,
+                             "detail": detail, "at": utcnow(),
+                             "correlation_id": correlation_id() or self.order.correlation_id})
+
+    def _number_events(self) -> None:
         rooms = (order_room(str(self.order.id)), user_room(self.order.customer_id), OPERATORS)
-        queue_notification(self.session, Notification("order.updated", payload, rooms))
+        for row in self._events:
+            self.order.last_event_seq += 1
+            row["seq"] = self.order.last_event_seq
+            payload = {"order_id": str(self.order.id), "seq": row["seq"], "status": row["status"],
+                       "step": row["step"], "step_status": row["step_status"],
+                       "attempt": row["attempt"], "detail": row["detail"],
+                       "at": row["at"].isoformat().replace("+00:00", "Z")}
+            queue_notification(self.session, Notification("order.updated", payload, rooms))
+        if self._events:
+            self._changes["last_event_seq"] = self.order.last_event_seq
 
     def flush(self) -> None:
-        """Write the step rows, the events and the order's changes."""
+        """Claim the order if it was only read, then write the step rows, the
+        events and the order's changes."""
+        if self._steps or self._events or self._changes:
+            self.claim()
+        self._number_events()
         conn = self.conn
         for step in self._steps:
             conn.execute(_upsert_step(conn.dialect.name), step)

@@ -68,6 +68,12 @@ ORDER_SAGA: tuple[Stage, ...] = (
 )
 COMPENSATION_EPILOGUE = ("saga.finish_compensation", "saga.send_cancellation_email")
 
+# Message priority by stage (celeryconfig.MAX_PRIORITY): later stages first, so
+# a backlog of new orders does not hold back the ones already under way.
+# Compensation releases held stock and money, so it goes before any forward step.
+STAGE_PRIORITY = {i: 2 + i for i in range(len(ORDER_SAGA))}
+COMPENSATION_PRIORITY = 2 + len(ORDER_SAGA) + 1
+
 # The order status each forward task runs in (SagaTask.runs_in).
 RUNS_IN: dict[str, str] = {
     **{step.task: stage.runs_in for stage in ORDER_SAGA for step in stage.steps},
@@ -83,26 +89,28 @@ def forward_canvas(app: Celery, order_id: str, run: int, warehouses: Sequence[st
     ``per_warehouse`` step becomes one chord header task per warehouse, so an
     order is at most 2 x len(WAREHOUSES) + 6 tasks, whatever its line count.
     """
-    stages = list(ORDER_SAGA)
+    start = 0
     if from_task is not None:
-        start = next(i for i, s in enumerate(stages) if any(st.task == from_task for st in s.steps))
-        stages = stages[start:]
-    return chain(*(_stage_signature(app, stage, order_id, run, sorted(set(warehouses)))
-                   for stage in stages))
+        start = next(i for i, s in enumerate(ORDER_SAGA) if any(st.task == from_task for st in s.steps))
+    return chain(*(_stage_signature(app, ORDER_SAGA[i], order_id, run, sorted(set(warehouses)),
+                                    STAGE_PRIORITY[i])
+                   for i in range(start, len(ORDER_SAGA))))
 
 
 def _stage_signature(app: Celery, stage: Stage, order_id: str, run: int,
-                     warehouses: Sequence[str]) -> Signature:
+                     warehouses: Sequence[str], priority: int) -> Signature:
     if stage.join is None:
-        return _task(app, stage.steps[0].task, order_id, run)
+        return _task(app, stage.steps[0].task, order_id, run, priority=priority)
     # Header results reach the join through the backend's chord support; only
     # backends without native join (file://, db+) must store them for polling.
     keep = not app.backend.supports_native_join
     header = [app.signature(step.task, args=(order_id, run, *extra), immutable=True,
-                            ignore_result=not keep)
+                            ignore_result=not keep, priority=priority)
               for step in stage.steps
               for extra in ([(w,) for w in warehouses] if step.per_warehouse else [()])]
-    return chord(header, app.signature(stage.join, args=(order_id, run), ignore_result=True))
+    # The join finishes the stage: it goes before the next stage's steps.
+    return chord(header, app.signature(stage.join, args=(order_id, run), ignore_result=True,
+                                       priority=priority))
 
 
 def compensation_canvas(app: Celery, order_id: str, steps_that_ran: set[str]) -> Signature:
@@ -119,12 +127,12 @@ def compensation_canvas(app: Celery, order_id: str, steps_that_ran: set[str]) ->
              for step in reversed(stage.steps) if step.undo and (
                  step.short_name in steps_that_ran or (i == after and step.external))]
     names = undos + list(COMPENSATION_EPILOGUE)
-    return chain(*(_task(app, name, order_id) for name in names))
+    return chain(*(_task(app, name, order_id, priority=COMPENSATION_PRIORITY) for name in names))
 
 
-def _task(app: Celery, name: str, *args) -> Signature:
+def _task(app: Celery, name: str, *args, priority: int) -> Signature:
     # Signatures made by name are sent with send_task, which keeps results
     # unless told not to, and with the Redis backend every kept result
     # subscribes the producer to a channel nobody reads (connections were
     # reset after ~6,000 orders). Only chord headers may keep theirs.
-    return app.signature(name, args=args, immutable=True, ignore_result=True)
+    return app.signature(name, args=args, immutable=True, ignore_result=True, priority=priority)

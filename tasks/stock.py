@@ -49,11 +49,14 @@ def reserve_stock(self, order_id: str, run: int, warehouse: str) -> dict:
     Returns ``{warehouse, reserved: bool}``, or ``{warehouse, halted: true}``
     when the order moved on. Short stock is a result, not an exception, so the
     chord always reaches its join. A redelivered message finds its step row
-    and answers as the first delivery did.
+    and answers as the first delivery did; two deliveries at once cannot both
+    hold stock (the second one's reservation rows collide, and it retries).
+    The warehouses of one order run side by side: the order is claimed only
+    when the step writes (``SagaTask.claiming``).
     """
     name = self.step_name((order_id, run, warehouse))
     try:
-        with self.forward(order_id, run, halt=_HaltBranch) as tx:
+        with self.claiming(order_id, run, halt=_HaltBranch) as tx:
             if tx is None:
                 return {"warehouse": warehouse, "reserved": True}
             done = tx.step_status(name)

@@ -4,11 +4,20 @@ from __future__ import annotations
 import time
 
 from celery.signals import (before_task_publish, setup_logging, task_postrun, task_prerun,
-                            task_retry, worker_process_init)
+                            task_retry, worker_init, worker_process_init)
 
 from observability.logging import CORRELATION_HEADER, bind_correlation, configure_logging, correlation_id
 
 from models.db import dispose_engine
+
+
+def _ensure_queues(sender=None, **_kwargs) -> None:
+    # Before the consumer declares them: re-declares queues made with older
+    # arguments (priorities), or stops the worker saying why (worker.queues).
+    from worker.queues import ensure_queues
+
+    if sender is not None:
+        ensure_queues(sender.app)
 
 
 def _dispose_after_fork(**_kwargs) -> None:
@@ -75,6 +84,7 @@ def connect_signals() -> None:
     from tasks import outbox as outbox_relay
 
     outbox_relay.install()  # outbox rows go to the broker right after their commit
+    worker_init.connect(_ensure_queues, weak=False)
     worker_process_init.connect(_dispose_after_fork, weak=False)
     task_postrun.connect(_release_results, weak=False)
     task_prerun.connect(_task_started, weak=False)

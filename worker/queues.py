@@ -1,0 +1,56 @@
+"""Declare Orion's queues before a worker starts, upgrading ones declared with
+other arguments.
+
+RabbitMQ refuses to re-declare a queue with different arguments
+(PRECONDITION_FAILED), and a queue's arguments cannot change in place. Queues
+made before ``x-max-priority`` (celeryconfig.MAX_PRIORITY) are deleted and
+declared anew when they are empty; one that holds messages is left alone and
+reported, since deleting it would lose them: stop the producers, let the old
+workers drain it, then start again.
+"""
+from __future__ import annotations
+
+import logging
+
+from amqp.exceptions import PreconditionFailed
+from celery import Celery
+
+log = logging.getLogger(__name__)
+
+
+class QueueUpgradeBlocked(RuntimeError):
+    """A queue must be re-declared with new arguments but still holds messages."""
+
+
+def ensure_queues(app: Celery) -> list[str]:
+    """Declare every queue in ``app.conf.task_queues``; returns the names re-declared.
+
+    Raises QueueUpgradeBlocked naming the queue and its message count when an
+    old queue is not empty. A transport without queue arguments (the embedded
+    filesystem broker) just declares them.
+    """
+    redeclared: list[str] = []
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=3)
+        for queue in app.conf.task_queues:
+            channel = conn.channel()
+            try:
+                queue(channel).declare()
+            except PreconditionFailed:
+                channel = conn.channel()  # the failed declare closed the channel
+                _, messages, _ = channel.queue_declare(queue.name, passive=True)
+                if messages:
+                    raise QueueUpgradeBlocked(
+                        f"queue {queue.name} was declared with other arguments and still holds "
+                        f"{messages} message(s); let the running workers drain it, then start "
+                        "again") from None
+                channel.queue_delete(queue.name, if_unused=False, if_empty=True)
+                queue(channel).declare()
+                redeclared.append(queue.name)
+                log.warning("queue %s re-declared with %s", queue.name, queue.queue_arguments)
+            finally:
+                try:
+                    channel.close()
+                except Exception:  # noqa: BLE001 - the channel may be closed already
+                    pass
+    return redeclared
