@@ -157,28 +157,16 @@ def worker_command(app: str = "worker", concurrency: int | None = None, queues: 
 
 @contextmanager
 def web_server(env: dict[str, str], log_dir: Path) -> Iterator[str]:
-    """gunicorn as the launcher starts it; yields the base URL once ``/healthz`` answers."""
-    import requests
-
+    """gunicorn as the launcher starts it; yields the process, with ``base_url``,
+    once ``/healthz`` answers."""
     from config import Settings
-    from tools.launch import web_command
+    from tools.launch import wait_healthy, web_command
 
     log = log_dir / "web.log"
     proc = spawn(web_command(Settings.from_env(env)), env, log)
     base = f"http://127.0.0.1:{env['WEB_PORT']}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"web exited with {proc.returncode}; see {log}")
-            try:
-                if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"web not up after 60 s; see {log}")
-            time.sleep(0.2)
+        wait_healthy(proc, base, log)
         proc.base_url = base
         yield proc
     finally:

@@ -76,6 +76,30 @@ def web_command(settings: Settings) -> list[str]:
             "--access-logfile", "-", "web:create_app()"]
 
 
+def wait_healthy(proc: subprocess.Popen, base_url: str, log: Path, timeout: float = 60) -> None:
+    """Wait until the web process ``proc`` answers ``GET /healthz`` with 200.
+
+    Raises RuntimeError if it exits first, TimeoutError after ``timeout`` seconds;
+    both name ``log``.
+    """
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"web exited with {proc.returncode}; see {log}")
+        try:
+            with urllib.request.urlopen(f"{base_url}/healthz", timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"web not up after {timeout:g} s; see {log}")
+        time.sleep(0.2)
+
+
 def prepare(settings: Settings, args: argparse.Namespace) -> None:
     from tools.dbsetup import ensure_database, upgrade
 

@@ -115,10 +115,8 @@ def web_server(env: dict[str, str] | None = None) -> Iterator[str]:
 
     Yields its base URL; the log goes to ``artifacts/web-<port>.log``.
     """
-    import requests
-
     from config import Settings
-    from tools.launch import web_command
+    from tools.launch import wait_healthy, web_command
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -131,18 +129,7 @@ def web_server(env: dict[str, str] | None = None) -> Iterator[str]:
                             start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"web exited with {proc.returncode}; see {log_path}")
-            try:
-                if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"web not up after 60s; see {log_path}")
-            time.sleep(0.2)
+        wait_healthy(proc, base, log_path)
         yield base
     finally:
         stop(proc)
