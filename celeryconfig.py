@@ -16,6 +16,7 @@ What makes SPEC's guarantees hold on RabbitMQ:
 from kombu import Exchange, Queue
 
 from config import get_settings
+from tasks.saga import task_priorities
 
 _settings = get_settings()
 
@@ -60,7 +61,7 @@ task_default_routing_key = SAGA_QUEUE
 task_default_queue_type = "classic"
 worker_detect_quorum_queues = False
 # Priority queues (x-max-priority): a later saga stage is sent with a higher
-# priority (tasks.saga.STAGE_PRIORITY), so under a backlog orders already under
+# priority (tasks.saga.STAGE_PRIORITY, by route below), so under a backlog orders already under
 # way finish before new ones start, and orders end in about the order they came.
 # RabbitMQ orders by priority only what waits in the queue, which prefetch 1
 # keeps to nearly everything. Queues declared before priorities existed must be
@@ -70,12 +71,17 @@ task_queues = [
     Queue(name, _exchange, routing_key=name, durable=True, max_priority=MAX_PRIORITY)
     for name in (SAGA_QUEUE, FULFILMENT_QUEUE, NOTIFY_QUEUE)
 ]
-task_default_priority = 0
+# No task_default_priority: it becomes every task's own ``priority`` option,
+# which outranks the route's (a route fills only options left None).
+_queues = {
+    "saga.create_shipment": FULFILMENT_QUEUE, "saga.cancel_shipment": FULFILMENT_QUEUE,
+    "saga.send_confirmation_email": NOTIFY_QUEUE, "saga.send_cancellation_email": NOTIFY_QUEUE,
+}
+# Each saga task's queue and message priority (tasks.saga.task_priorities).
 task_routes = {
-    "saga.create_shipment": {"queue": FULFILMENT_QUEUE, "routing_key": FULFILMENT_QUEUE},
-    "saga.cancel_shipment": {"queue": FULFILMENT_QUEUE, "routing_key": FULFILMENT_QUEUE},
-    "saga.send_confirmation_email": {"queue": NOTIFY_QUEUE, "routing_key": NOTIFY_QUEUE},
-    "saga.send_cancellation_email": {"queue": NOTIFY_QUEUE, "routing_key": NOTIFY_QUEUE},
+    name: {"priority": priority,
+           **({"queue": _queues[name], "routing_key": _queues[name]} if name in _queues else {})}
+    for name, priority in task_priorities().items()
 }
 
 # Task events feed Flower. kombu's filesystem transport lists and sorts its

@@ -163,11 +163,31 @@ def run_orion(env: dict, orders: int, lines: int, concurrency: int | None, log_d
         result = drain(env, "worker", harness.QUEUES, final, orders, concurrency, log_dir, "orion",
                        extra_trees={"web": web.pid, "smtp": smtp.pid})
         statuses = dict(db.execute("SELECT status, count(*) FROM orders GROUP BY status").fetchall())
+        deciles = arrival_deciles(db.execute(
+            "SELECT created_at, finished_at FROM orders WHERE finished_at IS NOT NULL "
+            "ORDER BY created_at DESC LIMIT %s", (orders,)).fetchall())
         steps = db.execute("SELECT count(*) FROM saga_steps").fetchone()[0]
     placed.pop("ids")
     result.update(placed_via_api=placed, statuses=statuses, orders_before=before,
+                  finish_by_arrival_decile_s=deciles,
                   step_rows=steps, tasks_per_order=result["tasks"] / max(result["orders"], 1))
     return result
+
+
+def arrival_deciles(rows: list[tuple]) -> list[float]:
+    """Median seconds from the drain's first finished order to each order's
+    finish, per tenth of the orders by placement time (first placed first). Rising values mean orders end in the order they
+    came; flat ones mean every order waits for the whole backlog."""
+    rows = sorted(rows)  # by created_at
+    if not rows:
+        return []
+    start = min(finished for _, finished in rows)
+    tenth = max(1, len(rows) // 10)
+    out = []
+    for i in range(0, len(rows), tenth):
+        part = [(finished - start).total_seconds() for _, finished in rows[i:i + tenth]]
+        out.append(round(harness.percentile(part, 50), 2))
+    return out[:10]
 
 
 def plot(result: dict, path) -> None:
@@ -263,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
              **{f"{g} ms/order": r["cpu_ms_per_order"].get(g) for g in groups}} for r in runs]
     columns = [(k, k) for k in rows[0]]
     print(harness.table(rows, columns))
+    for r in runs:
+        if r.get("finish_by_arrival_decile_s"):
+            print(f"orion #{r['round']}: median finish (s into the drain) by arrival decile: "
+                  f"{r['finish_by_arrival_decile_s']}")
     if result["ratio"] is not None:
         print(f"orion / reference (orders/s): {result['ratio']:.2f}")
     print(f"-> {path}")

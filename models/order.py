@@ -135,3 +135,11 @@ class OrderLine(Base):
     warehouse: Mapped[str] = mapped_column(String(8))  # the product's, at order time
 
     order: Mapped[Order] = relationship(back_populates="lines")
+
+
+def lock_order(session, order_id) -> Order:
+    """The order with ``SELECT ... FOR UPDATE``; raises NoResultFound if absent."""
+    from sqlalchemy import select
+
+    key = order_id if isinstance(order_id, uuid.UUID) else uuid.UUID(str(order_id))
+    return session.scalars(select(Order).where(Order.id == key).with_for_update()).one()

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from models import Order, OrderLine, Payment, Product, User, record_event, unit_of_work
 from models import order as lifecycle
 from models.outbox import SAGA_COMPENSATE, SAGA_RESUME, SAGA_START, enqueue
+from services.compensation import begin_compensation
 from services.errors import Conflict, Forbidden, NotFound, UnknownSku
 
 
@@ -132,9 +133,7 @@ def cancel_order(order_id: uuid.UUID | str, actor: Actor) -> Order:
         if order.status not in lifecycle.CANCELLABLE:
             raise Conflict(f"an order in status {order.status!r} cannot be cancelled")
         reason = "customer_request" if order.customer_id == actor.user_id else "operator_request"
-        order.start_compensation(reason)
-        record_event(session, order, detail=f"cancel requested ({reason})")
-        enqueue(session, SAGA_COMPENSATE, {"order_id": str(order.id)})
+        begin_compensation(session, order, reason, f"cancel requested ({reason})")
     return order
 
 

@@ -19,9 +19,9 @@ from mail import outbox, templates
 from observability.logging import correlation_id
 from models import Order, record_event, unit_of_work, utcnow
 from models import order as lifecycle
+from models.order import lock_order
 from models.db import is_postgres
-from models.outbox import SAGA_COMPENSATE, enqueue
-from tasks import journal
+from services.compensation import begin_compensation
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def send_reminder(order_id: str, step: int) -> bool:
     given back, so the next run tries again).
     """
     with unit_of_work() as session:
-        order = journal.lock_order(session, order_id)
+        order = lock_order(session, order_id)
         if order.status != lifecycle.AWAITING_PAYMENT:
             return False
         try:
@@ -60,7 +60,7 @@ def send_reminder(order_id: str, step: int) -> bool:
             return False
     outbox.send_claimed(message, correlation_id() or order.correlation_id)
     with unit_of_work() as session:
-        order = journal.lock_order(session, order_id)
+        order = lock_order(session, order_id)
         row = outbox.mark_sent(session, message.id)
         record_event(session, order, detail=f"payment reminder {step} sent to {row.to_address}")
     return True
@@ -77,9 +77,7 @@ def expire_unpaid(window_s: float, limit: int = 500) -> list[str]:
             query = query.with_for_update(skip_locked=True)
         orders = session.scalars(query).all()
         for order in orders:
-            order.start_compensation("payment_expired")
-            record_event(session, order, detail="payment window closed (payment_expired)")
-            enqueue(session, SAGA_COMPENSATE, {"order_id": str(order.id)},
-                    correlation=order.correlation_id)
+            begin_compensation(session, order, "payment_expired",
+                               "payment window closed (payment_expired)")
         ids = [str(order.id) for order in orders]
     return ids

@@ -27,7 +27,8 @@ from models import HELD, Order, OrderEvent, Reservation, record_event, unit_of_w
 from models import order as lifecycle
 from models.catalog import RELEASED, unreserve
 from models.db import is_postgres
-from models.outbox import SAGA_COMPENSATE, enqueue
+from models.outbox import enqueue
+from services.compensation import begin_compensation
 from services.ordering import redrive_message
 
 log = logging.getLogger(__name__)
@@ -92,10 +93,8 @@ def _release_lapsed(order_id) -> str | None:
     with unit_of_work() as session:
         order = session.scalar(select(Order).where(Order.id == order_id).with_for_update())
         if order.status == lifecycle.AWAITING_PAYMENT:
-            order.start_compensation("payment_expired")
-            record_event(session, order, detail="stock hold lapsed (payment_expired)")
-            enqueue(session, SAGA_COMPENSATE, {"order_id": str(order.id)},
-                    correlation=order.correlation_id)
+            begin_compensation(session, order, "payment_expired",
+                               "stock hold lapsed (payment_expired)")
             kind = "expired"
         elif order.status in lifecycle.FINAL_STATUSES:
             held = list(session.scalars(select(Reservation).where(

@@ -271,12 +271,5 @@ def should_run(order, run: int, runs_in: str, halt) -> bool:
     raise halt()
 
 
-# Used by code outside the saga's hot path (beat jobs, the payment window).
-def lock_order(session: Session, order_id: str) -> Order:
-    """Load the ORM order with ``SELECT ... FOR UPDATE``; raises NoResultFound if absent."""
-    query = select(Order).where(Order.id == uuid.UUID(str(order_id))).with_for_update()
-    return session.scalars(query).one()
-
-
-__all__ = ["SagaTx", "LockedOrder", "should_run", "describe", "lock_order",
+__all__ = ["SagaTx", "LockedOrder", "OrderMoved", "should_run", "describe",
            "FAILED", "RETRYING", "RUNNING", "SUCCEEDED"]

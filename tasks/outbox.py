@@ -63,13 +63,12 @@ def publish(ids: list[int]) -> int:
 
 
 def _signature_for(session: Session, row: OutboxMessage):
-    from tasks.saga import COMPENSATION_PRIORITY, forward_canvas
+    from tasks.saga import forward_canvas
     from worker import app
 
     order_id = row.payload["order_id"]
     if row.topic == SAGA_COMPENSATE:
-        return app.signature("saga.compensate", args=(order_id,), ignore_result=True,
-                             priority=COMPENSATION_PRIORITY)
+        return app.signature("saga.compensate", args=(order_id,), ignore_result=True)
     key = uuid.UUID(order_id)
     run = session.scalar(select(Order.saga_run).where(Order.id == key))
     warehouses = list(session.scalars(select(OrderLine.warehouse).where(OrderLine.order_id == key)

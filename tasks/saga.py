@@ -74,6 +74,27 @@ COMPENSATION_EPILOGUE = ("saga.finish_compensation", "saga.send_cancellation_ema
 STAGE_PRIORITY = {i: 2 + i for i in range(len(ORDER_SAGA))}
 COMPENSATION_PRIORITY = 2 + len(ORDER_SAGA) + 1
 
+
+def task_priorities() -> dict[str, int]:
+    """The message priority of every saga task by name, for ``celeryconfig.task_routes``.
+
+    Given by route rather than on each signature: Celery passes ``priority=None``
+    to the next link of a chain and into a chord's body options, which replaced
+    a signature's own priority (the joins went out at 0, behind every new order);
+    a route's value stands where the option is None (``celery.app.routes``).
+    """
+    priorities = {}
+    for i, stage in enumerate(ORDER_SAGA):
+        for step in stage.steps:
+            priorities[step.task] = STAGE_PRIORITY[i]
+            if step.undo:
+                priorities[step.undo] = COMPENSATION_PRIORITY
+        if stage.join:
+            priorities[stage.join] = STAGE_PRIORITY[i]
+    for name in ("saga.compensate", *COMPENSATION_EPILOGUE):
+        priorities[name] = COMPENSATION_PRIORITY
+    return priorities
+
 # The order status each forward task runs in (SagaTask.runs_in).
 RUNS_IN: dict[str, str] = {
     **{step.task: stage.runs_in for stage in ORDER_SAGA for step in stage.steps},
@@ -92,25 +113,22 @@ def forward_canvas(app: Celery, order_id: str, run: int, warehouses: Sequence[st
     start = 0
     if from_task is not None:
         start = next(i for i, s in enumerate(ORDER_SAGA) if any(st.task == from_task for st in s.steps))
-    return chain(*(_stage_signature(app, ORDER_SAGA[i], order_id, run, sorted(set(warehouses)),
-                                    STAGE_PRIORITY[i])
+    return chain(*(_stage_signature(app, ORDER_SAGA[i], order_id, run, sorted(set(warehouses)))
                    for i in range(start, len(ORDER_SAGA))))
 
 
 def _stage_signature(app: Celery, stage: Stage, order_id: str, run: int,
-                     warehouses: Sequence[str], priority: int) -> Signature:
+                     warehouses: Sequence[str]) -> Signature:
     if stage.join is None:
-        return _task(app, stage.steps[0].task, order_id, run, priority=priority)
+        return _task(app, stage.steps[0].task, order_id, run)
     # Header results reach the join through the backend's chord support; only
     # backends without native join (file://, db+) must store them for polling.
     keep = not app.backend.supports_native_join
     header = [app.signature(step.task, args=(order_id, run, *extra), immutable=True,
-                            ignore_result=not keep, priority=priority)
+                            ignore_result=not keep)
               for step in stage.steps
               for extra in ([(w,) for w in warehouses] if step.per_warehouse else [()])]
-    # The join finishes the stage: it goes before the next stage's steps.
-    return chord(header, app.signature(stage.join, args=(order_id, run), ignore_result=True,
-                                       priority=priority))
+    return chord(header, app.signature(stage.join, args=(order_id, run), ignore_result=True))
 
 
 def compensation_canvas(app: Celery, order_id: str, steps_that_ran: set[str]) -> Signature:
@@ -127,12 +145,12 @@ def compensation_canvas(app: Celery, order_id: str, steps_that_ran: set[str]) ->
              for step in reversed(stage.steps) if step.undo and (
                  step.short_name in steps_that_ran or (i == after and step.external))]
     names = undos + list(COMPENSATION_EPILOGUE)
-    return chain(*(_task(app, name, order_id, priority=COMPENSATION_PRIORITY) for name in names))
+    return chain(*(_task(app, name, order_id) for name in names))
 
 
-def _task(app: Celery, name: str, *args, priority: int) -> Signature:
+def _task(app: Celery, name: str, *args) -> Signature:
     # Signatures made by name are sent with send_task, which keeps results
     # unless told not to, and with the Redis backend every kept result
     # subscribes the producer to a channel nobody reads (connections were
     # reset after ~6,000 orders). Only chord headers may keep theirs.
-    return app.signature(name, args=args, immutable=True, ignore_result=True, priority=priority)
+    return app.signature(name, args=args, immutable=True, ignore_result=True)

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-import tools.replay as replay_module
+import tools.replay.client as replay_module
 from tools.replay import Accounts, Api, ApiError, Replay, parse_tokens, plan, summarize
 from tests.unit.test_replay_plan import invoice
 
