@@ -77,10 +77,12 @@ _queues = {
     "saga.create_shipment": FULFILMENT_QUEUE, "saga.cancel_shipment": FULFILMENT_QUEUE,
     "saga.send_confirmation_email": NOTIFY_QUEUE, "saga.send_cancellation_email": NOTIFY_QUEUE,
 }
-# Each saga task's queue and message priority (tasks.saga.task_priorities).
+# Each saga task's queue and message priority (tasks.saga.task_priorities). A
+# route names its queue even when it is the default: Celery's chord_unlock (the
+# embedded default's file:// backend) reads the queue from the route.
 task_routes = {
-    name: {"priority": priority,
-           **({"queue": _queues[name], "routing_key": _queues[name]} if name in _queues else {})}
+    name: {"priority": priority, "queue": _queues.get(name, SAGA_QUEUE),
+           "routing_key": _queues.get(name, SAGA_QUEUE)}
     for name, priority in task_priorities().items()
 }
 

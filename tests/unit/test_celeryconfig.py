@@ -43,3 +43,24 @@ def test_production_refuses_to_start_without_a_secret():
 
     with pytest.raises(ConfigError, match="JWT_SECRET_KEY"):
         Settings.from_env({"ORION_ENV": "production"})
+
+
+def test_every_saga_task_is_routed_with_a_queue_and_its_stage_priority():
+    from celery import Celery
+
+    from tasks.saga import COMPENSATION_PRIORITY, ORDER_SAGA, STAGE_PRIORITY
+
+    app = Celery("routes", set_as_current=False)
+    app.config_from_object(celeryconfig)
+    router = app.amqp.router
+    for i, stage in enumerate(ORDER_SAGA):
+        for name in [s.task for s in stage.steps] + ([stage.join] if stage.join else []):
+            # A None priority (what Celery passes along a chain) keeps the route's;
+            # chord_unlock (file:// results) reads the route's queue.
+            route = router.route({"priority": None}, name)
+            assert route["priority"] == STAGE_PRIORITY[i] and route["queue"].name.startswith("orion.")
+        for step in stage.steps:
+            if step.undo:
+                assert router.route({}, step.undo)["priority"] == COMPENSATION_PRIORITY
+    assert not hasattr(celeryconfig, "task_default_priority")  # it would outrank every route
+    assert max(STAGE_PRIORITY.values()) < COMPENSATION_PRIORITY <= celeryconfig.MAX_PRIORITY
