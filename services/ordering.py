@@ -33,8 +33,12 @@ class Actor:
 
 @dataclass(frozen=True)
 class Placed:
+    """The outcome of ``place_order``: the order's id, whether this call created it,
+    and, when it did, the order as committed (lines loaded, no step run yet)."""
+
     order_id: uuid.UUID
     created: bool
+    order: Order | None = None
 
 
 def request_fingerprint(body: dict) -> str:
@@ -69,7 +73,7 @@ def place_order(customer_id: int, body: dict, idempotency_key: str | None,
             if existing is None:
                 raise
             return _replayed(existing, fingerprint)
-    return Placed(order.id, True)
+    return Placed(order.id, True, order)
 
 
 def _by_idempotency_key(session: Session, customer_id: int, key: str) -> Order | None:

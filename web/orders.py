@@ -16,7 +16,7 @@ from services.ordering import cancel_order, pay_again, place_order, retry_saga
 from web.apidoc import (arguments, authenticate, body, current_actor, other_responses,
                         request_headers, response)
 from web.extensions import limiter
-from web.order_reads import list_orders, show_order
+from web.order_reads import OrderView, list_orders, show_order
 from web.order_schemas import (IdempotencyHeaderSchema, OrderCreateSchema, OrderPageSchema,
                                OrderQuerySchema, OrderSchema, PaymentSchema)
 
@@ -48,6 +48,8 @@ def create_order(headers: dict, body: dict):
     placed = place_order(actor.user_id, body, headers.get("idempotency_key"), g.correlation_id)
     log.info("order placed", order_id=str(placed.order_id), customer_id=actor.user_id)
     location = url_for(".get_order", order_id=placed.order_id)
+    if placed.created:  # answered from what was just committed: no second read
+        return OrderView(placed.order, list(placed.order.lines), []), {"Location": location}
     return show_order(placed.order_id, actor), {"Location": location}
 
 
