@@ -85,16 +85,18 @@ def purge_queues(env: dict[str, str], queues: str = QUEUES) -> None:
                    env=env, cwd=ROOT, check=True, capture_output=True)
 
 
-def stock_up(env: dict[str, str], skus: int, units: int) -> list[str]:
-    """Give the ``skus`` first SKUs ``units`` more units on hand (through the ledger,
-    so the audit still balances); returns those SKUs."""
+def stock_up(env: dict[str, str], skus: int | list[str], units: int) -> list[str]:
+    """Give the ``skus`` first SKUs (or the SKUs listed) ``units`` more units on hand
+    (through the ledger, so the audit still balances); returns those SKUs."""
+    pick = (f"select(Inventory.sku).where(Inventory.sku.in_({list(skus)!r}))" if isinstance(skus, list)
+            else f"select(Inventory.sku).order_by(Inventory.sku).limit({skus})")
     code = f"""
 import json
 from sqlalchemy import select
 from models import unit_of_work
 from models.catalog import Inventory, change_on_hand
 with unit_of_work() as s:
-    skus = list(s.scalars(select(Inventory.sku).order_by(Inventory.sku).limit({skus})))
+    skus = list(s.scalars({pick}))
     for sku in skus:
         change_on_hand(s, sku, {units}, "benchmark stock", "bench")
 print(json.dumps(skus))

@@ -108,13 +108,27 @@ def run_reference(env: dict, orders: int, lines: int, concurrency: int | None, l
     return result
 
 
+def invoice_bodies(count: int, skip: int = 0) -> list[dict]:
+    """Order bodies of the dataset's sale invoices (``tools.replay.plan``: real SKUs,
+    quantities and line counts, ``tok_visa``), skipping the first ``skip``."""
+    from tools.replay.plan import OrderAction, plan
+    from tools.retail_data import default_data_path, read_invoices
+
+    actions, _ = plan(read_invoices(default_data_path()), 0, [("tok_visa", 1.0)])
+    bodies = [a.body for a in actions if isinstance(a, OrderAction)][skip:skip + count]
+    if len(bodies) < count:
+        raise SystemExit(f"saga_throughput: the dataset has only {len(bodies)} sale invoices after {skip}")
+    return bodies
+
+
 def place_orders(base: str, tokens: list[str], skus: list[str], orders: int, lines: int,
-                 clients: int, seed: int) -> dict:
-    """POST ``orders`` orders from ``clients`` threads; returns timings and ids."""
+                 clients: int, seed: int, bodies: list[dict] | None = None) -> dict:
+    """POST ``orders`` orders (``bodies``, else synthetic ones of ``lines`` lines over
+    ``skus``) from ``clients`` threads; returns timings and ids."""
     import requests
 
     rng = random.Random(seed)
-    bodies = [harness.order_body(skus, lines, rng) for _ in range(orders)]
+    bodies = bodies or [harness.order_body(skus, lines, rng) for _ in range(orders)]
     local = __import__("threading").local()
 
     def post(i: int):
@@ -138,7 +152,7 @@ def place_orders(base: str, tokens: list[str], skus: list[str], orders: int, lin
 
 
 def run_orion(env: dict, orders: int, lines: int, concurrency: int | None, log_dir, skus, emails,
-              clients: int, seed: int) -> dict:
+              clients: int, seed: int, bodies: list[dict] | None = None) -> dict:
     import psycopg
 
     dsn = env["DATABASE_URL"].replace("postgresql+psycopg", "postgresql")
@@ -147,7 +161,7 @@ def run_orion(env: dict, orders: int, lines: int, concurrency: int | None, log_d
             harness.smtp_sink(env, log_dir) as smtp, harness.web_server(env, log_dir) as web:
         before = db.execute("SELECT count(*) FROM orders").fetchone()[0]
         tokens = harness.login_all(web.base_url, emails)
-        placed = place_orders(web.base_url, tokens, skus, orders, lines, clients, seed)
+        placed = place_orders(web.base_url, tokens, skus, orders, lines, clients, seed, bodies)
         deadline = time.monotonic() + 120
         while db.execute("SELECT count(*) FROM outbox WHERE dispatched_at IS NULL").fetchone()[0]:
             if time.monotonic() > deadline:
@@ -221,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=1000)
     parser.add_argument("--lines", type=int, default=3, help="lines per Orion order (reference: 3)")
+    parser.add_argument("--invoices", action="store_true",
+                        help="Orion places the dataset's real invoices (their lines and quantities) "
+                             "instead of synthetic orders; the reference keeps its 3-line shape")
     parser.add_argument("--concurrency", type=int, default=None,
                         help="worker processes, for Orion and the reference (default: as ./run.sh, WORKER_CONCURRENCY)")
     parser.add_argument("--rounds", type=int, default=2,
@@ -244,7 +261,14 @@ def main(argv: list[str] | None = None) -> int:
         args.concurrency = Settings.from_env(env).worker_concurrency  # as ./run.sh starts it
     print(f"saga_throughput: preparing {harness.BENCH_DB} (catalog import) in {data_dir}", flush=True)
     harness.fresh_database(env)
-    skus = harness.stock_up(env, 300, 10_000_000)
+    invoices = None
+    if args.invoices:
+        invoices = invoice_bodies(args.orders * args.rounds)
+        wanted = sorted({line["sku"] for body in invoices for line in body["lines"]})
+        skus = harness.stock_up(env, wanted, 10_000_000)  # throughput, not stock-outs
+        invoices = [b for b in invoices if {line["sku"] for line in b["lines"]} <= set(skus)]
+    else:
+        skus = harness.stock_up(env, 300, 10_000_000)
     emails = harness.create_customers(env, max(args.clients, args.orders // 10))
     if not args.only_orion:
         # The first drain after the catalog import ran slower here (35 vs 55 orders/s
@@ -258,8 +282,9 @@ def main(argv: list[str] | None = None) -> int:
         for kind in kinds:
             print(f"round {rnd}: {kind} ...", flush=True)
             if kind == "orion":
-                r = run_orion(env, args.orders, args.lines, args.concurrency, data_dir, skus, emails,
-                              args.clients, seed=rnd)
+                batch = (invoices[(rnd - 1) * args.orders:rnd * args.orders] if invoices else None)
+                r = run_orion(env, len(batch) if batch else args.orders, args.lines, args.concurrency,
+                              data_dir, skus, emails, args.clients, seed=rnd, bodies=batch)
             else:
                 r = run_reference(env, args.orders, 3, args.concurrency, data_dir, kind.endswith("sql"))
             r["round"] = rnd
@@ -268,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"worker {r['cpu_ms_per_order'].get('worker', 0):.1f} CPU ms/order", flush=True)
     ref = [r["orders_per_s"] for r in runs if r["label"] == "reference"]
     orion = [r["orders_per_s"] for r in runs if r["label"] == "orion"]
-    result = {"orders": args.orders, "lines": args.lines, "concurrency": args.concurrency,
+    result = {"orders": args.orders, "lines": "invoices" if args.invoices else args.lines,
+              "concurrency": args.concurrency,
               "cpus": os.cpu_count(),
               "ratio": (sum(orion) / len(orion)) / (sum(ref) / len(ref)) if ref else None,
               "runs": runs, "command": " ".join(["python -m bench.saga_throughput", *(argv or sys.argv[1:])])}
