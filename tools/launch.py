@@ -76,6 +76,18 @@ def web_command(settings: Settings) -> list[str]:
             "--access-logfile", "-", "web:create_app()"]
 
 
+def stop_group(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM ``proc``'s process group (started with ``start_new_session``), then
+    SIGKILL it if it has not exited after ``timeout`` seconds."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def wait_healthy(proc: subprocess.Popen, base_url: str, log: Path, timeout: float = 60) -> None:
     """Wait until the web process ``proc`` answers ``GET /healthz`` with 200.
 

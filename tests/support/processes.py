@@ -4,7 +4,6 @@ from __future__ import annotations
 import email
 import email.policy
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -64,13 +63,9 @@ def _wait_ready(proc: subprocess.Popen, log_path: Path, timeout: float = 60) -> 
 
 
 def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    from tools.launch import stop_group
+
+    stop_group(proc, timeout)
 
 
 def pool_children(proc: subprocess.Popen) -> list[int]:
