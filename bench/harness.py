@@ -103,17 +103,18 @@ print(json.dumps(skus))
     return json.loads(run_py(env, code).strip().splitlines()[-1])
 
 
-def create_customers(env: dict[str, str], count: int) -> list[str]:
-    """``count`` customers sharing one password hash (argon2 is slow on purpose)."""
+def create_customers(env: dict[str, str], count: int, role: str = "customer") -> list[str]:
+    """``count`` users (customers, or operators with ``role="operator"``) sharing one
+    password hash (argon2 is slow on purpose); returns their emails."""
     prefix = uuid.uuid4().hex[:8]
     code = f"""
 import json
 from models import unit_of_work
-from models.user import CUSTOMER, User
-u = User(email="x@example.com", name="x", role=CUSTOMER); u.set_password({PASSWORD!r})
-emails = [f"bench-{prefix}-{{i}}@example.com" for i in range({count})]
+from models.user import User
+u = User(email="x@example.com", name="x", role={role!r}); u.set_password({PASSWORD!r})
+emails = [f"bench-{role}-{prefix}-{{i}}@example.com" for i in range({count})]
 with unit_of_work() as s:
-    s.add_all([User(email=e, name=f"Bench {{i}}", role=CUSTOMER, password_hash=u.password_hash)
+    s.add_all([User(email=e, name=f"Bench {{i}}", role={role!r}, password_hash=u.password_hash)
                for i, e in enumerate(emails)])
 print(json.dumps(emails))
 """
