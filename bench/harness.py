@@ -143,10 +143,28 @@ def wait_for_log(proc: subprocess.Popen, log: Path, needle: bytes, timeout: floa
     raise TimeoutError(f"{needle!r} not in {log} after {timeout}s")
 
 
+LOGLEVEL = {"level": "info"}  # the launcher's; benchmarks may lower it to measure logging's cost
+
+
+def wait_consuming(proc: subprocess.Popen, queue: str, timeout: float = 90) -> None:
+    """Wait until ``queue`` has a consumer (a worker whose log level hides "ready")."""
+    from worker import app
+
+    deadline = time.monotonic() + timeout
+    with app.connection_for_write() as conn:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {proc.returncode}")
+            if conn.default_channel.queue_declare(queue, passive=True).consumer_count:
+                return
+            time.sleep(0.1)
+    raise TimeoutError(f"no consumer on {queue} after {timeout}s")
+
+
 def worker_command(app: str = "worker", concurrency: int | None = None, queues: str = QUEUES,
                    extra: tuple[str, ...] = ()) -> list[str]:
     """``celery worker`` with the launcher's flags (``tools.launch``)."""
-    cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-l", "info", "-Q", queues,
+    cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-l", LOGLEVEL["level"], "-Q", queues,
            "-n", f"bench-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle", *extra]
     if concurrency is not None:
         cmd += ["-c", str(concurrency)]

@@ -52,7 +52,10 @@ def drain(env: dict, app: str, queues: str, done, total: int, concurrency: int |
     log = log_dir / f"worker-{label}.log"
     proc = harness.spawn(harness.worker_command(app, concurrency, queues), env, log)
     try:
-        harness.wait_for_log(proc, log, b" ready.")
+        if harness.LOGLEVEL["level"] == "info":
+            harness.wait_for_log(proc, log, b" ready.")
+        else:
+            harness.wait_consuming(proc, queues.split(",")[0])
         meter = harness.CpuMeter(trees={"worker": proc.pid, **(extra_trees or {})}).start()
         spy = None
         if PROFILE["seconds"]:
@@ -73,7 +76,7 @@ def drain(env: dict, app: str, queues: str, done, total: int, concurrency: int |
     finally:
         harness.stop(proc)
     text = log.read_text(errors="replace")
-    tasks = len(re.findall(r"succeeded in|ignored", text))
+    tasks = len(re.findall(r"succeeded in|ignored", text)) if harness.LOGLEVEL["level"] == "info" else 0
     return {"label": label, "orders": finished, "seconds": elapsed, "orders_per_s": finished / elapsed,
             "tasks": tasks, "tasks_per_s": tasks / elapsed, "timed_out": finished < total,
             "cpu_s": cpu, "cpu_ms_per_order": {g: 1000 * s / max(finished, 1) for g, s in cpu.items()},
@@ -246,11 +249,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sql-reference", action="store_true",
                         help="also run the reference with one SQL transaction per task")
     parser.add_argument("--only-orion", action="store_true", help="skip the reference (no ratio)")
+    parser.add_argument("--loglevel", default="info",
+                        help="the workers' log level (./run.sh: info; warning drops the per-task lines)")
     parser.add_argument("--out", default="saga-throughput")
     parser.add_argument("--profile", type=int, default=0, metavar="SECONDS",
                         help="py-spy the workers' first SECONDS of each drain (collapsed stacks)")
     args = parser.parse_args(argv)
     PROFILE["seconds"] = args.profile
+    harness.LOGLEVEL["level"] = args.loglevel
 
     data_dir = harness.temp_dir("saga-bench")
     env = harness.services_env(data_dir)
