@@ -40,6 +40,9 @@ FINAL = ("completed", "cancelled", "failed")
 
 
 PROFILE: dict = {"seconds": 0}
+# bench.scaling's memory sampler: DRAIN_HOOK["enter"](trees) is started with the
+# drain's measurement and stopped with it, then left in DRAIN_HOOK["sampler"].
+DRAIN_HOOK: dict = {}
 
 
 def drain(env: dict, app: str, queues: str, done, total: int, concurrency: int | None,
@@ -56,7 +59,9 @@ def drain(env: dict, app: str, queues: str, done, total: int, concurrency: int |
             harness.wait_for_log(proc, log, b" ready.")
         else:
             harness.wait_consuming(proc, queues.split(",")[0])
-        meter = harness.CpuMeter(trees={"worker": proc.pid, **(extra_trees or {})}).start()
+        trees = {"worker": proc.pid, **(extra_trees or {})}
+        meter = harness.CpuMeter(trees=trees).start()
+        sampler = DRAIN_HOOK["enter"](trees) if "enter" in DRAIN_HOOK else None
         spy = None
         if PROFILE["seconds"]:
             spy = harness.spawn([str(Path(sys.executable).parent / "py-spy"), "record", "--subprocesses", "--nonblocking", "--gil", "-r", "200",
@@ -71,6 +76,9 @@ def drain(env: dict, app: str, queues: str, done, total: int, concurrency: int |
             finished = done()
         elapsed = time.monotonic() - started
         cpu = meter.stop()
+        if sampler is not None:
+            sampler.__exit__(None, None, None)
+            DRAIN_HOOK["sampler"] = sampler
         if spy is not None:
             spy.wait(PROFILE["seconds"] + 30)
     finally:
