@@ -10,6 +10,11 @@ one ``UPDATE`` of the order carrying status, event counter and timestamps),
 all in SQLAlchemy Core on the session's connection: no ORM unit of work, no
 second read of the order. The event ``seq`` is the locked row's counter plus
 one, so it stays gap-free per order.
+
+Chord headers, which would otherwise queue for one order's lock, open their
+``SagaTx`` with ``read`` instead: no lock while they work, then ``claim``, a
+conditional ``UPDATE`` that locks the row only if the order is still where they
+read it (else OrderMoved, and the transaction rolls back).
 """
 from __future__ import annotations
 
