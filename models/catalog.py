@@ -138,6 +138,8 @@ def reserve_all(session: Session, wanted: Mapping[str, int]) -> list[str]:
     ``reserved`` in one batched UPDATE. Crossing a reorder point queues
     ``inventory.low`` for operators.
     """
+    if not wanted:
+        return []
     conn = session.connection()
     skus = sorted(wanted)
     rows = {row.sku: row for row in conn.execute(_LOCK_STOCK, {"b_skus": skus})}
@@ -163,6 +165,8 @@ def release_all(session: Session, held: Mapping[str, int]) -> None:
 def ship_all(session: Session, units: Mapping[str, int], reference: str) -> None:
     """Take ``units`` ({sku: units}, all of them reserved) out of stock for a shipment:
     ``on_hand`` and ``reserved`` fall together, one ledger row (``shipment``) per SKU."""
+    if not units:
+        return
     conn = session.connection()
     skus = sorted(units)
     rows = {row.sku: row for row in conn.execute(_LOCK_STOCK, {"b_skus": skus})}

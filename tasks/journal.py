@@ -242,11 +242,14 @@ def _upsert_step(dialect: str):
         stmt = insert(STEPS)
         excluded = stmt.excluded
         bigger = func.max if dialect == "sqlite" else func.greatest
+        # A step that succeeded stays succeeded: a duplicate delivery running
+        # beside the first one must not write "retrying" or "failed" over it.
         _UPSERTS[dialect] = stmt.on_conflict_do_update(
             index_elements=[STEPS.c.order_id, STEPS.c.name, STEPS.c.run],
             set_={"status": excluded.status, "finished_at": excluded.finished_at,
                   "error": excluded.error, "kind": excluded.kind,
-                  "attempt": bigger(STEPS.c.attempt, excluded.attempt)})
+                  "attempt": bigger(STEPS.c.attempt, excluded.attempt)},
+            where=STEPS.c.status != SUCCEEDED)
     return _UPSERTS[dialect]
 
 

@@ -12,7 +12,7 @@ from models import HELD, OrderLine, Reservation, SagaStep, utcnow
 from models import order as lifecycle
 from models.catalog import RELEASED, release_all, reserve_all
 from models.saga_log import FAILED, SUCCEEDED
-from tasks.base import CompensationTask, Halt, SagaTask
+from tasks.base import CompensationTask, Halt, SagaTask, StepNotReady
 
 LINES, RESERVATIONS, STEPS = OrderLine.__table__, Reservation.__table__, SagaStep.__table__
 
@@ -68,6 +68,11 @@ def reserve_stock(self, order_id: str, run: int, warehouse: str) -> dict:
             for line in lines:
                 wanted[line.sku] += line.quantity
             short = reserve_all(tx.session, wanted)
+            # A copy of this message running at the same time held the same rows
+            # until it committed; a statement from here on sees its step row.
+            done = tx.step_status(name)
+            if done in (SUCCEEDED, FAILED):
+                raise _DoneElsewhere(done)  # roll back what this copy did
             if short:
                 tx.record_step(name, self.step_kind, self.attempt, FAILED, started_at=started,
                                error=f"insufficient stock of {', '.join(short)} in {warehouse}")
@@ -82,7 +87,13 @@ def reserve_stock(self, order_id: str, run: int, warehouse: str) -> dict:
                                   f"held in {warehouse}")
     except _HaltBranch:
         return {"warehouse": warehouse, "reserved": False, "halted": True}
+    except _DoneElsewhere as done:
+        return {"warehouse": warehouse, "reserved": done.args[0] == SUCCEEDED}
     return {"warehouse": warehouse, "reserved": True}
+
+
+class _DoneElsewhere(Exception):
+    """Another delivery of the same reservation finished first (its step status)."""
 
 
 @shared_task(bind=True, base=SagaTask, name="saga.collect_reservations")
@@ -104,8 +115,8 @@ def collect_reservations(self, results: list, order_id: str, run: int) -> None:
             tx.record_step("collect_reservations", self.step_kind, self.attempt, SUCCEEDED,
                            f"stock held in {held} warehouse(s)")
             return
-        if not short:  # a reservation is missing from the log: nothing to decide on
-            raise RuntimeError(f"{held} of {warehouses} warehouse reservation(s) recorded")
+        if not short:  # a reservation not recorded yet: decide when it is
+            raise StepNotReady(f"{held} of {warehouses} warehouse reservation(s) recorded")
         tx.record_step("collect_reservations", self.step_kind, self.attempt, FAILED,
                        error=f"out of stock in {short} of {warehouses} warehouse(s)")
         tx.start_compensation("out_of_stock")

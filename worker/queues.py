@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from amqp.exceptions import PreconditionFailed
+from amqp.exceptions import NotFound, PreconditionFailed
 from celery import Celery
 
 log = logging.getLogger(__name__)
@@ -38,13 +38,20 @@ def ensure_queues(app: Celery) -> list[str]:
                 queue(channel).declare()
             except PreconditionFailed:
                 channel = conn.channel()  # the failed declare closed the channel
-                _, messages, _ = channel.queue_declare(queue.name, passive=True)
-                if messages:
+                try:
+                    _, messages, consumers = channel.queue_declare(queue.name, passive=True)
+                except NotFound:  # another worker starting now deleted it first
+                    channel = conn.channel()
+                    queue(channel).declare()
+                    continue
+                if messages or consumers:
                     raise QueueUpgradeBlocked(
-                        f"queue {queue.name} was declared with other arguments and still holds "
-                        f"{messages} message(s); let the running workers drain it, then start "
-                        "again") from None
-                channel.queue_delete(queue.name, if_unused=False, if_empty=True)
+                        f"queue {queue.name} was declared with other arguments and still has "
+                        f"{messages} message(s) and {consumers} consumer(s); stop the producers, "
+                        "let the old workers drain it and stop them, then start again") from None
+                # if_unused/if_empty: RabbitMQ refuses the delete if a consumer or a
+                # message arrived since the check (unacked ones count as messages).
+                channel.queue_delete(queue.name, if_unused=True, if_empty=True)
                 queue(channel).declare()
                 redeclared.append(queue.name)
                 log.warning("queue %s re-declared with %s", queue.name, queue.queue_arguments)

@@ -64,3 +64,36 @@ def test_orion_queues_are_durable_classic_queues(celery_app):
     rows = {line.split()[0]: line.split()[1:] for line in listing.splitlines() if line.strip()}
     for name in ("orion.saga", "orion.fulfilment", "orion.notify"):
         assert rows[name] == ["classic", "true"]
+
+
+def test_queues_declared_without_priorities_are_redeclared_when_empty_and_kept_when_not(uid):
+    import pytest
+    from celery import Celery
+    from kombu import Exchange, Queue
+
+    from worker.queues import QueueUpgradeBlocked, ensure_queues
+
+    exchange = Exchange("orion", type="direct", durable=True)
+    old, busy = f"orion.test-old-{uid}", f"orion.test-busy-{uid}"
+    app = Celery("upgrade", set_as_current=False)
+    app.config_from_object("celeryconfig")
+    with app.connection_for_write() as conn:
+        channel = conn.channel()
+        for name in (old, busy):  # as an older Orion declared them: no x-max-priority
+            Queue(name, exchange, routing_key=name, durable=True)(channel).declare()
+        with conn.Producer() as producer:
+            producer.publish({"x": 1}, exchange=exchange, routing_key=busy)
+    try:
+        app.conf.task_queues = [Queue(old, exchange, routing_key=old, durable=True, max_priority=9)]
+        assert ensure_queues(app) == [old]
+        assert ensure_queues(app) == []  # now it matches
+        app.conf.task_queues = [Queue(busy, exchange, routing_key=busy, durable=True, max_priority=9)]
+        with pytest.raises(QueueUpgradeBlocked, match="1 message"):
+            ensure_queues(app)
+    finally:
+        with app.connection_for_write() as conn:
+            for name in (old, busy):
+                conn.channel().queue_delete(name)
+    listing = subprocess.run(["rabbitmqctl", "-q", "list_queues", "name"], capture_output=True,
+                             text=True, check=True).stdout
+    assert old not in listing and busy not in listing
