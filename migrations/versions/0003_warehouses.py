@@ -33,12 +33,13 @@ def upgrade() -> None:
     conn = op.get_bind()
     skus = [row[0] for row in conn.execute(sa.text("SELECT sku FROM products"))]
     products = sa.table("products", sa.column("sku"), sa.column("warehouse"))
-    lines = sa.table("order_lines", sa.column("sku"), sa.column("warehouse"))
-    for table in (products, lines):
-        stmt = (sa.update(table).where(table.c.sku == sa.bindparam("s"))
-                .values(warehouse=sa.bindparam("w")))
-        if skus:
-            conn.execute(stmt, [{"s": sku, "w": _warehouse_for(sku)} for sku in skus])
+    if skus:
+        conn.execute(sa.update(products).where(products.c.sku == sa.bindparam("s"))
+                     .values(warehouse=sa.bindparam("w")),
+                     [{"s": sku, "w": _warehouse_for(sku)} for sku in skus])
+    # Order lines copy their product's, in one statement (lines can be millions).
+    op.execute(sa.text("UPDATE order_lines SET warehouse = (SELECT p.warehouse FROM products p "
+                       "WHERE p.sku = order_lines.sku)"))
     with op.batch_alter_table("shipments") as batch:
         batch.add_column(sa.Column("warehouse", sa.String(length=8), nullable=False,
                                    server_default=WAREHOUSES[0]))
