@@ -84,14 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="py-spy the web process during the first SECONDS of each endpoint")
     args = parser.parse_args(argv)
 
-    data_dir = harness.temp_dir("api-bench")
-    env = harness.services_env(data_dir)
-    os.environ.update(env)
-    print(f"api_throughput: preparing {harness.BENCH_DB} (catalog import) in {data_dir}", flush=True)
-    harness.fresh_database(env)
-    skus = harness.stock_up(env, 300, 10_000_000)
     # The per-customer order limits (SPEC) must not be what is measured.
-    emails = harness.create_customers(env, max(args.clients, args.requests // 10))
+    data_dir, env, skus, emails = harness.prepare("api", max(args.clients, args.requests // 10))
     rng = random.Random(1)
     runs = []
     with harness.web_server(env, data_dir) as web:
@@ -128,16 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         r["ratio_to_trivial"] = r["req_per_s"] / trivial
     result = {"requests": args.requests, "clients": args.clients, "cpus": os.cpu_count(), "runs": runs,
               "command": " ".join(["python -m bench.api_throughput", *(argv or sys.argv[1:])])}
-    path = harness.write_results(args.out, result)
-    try:
-        _plot(result, path.with_suffix(".png"))
-    except ImportError:
-        print("api_throughput: no plot (pip install -r bench/requirements.txt)", file=sys.stderr)
     rows = [{"endpoint": r["endpoint"], "req/s": r["req_per_s"], "x /healthz": r["ratio_to_trivial"],
              "p50 ms": r["p50_ms"], "p95 ms": r["p95_ms"], "p99 ms": r["p99_ms"],
              "web CPU ms/req": r["cpu_ms_per_request"].get("web"),
              "statuses": r["statuses"]} for r in runs]
-    print(harness.table(rows, [(k, k) for k in rows[0]]))
+    path = harness.finish(args.out, result, _plot, rows)
     print(f"-> {path}")
     return 0 if all(set(r["statuses"]) <= {200, 202} for r in runs) else 1
 

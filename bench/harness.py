@@ -313,6 +313,34 @@ def login_all(base: str, emails: list[str]) -> list[str]:
     return tokens
 
 
+def prepare(name: str, customers: int, skus: int = 300) -> tuple[Path, dict, list[str], list[str]]:
+    """A benchmark's start: a data folder, a services environment (also set in
+    ``os.environ``: celeryconfig reads it at import), a fresh database with the real
+    catalog, ``skus`` SKUs with ample stock and ``customers`` customers.
+
+    Returns ``(data_dir, env, skus, customer_emails)``.
+    """
+    data_dir = temp_dir(f"{name}-bench")
+    env = services_env(data_dir)
+    os.environ.update(env)
+    print(f"{name}: preparing {BENCH_DB} (catalog import) in {data_dir}", flush=True)
+    fresh_database(env)
+    stocked = stock_up(env, skus, 10_000_000)
+    return data_dir, env, stocked, create_customers(env, customers)
+
+
+def finish(name: str, result: dict, plot, rows: list[dict]) -> Path:
+    """Write ``result`` as JSON and ``plot(result, png_path)`` beside it, print ``rows``
+    as a table; returns the JSON's path."""
+    path = write_results(name, result)
+    try:
+        plot(result, path.with_suffix(".png"))
+    except ImportError:
+        print(f"{name}: no plot (pip install -r bench/requirements.txt)", file=sys.stderr)
+    print(table(rows, [(k, k) for k in rows[0]]))
+    return path
+
+
 def write_results(name: str, result: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

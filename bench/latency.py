@@ -118,17 +118,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import psycopg
 
-    data_dir = harness.temp_dir("latency-bench")
-    env = harness.services_env(data_dir)
-    os.environ.update(env)
+    need = args.burst + int(sum(args.levels) / 100 * args.seconds * 60) + 100
+    data_dir, env, skus, emails = harness.prepare("latency", max(args.clients, need // 10))
     from config import Settings
 
     concurrency = Settings.from_env(env).worker_concurrency
-    print(f"latency: preparing {harness.BENCH_DB} (catalog import) in {data_dir}", flush=True)
-    harness.fresh_database(env)
-    skus = harness.stock_up(env, 300, 10_000_000)
-    need = args.burst + int(sum(args.levels) / 100 * args.seconds * 60) + 100
-    emails = harness.create_customers(env, max(args.clients, need // 10))
     operator = harness.create_customers(env, 1, role="operator")
     rng = random.Random(7)
     dsn = env["DATABASE_URL"].replace("postgresql+psycopg", "postgresql")
@@ -177,15 +171,10 @@ def main(argv: list[str] | None = None) -> int:
             clock.client.disconnect()
         finally:
             harness.stop(worker)
-    path = harness.write_results(args.out, result)
-    try:
-        _plot(result, path.with_suffix(".png"))
-    except ImportError:
-        print("latency: no plot (pip install -r bench/requirements.txt)", file=sys.stderr)
     rows = [{"load": f"{e['percent']:g} %", "orders/s": e["rate"], "orders": e["orders"],
              **{f"final {k} ms": v for k, v in e["placed_to_final_ms"].items()},
              **{f"event {k} ms": v for k, v in e["commit_to_event_ms"].items()}} for e in result["levels"]]
-    print(harness.table(rows, [(k, k) for k in rows[0]]))
+    path = harness.finish(args.out, result, _plot, rows)
     print(f"maximum {result['maximum_orders_per_s']:.1f} orders/s -> {path}")
     return 0
 

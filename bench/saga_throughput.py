@@ -312,17 +312,11 @@ def main(argv: list[str] | None = None) -> int:
               "cpus": os.cpu_count(),
               "ratio": (sum(orion) / len(orion)) / (sum(ref) / len(ref)) if ref else None,
               "runs": runs, "command": " ".join(["python -m bench.saga_throughput", *(argv or sys.argv[1:])])}
-    path = harness.write_results(args.out, result)
-    try:
-        plot(result, path.with_suffix(".png"))
-    except ImportError:
-        print("saga_throughput: no plot (pip install -r bench/requirements.txt)", file=sys.stderr)
     groups = sorted({g for r in runs for g in r["cpu_s"]})
     rows = [{"run": f"{r['label']} #{r['round']}", "orders/s": r["orders_per_s"],
              "tasks/s": r["tasks_per_s"], "tasks/order": r["tasks_per_order"],
              **{f"{g} ms/order": r["cpu_ms_per_order"].get(g) for g in groups}} for r in runs]
-    columns = [(k, k) for k in rows[0]]
-    print(harness.table(rows, columns))
+    path = harness.finish(args.out, result, plot, rows)
     for r in runs:
         if r.get("finish_by_arrival_decile_s"):
             print(f"orion #{r['round']}: median finish (s into the drain) by arrival decile: "

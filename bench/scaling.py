@@ -85,13 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="scaling")
     args = parser.parse_args(argv)
 
-    data_dir = harness.temp_dir("scaling-bench")
-    env = harness.services_env(data_dir)
-    os.environ.update(env)
-    print(f"scaling: preparing {harness.BENCH_DB} (catalog import) in {data_dir}", flush=True)
-    harness.fresh_database(env)
-    skus = harness.stock_up(env, 300, 10_000_000)
-    emails = harness.create_customers(env, max(args.clients, args.orders // 10))
+    data_dir, env, skus, emails = harness.prepare("scaling", max(args.clients, args.orders // 10))
     runs = []
     for processes in args.processes:
         print(f"{processes} process(es): {args.orders} orders ...", flush=True)
@@ -112,17 +106,12 @@ def main(argv: list[str] | None = None) -> int:
         r["per_process_vs_first"] = r["orders_per_s_per_process"] / base
     result = {"orders": args.orders, "cpus": os.cpu_count(), "runs": runs,
               "command": " ".join(["python -m bench.scaling", *(argv or sys.argv[1:])])}
-    path = harness.write_results(args.out, result)
-    try:
-        _plot(result, path.with_suffix(".png"))
-    except ImportError:
-        print("scaling: no plot (pip install -r bench/requirements.txt)", file=sys.stderr)
     rows = [{"processes": r["processes"], "orders/s": r["orders_per_s"],
              "per process": r["orders_per_s_per_process"], "vs 1st": r["per_process_vs_first"],
              "worker CPU ms/order": r["cpu_ms_per_order"].get("worker"),
              **({f"{g} MiB first/last": f"{m['first_mib']:.0f}/{m['last_mib']:.0f}"
                  for g, m in r.get("memory", {}).items()})} for r in runs]
-    print(harness.table(rows, [(k, k) for k in rows[0]]))
+    path = harness.finish(args.out, result, _plot, rows)
     print(f"-> {path}")
     return 0
 
