@@ -103,32 +103,6 @@ class Reservation(Base):
     closed_at: Mapped[datetime | None]
 
 
-def try_reserve(session: Session, sku: str, quantity: int) -> bool:
-    """Atomically add ``quantity`` to ``reserved`` if that many units are available.
-
-    One conditional UPDATE, so two orders racing for the last units can never
-    both win. Returns False when stock is short. Crossing the reorder point
-    queues ``inventory.low`` for operators.
-    """
-    row = session.execute(
-        update(Inventory)
-        .where(Inventory.sku == sku, Inventory.on_hand - Inventory.reserved >= quantity)
-        .values(reserved=Inventory.reserved + quantity)
-        .returning(Inventory.on_hand, Inventory.reserved, Inventory.reorder_point)
-    ).one_or_none()
-    if row is None:
-        return False
-    _note_if_low(session, sku, row.on_hand - row.reserved, quantity, row.reorder_point)
-    return True
-
-
-def unreserve(session: Session, sku: str, quantity: int) -> None:
-    """Return ``quantity`` reserved units to available stock."""
-    session.execute(
-        update(Inventory).where(Inventory.sku == sku).values(reserved=Inventory.reserved - quantity)
-    )
-
-
 def reserve_all(session: Session, wanted: Mapping[str, int]) -> list[str]:
     """Hold ``wanted`` ({sku: units}) all or none; returns the SKUs short of stock
     (empty when everything was held).

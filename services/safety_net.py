@@ -19,13 +19,14 @@ Reservations whose hold lapsed (``release_lapsed_holds``) are the other net.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from datetime import timedelta
 
 from sqlalchemy import select
 
 from models import HELD, Order, OrderEvent, Reservation, record_event, unit_of_work, utcnow
 from models import order as lifecycle
-from models.catalog import RELEASED, unreserve
+from models.catalog import RELEASED, release_all
 from models.db import is_postgres
 from models.outbox import enqueue
 from services.compensation import begin_compensation
@@ -99,9 +100,11 @@ def _release_lapsed(order_id) -> str | None:
         elif order.status in lifecycle.FINAL_STATUSES:
             held = list(session.scalars(select(Reservation).where(
                 Reservation.order_id == order.id, Reservation.status == HELD)))
+            units = Counter()
             for reservation in held:
-                unreserve(session, reservation.sku, reservation.quantity)
+                units[reservation.sku] += reservation.quantity
                 reservation.status, reservation.closed_at = RELEASED, utcnow()
+            release_all(session, units)
             log.warning("released %d reservation(s) left held by %s order %s",
                         len(held), order.status, order.id)
             kind = "released"

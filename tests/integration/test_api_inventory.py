@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import select, update
 
 from models import Inventory, InventoryLedger, unit_of_work
-from models.catalog import try_reserve
+from models.catalog import reserve_all
 from tests.support.api import API, auth, problem
 from tests.support.factories import customer, product
 from web import create_app
@@ -52,7 +52,7 @@ def test_adjustments_go_through_the_ledger(client, operator, uid):
 def test_an_adjustment_below_reserved_is_409_and_changes_nothing(client, operator, uid):
     sku = product(uid, on_hand=10)
     with unit_of_work() as session:
-        assert try_reserve(session, sku, 7)
+        assert reserve_all(session, {sku: 7}) == []
     body = problem(client.post(f"{API}/inventory/{sku}/adjustments",
                                json={"delta": -4, "reason": "count"}, headers=operator), 409)
     assert "reserved" in body["detail"]

@@ -90,7 +90,7 @@ def test_two_sweepers_at_once_redrive_an_order_once(uid):
 def test_a_hold_left_by_a_final_order_is_released(uid):
     """A reservation still held by a cancelled order (a leak) goes back to stock."""
     from models import HELD, Reservation
-    from models.catalog import try_reserve
+    from models.catalog import reserve_all
     from services.safety_net import release_lapsed_holds
 
     user, sku = customer(uid), product(uid, on_hand=10)
@@ -98,7 +98,7 @@ def test_a_hold_left_by_a_final_order_is_released(uid):
     purge()
     with unit_of_work() as session:
         order = session.get(Order, order_id)
-        assert try_reserve(session, sku, 4)
+        assert reserve_all(session, {sku: 4}) == []
         session.add(Reservation(order_id=order_id, order_line_id=order.lines[0].id, run=1, sku=sku,
                                 quantity=4, status=HELD, expires_at=utcnow() - timedelta(seconds=1)))
         order.status, order.cancel_reason = "cancelled", "customer_request"
