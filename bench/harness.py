@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 QUEUES = "orion.saga,orion.fulfilment,orion.notify"
 BENCH_DB = "orion_bench"
+BENCH_VHOST = "orion_bench"
 PASSWORD = "bench password 1"
 
 # Process groups whose CPU a benchmark reports: name -> test on a process.
@@ -46,17 +47,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def bench_broker_url() -> str:
+    """``amqp://`` on RabbitMQ's vhost ``orion_bench`` (made here with ``rabbitmqctl``
+    if missing), so the tests' queue purges never reach a benchmark's messages;
+    the default vhost if ``rabbitmqctl`` is not allowed here."""
+    made = subprocess.run(["rabbitmqctl", "-q", "add_vhost", BENCH_VHOST], capture_output=True, text=True)
+    if made.returncode == 0 or "already exists" in made.stderr:
+        subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", BENCH_VHOST, "guest",
+                        ".*", ".*", ".*"], capture_output=True, check=True)
+        return f"amqp://guest:guest@127.0.0.1:5672/{BENCH_VHOST}"
+    print(f"bench: no vhost {BENCH_VHOST} ({made.stderr.strip()[:200]}); using the default one",
+          file=sys.stderr)
+    return "amqp://guest:guest@127.0.0.1:5672//"
+
+
 def services_env(data_dir: Path, **extra: str) -> dict[str, str]:
     """The environment of a services-mode platform on its own database, Redis
-    database and Socket.IO channel, so a benchmark never meets a test's rows."""
+    database, RabbitMQ vhost and Socket.IO channel, so a benchmark never meets a
+    test's rows or messages."""
     env = {**os.environ, "ORION_MODE": "services", "ORION_DATA_DIR": str(data_dir),
+           "BROKER_URL": bench_broker_url(),
            "DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{BENCH_DB}",
            "RESULT_BACKEND": "redis://127.0.0.1:6379/4", "REDIS_URL": "redis://127.0.0.1:6379/4",
            "SOCKETIO_CHANNEL": "orion-bench", "PROMETHEUS_MULTIPROC_DIR": str(data_dir / "metrics"),
            "WEB_PORT": str(free_port()), "SMTP_PORT": str(free_port()),
            # Beat's sweeps would publish work of their own in the middle of a measurement.
            "OUTBOX_STALE_SECONDS": "3600", "SAGA_REDRIVE_AFTER_SECONDS": "3600"}
-    env.pop("BROKER_URL", None)
     env.pop("PAYMENT_SANDBOX_URL", None)
     env.update(extra)
     (data_dir / "metrics").mkdir(parents=True, exist_ok=True)
@@ -184,6 +200,18 @@ def web_server(env: dict[str, str], log_dir: Path) -> Iterator[str]:
     try:
         wait_healthy(proc, base, log)
         proc.base_url = base
+        yield proc
+    finally:
+        stop(proc)
+
+
+@contextmanager
+def outbox_relay(env: dict[str, str], log_dir: Path) -> Iterator[subprocess.Popen]:
+    """``python -m worker.relay`` as the launcher starts it, once it is publishing."""
+    log = log_dir / "relay.log"
+    proc = spawn([sys.executable, "-m", "worker.relay"], env, log)
+    try:
+        wait_for_log(proc, log, b"publishing the outbox")
         yield proc
     finally:
         stop(proc)

@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                     "payment_latency_ms": Settings.from_env(env).payment_latency_ms,
                     "command": " ".join(["python -m bench.latency", *(argv or sys.argv[1:])])}
     with psycopg.connect(dsn, autocommit=True) as db, harness.smtp_sink(env, data_dir), \
-            harness.web_server(env, data_dir) as web:
+            harness.web_server(env, data_dir) as web, harness.outbox_relay(env, data_dir):
         worker = harness.spawn(harness.worker_command("worker", concurrency), env, worker_log)
         try:
             harness.wait_for_log(worker, worker_log, b" ready.")

@@ -169,7 +169,8 @@ def run_orion(env: dict, orders: int, lines: int, concurrency: int | None, log_d
     dsn = env["DATABASE_URL"].replace("postgresql+psycopg", "postgresql")
     harness.purge_queues(env)
     with psycopg.connect(dsn, autocommit=True) as db, \
-            harness.smtp_sink(env, log_dir) as smtp, harness.web_server(env, log_dir) as web:
+            harness.smtp_sink(env, log_dir) as smtp, harness.web_server(env, log_dir) as web, \
+            harness.outbox_relay(env, log_dir) as relay:
         before = db.execute("SELECT count(*) FROM orders").fetchone()[0]
         tokens = harness.login_all(web.base_url, emails)
         placed = place_orders(web.base_url, tokens, skus, orders, lines, clients, seed, bodies)
@@ -186,7 +187,7 @@ def run_orion(env: dict, orders: int, lines: int, concurrency: int | None, log_d
         before_final = db.execute("SELECT count(*) FROM orders WHERE status = ANY(%s)",
                                   (list(FINAL),)).fetchone()[0]
         result = drain(env, "worker", harness.QUEUES, final, orders, concurrency, log_dir, "orion",
-                       extra_trees={"web": web.pid, "smtp": smtp.pid})
+                       extra_trees={"web": web.pid, "relay": relay.pid, "smtp": smtp.pid})
         statuses = dict(db.execute("SELECT status, count(*) FROM orders GROUP BY status").fetchall())
         deciles = arrival_deciles(db.execute(
             "SELECT created_at, finished_at FROM orders WHERE finished_at IS NOT NULL "

@@ -76,6 +76,7 @@ class Settings:
     reservation_hold_s: int
     outbox_sweep_s: float
     outbox_stale_s: float
+    outbox_poll_s: float
     worker_concurrency: int
     web_host: str
     web_port: int
@@ -158,6 +159,9 @@ class Settings:
             reservation_hold_s=hold_s,
             outbox_sweep_s=_float(env, "OUTBOX_SWEEP_SECONDS", 10.0),
             outbox_stale_s=_float(env, "OUTBOX_STALE_SECONDS", 5.0),
+            # The relay's wait between looks when nothing woke it: PostgreSQL's
+            # NOTIFY wakes it at each commit, SQLite has nothing of the kind.
+            outbox_poll_s=_float(env, "OUTBOX_POLL_SECONDS", 0.2 if mode == "embedded" else 2.0),
             worker_concurrency=_int(env, "WORKER_CONCURRENCY", default_concurrency(mode)),
             web_host=env.get("WEB_HOST", "127.0.0.1"),
             web_port=_int(env, "WEB_PORT", 8000),

@@ -1,5 +1,5 @@
 """Order commands: place, cancel, pay again, retry. Each writes its outbox row in
-the same transaction as its change, and publishes it after commit."""
+the same transaction as its change; the outbox relay publishes it after commit."""
 from __future__ import annotations
 
 import hashlib
@@ -64,7 +64,9 @@ def place_order(customer_id: int, body: dict, idempotency_key: str | None,
                     return _replayed(existing, fingerprint)
             order = _new_order(session, customer_id, body, idempotency_key, fingerprint, correlation_id)
             record_event(session, order, detail="order placed")
-            enqueue(session, SAGA_START, {"order_id": str(order.id)})
+            enqueue(session, SAGA_START, {  # all the relay needs to build the saga's canvas
+                "order_id": str(order.id), "run": order.saga_run,
+                "warehouses": sorted({line.warehouse for line in order.lines})})
     except IntegrityError:
         if not idempotency_key:
             raise

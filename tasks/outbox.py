@@ -1,9 +1,10 @@
-"""Outbox relay: publish outbox rows to the broker after their transaction commits,
-and a beat job that republishes rows a crashed process left unsent.
+"""Outbox publishing: the relay's batch (``publish_batch``), which the relay
+process (``python -m worker.relay``) runs whenever rows are committed, and a
+beat job that runs it for rows the relay has left unsent too long.
 
 Publishing twice is harmless (every saga step is idempotent); never publishing
 would lose an order, so a row is marked dispatched only after the broker
-confirmed the message.
+confirmed its message (publisher confirms, see ``celeryconfig``).
 """
 from __future__ import annotations
 
@@ -13,86 +14,89 @@ from datetime import timedelta
 
 from celery import shared_task
 from kombu.exceptions import KombuError, OperationalError as BrokerError
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection, Row
 
 from config import get_settings
-from models import Order, OrderLine, OutboxMessage, unit_of_work, utcnow
-from models.outbox import SAGA_COMPENSATE, SAGA_RESUME, SAGA_START, publish_on_commit
+from models import Order, OrderLine, OutboxMessage, utcnow
+from models.db import get_engine
+from models.outbox import SAGA_COMPENSATE, SAGA_RESUME, SAGA_START
 
 log = logging.getLogger(__name__)
 BROKER_ERRORS = (BrokerError, KombuError, ConnectionError, OSError)
+_outbox = OutboxMessage.__table__
 
 
-def install() -> None:
-    """Publish every process's committed outbox rows right after their COMMIT
-    (``models.outbox.publish_on_commit``); the web app and the worker call it.
+def publish_batch(limit: int = 200, older_than: float | None = None) -> int:
+    """Publish up to ``limit`` unsent outbox rows, oldest first; returns how many were sent.
 
-    Imports the Celery app now: importing it inside a commit hook would add
-    Session listeners while SQLAlchemy iterates them.
-    """
-    import worker  # noqa: F401
-
-    publish_on_commit(publish)
-
-
-def publish(ids: list[int]) -> int:
-    """Publish the undispatched rows among ``ids``; returns how many were sent.
-
-    Each row is locked while it is sent, so the sweeper and a request never
-    send the same row at once. Raises a broker error if the broker is down.
+    The rows are locked (``FOR UPDATE SKIP LOCKED``) from the read until they
+    are marked dispatched, so relays and the sweeper never send one row at once.
+    ``older_than`` (seconds) skips rows younger than that (the sweeper's view).
+    A broker error stops the batch: the rows sent before it are marked
+    dispatched, the rest stay unsent, and the error is raised after the commit.
     """
     from worker import app
     from worker.results import release_pending_results
 
-    sent = 0
-    for message_id in ids:
-        with unit_of_work() as session:
-            row = session.scalar(select(OutboxMessage)
-                                 .where(OutboxMessage.id == message_id,
-                                        OutboxMessage.dispatched_at.is_(None))
-                                 .with_for_update(skip_locked=True))
-            if row is None:
-                continue
-            row.attempts += 1
-            _signature_for(session, row).apply_async(headers=row.headers or None)
-            row.dispatched_at = utcnow()
-            sent += 1
+    query = (select(_outbox.c.id, _outbox.c.topic, _outbox.c.payload, _outbox.c.headers)
+             .where(_outbox.c.dispatched_at.is_(None)).order_by(_outbox.c.id).limit(limit)
+             .with_for_update(skip_locked=True))
+    if older_than:
+        query = query.where(_outbox.c.created_at < utcnow() - timedelta(seconds=older_than))
+    failure: BaseException | None = None
+    with get_engine().begin() as conn:
+        rows = conn.execute(query).all()
+        sent: list[int] = []
+        for row in rows:
+            try:
+                _signature_for(conn, row).apply_async(headers=row.headers or None)
+            except BROKER_ERRORS as exc:
+                failure = exc
+                break
+            sent.append(row.id)
+        tried = sent + [rows[len(sent)].id] if failure is not None else sent
+        if tried:
+            conn.execute(update(_outbox).where(_outbox.c.id.in_(tried))
+                         .values(attempts=_outbox.c.attempts + 1))
+        if sent:
+            conn.execute(update(_outbox).where(_outbox.c.id.in_(sent)).values(dispatched_at=utcnow()))
     release_pending_results(app)
-    return sent
+    if failure is not None:
+        raise failure
+    return len(sent)
 
 
-def _signature_for(session: Session, row: OutboxMessage):
+def _signature_for(conn: Connection, row: Row):
+    """The message an outbox row stands for. A ``saga.start`` row written by
+    ``place_order`` carries the run and warehouses; other rows read them."""
     from tasks.saga import forward_canvas
     from worker import app
 
-    order_id = row.payload["order_id"]
+    payload = row.payload
+    order_id = payload["order_id"]
     if row.topic == SAGA_COMPENSATE:
         return app.signature("saga.compensate", args=(order_id,), ignore_result=True)
-    key = uuid.UUID(order_id)
-    run = session.scalar(select(Order.saga_run).where(Order.id == key))
-    warehouses = list(session.scalars(select(OrderLine.warehouse).where(OrderLine.order_id == key)
-                                      .distinct()))
-    from_task = None
-    if row.topic == SAGA_RESUME and row.payload.get("from_step"):
-        from_task = f"saga.{row.payload['from_step']}"
-    elif row.topic != SAGA_START and row.topic != SAGA_RESUME:
+    if row.topic not in (SAGA_START, SAGA_RESUME):
         raise ValueError(f"unknown outbox topic {row.topic!r}")
-    return forward_canvas(app, order_id, run, warehouses, from_task)
+    run, warehouses = payload.get("run"), payload.get("warehouses")
+    if run is None or warehouses is None:
+        key = uuid.UUID(order_id)
+        run = conn.scalar(select(Order.saga_run).where(Order.id == key))
+        warehouses = list(conn.scalars(select(OrderLine.warehouse)
+                                       .where(OrderLine.order_id == key).distinct()))
+    from_task = None
+    if row.topic == SAGA_RESUME and payload.get("from_step"):
+        from_task = f"saga.{payload['from_step']}"
+    return forward_canvas(app, order_id, run, sorted(warehouses), from_task)
 
 
 @shared_task(name="outbox.republish_unsent", ignore_result=True)
 def republish_unsent(batch: int = 500, older_than: float | None = None) -> int:
-    """Beat job: publish rows still unsent after ``older_than`` seconds
-    (default ``OUTBOX_STALE_SECONDS``); returns how many were sent."""
+    """Beat job, the safety net behind the relay: publish rows still unsent after
+    ``older_than`` seconds (default ``OUTBOX_STALE_SECONDS``); returns how many were sent."""
     age = get_settings().outbox_stale_s if older_than is None else older_than
-    cutoff = utcnow() - timedelta(seconds=age)
-    with unit_of_work() as session:
-        ids = list(session.scalars(select(OutboxMessage.id)
-                                   .where(OutboxMessage.dispatched_at.is_(None),
-                                          OutboxMessage.created_at < cutoff)
-                                   .order_by(OutboxMessage.id).limit(batch)))
-    sent = publish(ids) if ids else 0
+    sent = publish_batch(batch, older_than=age)
     if sent:
-        log.warning("outbox: republished %d unsent message(s)", sent)
+        log.warning("outbox: republished %d message(s) the relay had left unsent", sent)
     return sent

@@ -42,15 +42,6 @@ def database():
     yield TEST_DB
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _outbox_relay():
-    """The test process places orders as the web app does, so it publishes its
-    outbox rows after commit as the web app does."""
-    from tasks import outbox
-
-    outbox.install()
-
-
 @pytest.fixture
 def uid() -> str:
     """A short unique id for names, emails and SKUs made by one test."""

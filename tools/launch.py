@@ -1,4 +1,4 @@
-"""Start the whole platform: SMTP sink, web, worker, beat and Flower, in the
+"""Start the whole platform: SMTP sink, web, outbox relay, worker, beat and Flower, in the
 foreground, until Ctrl-C (or until one of them dies, which stops the rest).
 
 ``python -m tools.launch [--no-flower] [--no-smtp-sink] [--no-beat] [--no-catalog]``
@@ -40,6 +40,7 @@ def commands(settings: Settings, args: argparse.Namespace) -> dict[str, list[str
         "worker": celery + ["worker", "-l", "info", "-c", str(settings.worker_concurrency),
                             "-Q", queues, "-n", "orion@%h", "--without-gossip", "--without-mingle"],
         "web": web_command(settings),
+        "relay": [py, "-m", "worker.relay"],
     }
     if not args.no_smtp_sink:
         procs["smtp"] = [py, "-m", "tools.smtp_sink"]

@@ -12,7 +12,6 @@ from flask import Flask
 from config import Settings, get_settings
 from observability.logging import configure_logging
 from progress import hooks as progress_hooks
-from tasks import outbox as outbox_relay
 from web import (auth, inventory, operator, ops, orders, pages, products, request_id,
                  request_metrics)
 from web.errors import register_error_handlers, register_jwt_errors
@@ -41,7 +40,6 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(pages.bp)
     init_realtime(app)
     progress_hooks.install()
-    outbox_relay.install()  # outbox rows go to the broker right after their commit
     return app
 
 

@@ -81,9 +81,6 @@ def connect_signals() -> None:
     from progress import hooks as progress_hooks
 
     progress_hooks.install()  # order events reach Socket.IO clients after each commit
-    from tasks import outbox as outbox_relay
-
-    outbox_relay.install()  # outbox rows go to the broker right after their commit
     worker_init.connect(_ensure_queues, weak=False)
     worker_process_init.connect(_dispose_after_fork, weak=False)
     task_postrun.connect(_release_results, weak=False)

@@ -9,6 +9,7 @@ from models import (EmailMessage, Inventory, InventoryLedger, OrderEvent, Paymen
 from models.catalog import warehouse_for
 from services.ordering import Actor, pay_again
 from tests.support.factories import count, customer, eventually, place, product, wait_for
+from tests.support.processes import paused
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -184,9 +185,7 @@ def test_sagas_leave_no_result_channel_subscribed(uid):
 
 def _republish(order_id) -> None:
     from models.outbox import SAGA_START, enqueue
-    from tasks import outbox
 
-    outbox.install()
     with unit_of_work() as session:
         enqueue(session, SAGA_START, {"order_id": str(order_id)})
 
@@ -240,7 +239,7 @@ def _queues_idle() -> bool:
     return depth == 0 and not any(active.values())
 
 
-def test_outbox_sweeper_publishes_what_a_crash_left_unsent(uid, monkeypatch):
+def test_outbox_sweeper_publishes_what_a_stalled_relay_left_unsent(uid, relay_process):
     from models.outbox import SAGA_START, OutboxMessage, enqueue
     from services.ordering import _new_order, request_fingerprint
     from tasks.outbox import republish_unsent
@@ -248,14 +247,13 @@ def test_outbox_sweeper_publishes_what_a_crash_left_unsent(uid, monkeypatch):
 
     user, sku = customer(uid), product(uid, on_hand=10)
     body = order_body([(sku, 1)])
-    # Committed, then the process "died" before its after-commit publish ran.
-    monkeypatch.setattr("models.outbox._publisher", lambda ids: None)
-    with unit_of_work() as session:
-        order = _new_order(session, user.id, body, None, request_fingerprint(body), None)
-        enqueue(session, SAGA_START, {"order_id": str(order.id)})
-    assert count(OutboxMessage, OutboxMessage.dispatched_at.is_(None),
-                 OutboxMessage.payload["order_id"].as_string() == str(order.id)) == 1
-    assert republish_unsent(older_than=0) >= 1
+    with paused(relay_process):  # committed while the relay hangs
+        with unit_of_work() as session:
+            order = _new_order(session, user.id, body, None, request_fingerprint(body), None)
+            enqueue(session, SAGA_START, {"order_id": str(order.id)})
+        assert count(OutboxMessage, OutboxMessage.dispatched_at.is_(None),
+                     OutboxMessage.payload["order_id"].as_string() == str(order.id)) == 1
+        assert republish_unsent(older_than=0) >= 1
     assert wait_for(order.id).status == "completed"
 
 

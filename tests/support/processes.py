@@ -1,9 +1,11 @@
-"""Real Orion processes for tests: a Celery worker and a local SMTP server."""
+"""Real Orion processes for tests: a Celery worker, the outbox relay, the web
+server and a local SMTP server."""
 from __future__ import annotations
 
 import email
 import email.policy
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -51,15 +53,46 @@ def celery_worker(env: dict[str, str] | None = None, queues: str = ALL_QUEUES,
         stop(proc)
 
 
-def _wait_ready(proc: subprocess.Popen, log_path: Path, timeout: float = 60) -> None:
+def _wait_ready(proc: subprocess.Popen, log_path: Path, timeout: float = 60,
+                needle: bytes = b" ready.") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"worker exited with {proc.returncode}; see {log_path}")
-        if b" ready." in log_path.read_bytes():
+            raise RuntimeError(f"{log_path.stem} exited with {proc.returncode}; see {log_path}")
+        if needle in log_path.read_bytes():
             return
-        time.sleep(0.2)
-    raise TimeoutError(f"worker not ready after {timeout}s; see {log_path}")
+        time.sleep(0.1)
+    raise TimeoutError(f"{log_path.stem} not ready after {timeout}s; see {log_path}")
+
+
+@contextmanager
+def outbox_relay(env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """``python -m worker.relay`` as the launcher starts it, with ``env`` over the
+    test environment; the log goes to ``artifacts/relay-<name>.log``."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    log_path = ARTIFACTS / f"relay-{uuid.uuid4().hex[:6]}.log"
+    proc = subprocess.Popen([sys.executable, "-m", "worker.relay"], cwd=REPO,
+                            env={**os.environ, **(env or {})}, stdout=log_path.open("wb"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_ready(proc, log_path, needle=b"publishing the outbox")
+        proc.log_path = log_path
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGCONT)  # a test may have paused it
+        stop(proc)
+
+
+@contextmanager
+def paused(proc: subprocess.Popen) -> Iterator[None]:
+    """SIGSTOP ``proc``'s process group for the block (as a hung or swapped-out
+    process would be), SIGCONT after it."""
+    os.killpg(proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(proc.pid, signal.SIGCONT)
 
 
 def stop(proc: subprocess.Popen, timeout: float = 30) -> None:

@@ -18,7 +18,7 @@ from tests.unit.test_readme import variables_read
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = {"JWT_SECRET_KEY": "test-secret", "POSTGRES_PASSWORD": "pg-secret",
            "RABBITMQ_PASSWORD": "mq-secret", "FLOWER_BASIC_AUTH": "ops:flower-secret"}
-ORION = ("migrate", "web", "worker", "beat", "flower", "smtp")
+ORION = ("migrate", "web", "relay", "worker", "beat", "flower", "smtp")
 INTERPOLATION = re.compile(r"\$\{(\w+):\?[^}]*\}")
 
 
@@ -45,13 +45,14 @@ def test_the_compose_tool_accepts_the_file():
 def test_every_process_of_spec_runs_beside_its_dependencies(compose):
     assert set(compose) == {"postgres", "rabbitmq", "rabbitmq-setup", "redis", *ORION}
     assert compose["worker"]["command"][:4] == ["celery", "-A", "worker", "worker"]
+    assert compose["relay"]["command"] == ["python", "-m", "worker.relay"]
     assert compose["beat"]["command"][:4] == ["celery", "-A", "worker", "beat"]
     assert compose["flower"]["command"][:4] == ["celery", "-A", "worker", "flower"]
     assert compose["beat"]["deploy"]["replicas"] == 1
     assert "container_name" not in compose["worker"] and "ports" not in compose["worker"], "scalable"
     for name in ("postgres", "rabbitmq", "redis", "web"):
         assert "healthcheck" in compose[name], name
-    for name in ("web", "worker", "beat", "flower"):
+    for name in ("web", "relay", "worker", "beat", "flower"):
         conditions = {dep: spec["condition"] for dep, spec in compose[name]["depends_on"].items()}
         assert conditions["postgres"] == conditions["rabbitmq"] == conditions["redis"] == "service_healthy"
         assert conditions["migrate"] == conditions["rabbitmq-setup"] == "service_completed_successfully"
