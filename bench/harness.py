@@ -47,16 +47,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def bench_broker_url() -> str:
-    """``amqp://`` on RabbitMQ's vhost ``orion_bench`` (made here with ``rabbitmqctl``
-    if missing), so the tests' queue purges never reach a benchmark's messages;
+def bench_broker_url(vhost: str = BENCH_VHOST) -> str:
+    """``amqp://`` on RabbitMQ's ``vhost`` (made here with ``rabbitmqctl`` if
+    missing), so the tests' queue purges never reach a benchmark's messages;
     the default vhost if ``rabbitmqctl`` is not allowed here."""
-    made = subprocess.run(["rabbitmqctl", "-q", "add_vhost", BENCH_VHOST], capture_output=True, text=True)
+    made = subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], capture_output=True, text=True)
     if made.returncode == 0 or "already exists" in made.stderr:
-        subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", BENCH_VHOST, "guest",
+        subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest",
                         ".*", ".*", ".*"], capture_output=True, check=True)
-        return f"amqp://guest:guest@127.0.0.1:5672/{BENCH_VHOST}"
-    print(f"bench: no vhost {BENCH_VHOST} ({made.stderr.strip()[:200]}); using the default one",
+        return f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    print(f"bench: no vhost {vhost} ({made.stderr.strip()[:200]}); using the default one",
           file=sys.stderr)
     return "amqp://guest:guest@127.0.0.1:5672//"
 

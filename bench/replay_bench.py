@@ -3,9 +3,12 @@
     python -m bench.replay_bench --mode embedded --limit 2000 --concurrency 8
     python -m bench.replay_bench --mode services --limit 2000 --concurrency 8
     python -m bench.replay_bench --mode services --limit 500 --speed 1500   # paced
+    python -m bench.replay_bench --mode services --limit 0 --speed 20000    # the whole year
 
 Starts ``tools.launch`` (web, worker, beat, SMTP sink; no Flower) on a fresh data
-dir (embedded) or a fresh ``orion_bench`` database (services), waits for
+dir (embedded) or a fresh ``orion_replay`` database, Redis database 5 and
+RabbitMQ vhost ``orion_replay`` (services; the other benchmarks and the tests
+use their own, so they may run meanwhile, at the cost of sharing the CPU), waits for
 ``/readyz``, runs ``tools.replay``, then ``tools.audit``, stops the platform and
 writes ``bench/results/replay-<mode>-<limit>.json`` with the replay summary, the
 audit and the machine's CPU count.
@@ -31,9 +34,14 @@ def environment(mode: str, data_dir: Path, port: int) -> dict[str, str]:
     env = {**os.environ, "ORION_MODE": mode, "ORION_DATA_DIR": str(data_dir),
            "WEB_PORT": str(port), "SMTP_PORT": str(port + 25)}
     if mode == "services":
-        env.update(DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:5432/orion_bench",
-                   RESULT_BACKEND="redis://127.0.0.1:6379/4", REDIS_URL="redis://127.0.0.1:6379/4")
-    for name in ("DATABASE_URL", "RESULT_BACKEND", "REDIS_URL", "BROKER_URL", "PAYMENT_SANDBOX_URL"):
+        from bench.harness import bench_broker_url
+
+        env.update(DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:5432/orion_replay",
+                   RESULT_BACKEND="redis://127.0.0.1:6379/5", REDIS_URL="redis://127.0.0.1:6379/5",
+                   SOCKETIO_CHANNEL="orion-replay-bench", BROKER_URL=bench_broker_url("orion_replay"))
+    env.pop("PAYMENT_SANDBOX_URL", None)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the launcher makes its own
+    for name in ("DATABASE_URL", "RESULT_BACKEND", "REDIS_URL", "BROKER_URL"):
         if mode == "embedded":
             env.pop(name, None)
     return env
@@ -74,7 +82,7 @@ def run(args: argparse.Namespace) -> dict:
         replay = subprocess.run(
             [sys.executable, "-m", "tools.replay", "--base-url", f"http://127.0.0.1:{args.port}",
              "--limit", str(args.limit), "--concurrency", str(args.concurrency),
-             "--speed", str(args.speed), "--timeout", "1800",
+             "--speed", str(args.speed), "--timeout", str(args.timeout),
              "--json-out", str(summary_path)], cwd=ROOT, env=env)
         audit = subprocess.run([sys.executable, "-m", "tools.audit", "--json"], cwd=ROOT, env=env,
                                capture_output=True, text=True)
@@ -97,11 +105,13 @@ def main() -> int:
     parser.add_argument("--speed", type=float, default=0.0,
                         help="compress the invoices' real time gaps N times (0: a burst)")
     parser.add_argument("--port", type=int, default=8100)
+    parser.add_argument("--timeout", type=float, default=1800,
+                        help="seconds to wait for final states once every invoice is sent")
     args = parser.parse_args()
     result = run(args)
     RESULTS.mkdir(parents=True, exist_ok=True)
     pace = f"-speed{args.speed:g}" if args.speed else ""
-    out = RESULTS / f"replay-{args.mode}-{args.limit}{pace}.json"
+    out = RESULTS / f"replay-{args.mode}-{args.limit or 'all'}{pace}.json"
     out.write_text(json.dumps(result, indent=2, default=str))
     print(json.dumps({k: result[k] for k in ("mode", "replay_exit", "audit_exit")}), f"-> {out}")
     return 0 if result["replay_exit"] == 0 and result["audit_exit"] == 0 else 1

@@ -5,12 +5,14 @@ The engine is built on first use, never at import, so a forked Celery child
 """
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Iterator
 
-from sqlalchemy import DateTime, Engine, Numeric, create_engine, event
+from sqlalchemy import Connection, DateTime, Engine, Numeric, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -54,7 +56,9 @@ def make_engine(url: str) -> Engine:
     makes concurrent workers wait (``busy_timeout``) instead.
     """
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        engine = create_engine(url, pool_size=5, max_overflow=5)
+        ping_when_idle(engine, IDLE_PING_AFTER_S)
+        return engine
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
@@ -75,6 +79,41 @@ def make_engine(url: str) -> Engine:
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
+
+
+IDLE_PING_AFTER_S = 5.0
+
+
+def ping_when_idle(engine: Engine, idle_s: float) -> None:
+    """Check a pooled connection at checkout only if it sat in the pool longer
+    than ``idle_s`` seconds; a dead one is replaced before anyone uses it.
+
+    ``pool_pre_ping`` pings at every checkout: a round trip per request and per
+    saga step for a connection that was in use a millisecond ago. A connection
+    that dies while in steady use (a server restart, ``pg_terminate_backend``)
+    fails its next statement instead; SQLAlchemy then invalidates the whole
+    pool, and the caller's retry (a saga step's, or the client's after a 503)
+    gets fresh connections. This is SQLAlchemy's documented pessimistic
+    disconnect handling, done at the pool's ``checkout`` event
+    (https://docs.sqlalchemy.org/en/20/core/pooling.html#disconnect-handling-pessimistic).
+    """
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_conn, record):
+        if record is not None:
+            record.info["orion_checked_in"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn, record, _proxy):
+        since = record.info.get("orion_checked_in")
+        if since is None or time.monotonic() - since <= idle_s:
+            return  # new, or in use moments ago
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+            dbapi_conn.rollback()  # the ping's SELECT opened a transaction: start clean
+        except Exception as exc:
+            if engine.dialect.is_disconnect(exc, dbapi_conn, None):
+                raise DisconnectionError(f"stale pooled connection: {exc}") from exc
+            raise
 
 
 def get_engine() -> Engine:
@@ -119,6 +158,21 @@ def read_only() -> Iterator[Session]:
         yield session
     finally:
         session.close()
+
+
+@contextmanager
+def read_connection() -> Iterator[Connection]:
+    """A pooled connection for a few reads that need no transaction together.
+
+    On PostgreSQL it runs in autocommit (each statement its own snapshot; no
+    ``BEGIN`` or ``ROLLBACK`` round trips); on SQLite it reads in a deferred
+    transaction, as ``read_only`` does.
+    """
+    engine = get_engine()
+    options = ({"orion_read_only": True} if engine.dialect.name == "sqlite"
+               else {"isolation_level": "AUTOCOMMIT"})
+    with engine.connect().execution_options(**options) as conn:
+        yield conn
 
 
 def is_postgres(session: Session) -> bool:

@@ -36,10 +36,17 @@ def enqueue(session: Session, topic: str, payload: dict, headers: dict | None = 
     ``correlation``, e.g. the order's own for a beat job acting on it), so a
     message the sweeper republishes later still belongs to what caused it.
     """
+    message = OutboxMessage(**outbox_row(topic, payload, headers, correlation))
+    session.add(message)
+    return message
+
+
+def outbox_row(topic: str, payload: dict, headers: dict | None = None,
+               correlation: str | None = None) -> dict:
+    """The ``outbox`` row ``enqueue`` adds, as a dict for a Core ``INSERT``."""
     headers = dict(headers or {})
     current = correlation_id() or correlation
     if current:
         headers.setdefault(CORRELATION_HEADER, current)
-    message = OutboxMessage(topic=topic, payload=payload, headers=headers)
-    session.add(message)
-    return message
+    return {"topic": topic, "payload": payload, "headers": headers, "created_at": utcnow(),
+            "dispatched_at": None, "attempts": 0}

@@ -60,11 +60,17 @@ class OrderEvent(Base):
     correlation_id: Mapped[str | None] = mapped_column(String(64))
 
     def to_dict(self) -> dict:
-        return {
-            "order_id": str(self.order_id), "seq": self.seq, "status": self.status,
-            "step": self.step, "step_status": self.step_status, "attempt": self.attempt,
-            "detail": self.detail, "at": _iso(self.at),
-        }
+        return event_payload({"order_id": self.order_id, "seq": self.seq, "status": self.status,
+                              "step": self.step, "step_status": self.step_status,
+                              "attempt": self.attempt, "detail": self.detail, "at": self.at})
+
+
+def event_payload(row: dict) -> dict:
+    """An ``order_events`` row (a dict of its columns) as clients see it: the
+    ``order.updated`` payload, without the correlation id."""
+    return {"order_id": str(row["order_id"]), "seq": row["seq"], "status": row["status"],
+            "step": row["step"], "step_status": row["step_status"], "attempt": row["attempt"],
+            "detail": row["detail"], "at": _iso(row["at"])}
 
 
 def record_event(session: Session, order: Order, step: str | None = None,

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from models import Order, OrderEvent, SagaStep, utcnow
 from models import order as lifecycle
 from models.outbox import SAGA_COMPENSATE, enqueue
-from models.saga_log import FAILED, RETRYING, RUNNING, SUCCEEDED
+from models.saga_log import FAILED, RETRYING, RUNNING, SUCCEEDED, event_payload
 from observability.logging import correlation_id
 from progress import OPERATORS, Notification, order_room, queue_notification, user_room
 
@@ -205,11 +205,7 @@ class SagaTx:
         for row in self._events:
             self.order.last_event_seq += 1
             row["seq"] = self.order.last_event_seq
-            payload = {"order_id": str(self.order.id), "seq": row["seq"], "status": row["status"],
-                       "step": row["step"], "step_status": row["step_status"],
-                       "attempt": row["attempt"], "detail": row["detail"],
-                       "at": row["at"].isoformat().replace("+00:00", "Z")}
-            queue_notification(self.session, Notification("order.updated", payload, rooms))
+            queue_notification(self.session, Notification("order.updated", event_payload(row), rooms))
         if self._events:
             self._changes["last_event_seq"] = self.order.last_event_seq
 

@@ -16,11 +16,12 @@ from flask_jwt_extended.exceptions import JWTExtendedException
 from flask_limiter.util import get_remote_address
 from jwt import InvalidTokenError
 from marshmallow import ValidationError
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import Unauthorized
 
 from models import User, read_only, unit_of_work
+from models.db import read_connection
 from models.user import CUSTOMER, OPERATOR
 from services.errors import Conflict
 from web.apidoc import authenticate, body, other_responses, response
@@ -117,10 +118,17 @@ def me():
     return current_user
 
 
+_USER_BY_ID = select(User.__table__).where(User.__table__.c.id == bindparam("b_id"))
+
+
 @jwt.user_lookup_loader
 def _load_user(_header: dict, payload: dict) -> User | None:
-    with read_only() as session:
-        return session.get(User, int(payload["sub"]))
+    """The token's user, read on every authenticated request (a deleted user's
+    token stops working at once): one primary-key ``SELECT`` on an autocommit
+    connection (``models.db.read_connection``), as a detached ``User``."""
+    with read_connection() as conn:
+        row = conn.execute(_USER_BY_ID, {"b_id": int(payload["sub"])}).first()
+    return None if row is None else User(**row._mapping)
 
 
 def _access(user: User) -> dict:

@@ -240,21 +240,18 @@ def _queues_idle() -> bool:
 
 
 def test_outbox_sweeper_publishes_what_a_stalled_relay_left_unsent(uid, relay_process):
-    from models.outbox import SAGA_START, OutboxMessage, enqueue
-    from services.ordering import _new_order, request_fingerprint
+    from models.outbox import OutboxMessage
+    from services.ordering import place_order
     from tasks.outbox import republish_unsent
     from tests.support.factories import order_body
 
     user, sku = customer(uid), product(uid, on_hand=10)
-    body = order_body([(sku, 1)])
     with paused(relay_process):  # committed while the relay hangs
-        with unit_of_work() as session:
-            order = _new_order(session, user.id, body, None, request_fingerprint(body), None)
-            enqueue(session, SAGA_START, {"order_id": str(order.id)})
+        order_id = place_order(user.id, order_body([(sku, 1)]), None).order_id
         assert count(OutboxMessage, OutboxMessage.dispatched_at.is_(None),
-                     OutboxMessage.payload["order_id"].as_string() == str(order.id)) == 1
+                     OutboxMessage.payload["order_id"].as_string() == str(order_id)) == 1
         assert republish_unsent(older_than=0) >= 1
-    assert wait_for(order.id).status == "completed"
+    assert wait_for(order_id).status == "completed"
 
 
 def test_same_idempotency_key_same_order_nothing_new(uid):
