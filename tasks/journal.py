@@ -5,10 +5,10 @@ cancel and a compensation of one order never interleave.
 
 A step works through a ``SagaTx``: one ``SELECT ... FOR UPDATE`` reads the
 order, the step decides and does its effect, and ``flush`` writes what the
-step changed in at most three statements (the step-log upsert, the events,
-one ``UPDATE`` of the order carrying status, event counter and timestamps),
-all in SQLAlchemy Core on the session's connection: no ORM unit of work, no
-second read of the order. The event ``seq`` is the locked row's counter plus
+step changed: the step-log upsert, the events and one ``UPDATE`` of the order
+carrying status, event counter and timestamps. On PostgreSQL that is one
+statement (data-modifying CTEs, ``_flush_sql``), elsewhere three in SQLAlchemy
+Core; no ORM unit of work, no second read of the order. The event ``seq`` is the locked row's counter plus
 one, so it stays gap-free per order.
 
 Chord headers, which would otherwise queue for one order's lock, open their
@@ -216,6 +216,15 @@ class SagaTx:
             self.claim()
         self._number_events()
         conn = self.conn
+        if conn.dialect.name == "postgresql" and _distinct_steps(self._steps):
+            if self._steps or self._events or self._changes:
+                conn.exec_driver_sql(*_flush_postgresql(self.order, self._steps, self._events,
+                                                        self._changes))
+        else:
+            self._flush_statements(conn)
+        self._steps, self._events, self._changes = [], [], {}
+
+    def _flush_statements(self, conn) -> None:
         for step in self._steps:
             conn.execute(_upsert_step(conn.dialect.name), step)
         if self._events:
@@ -228,7 +237,64 @@ class SagaTx:
             else:
                 conn.execute(_BUMP_SEQ, {"b_id": self.order.id, "b_now": now,
                                          "b_seq": self._changes["last_event_seq"]})
-        self._steps, self._events, self._changes = [], [], {}
+
+
+def _distinct_steps(steps: list[dict]) -> bool:
+    """One ``INSERT ... ON CONFLICT`` cannot touch a row twice: a flush that
+    records one step twice takes the statement-per-row path."""
+    return len({step["name"] for step in steps}) == len(steps)
+
+
+_STEP_ARRAY_COLUMNS = ("name", "kind", "status", "attempt", "started_at", "finished_at", "error")
+_EVENT_ARRAY_COLUMNS = ("seq", "status", "step", "step_status", "attempt", "detail", "at",
+                        "correlation_id")
+_FLUSH_SQL: dict[tuple, str] = {}
+
+
+def _flush_sql(steps: bool, events: bool, changed: tuple[str, ...]) -> str:
+    """The PostgreSQL statement of one ``flush`` shape: data-modifying CTEs for the
+    step upsert and the events (one ``unnest`` array per column, so any number of
+    rows shares one statement, which psycopg prepares after a few runs) and the
+    order's ``UPDATE`` as the main statement: one round trip instead of three."""
+    key = (steps, events, changed)
+    if key in _FLUSH_SQL:
+        return _FLUSH_SQL[key]
+    dialect = postgresql.dialect()
+
+    def arrays(table, prefix: str, columns: tuple[str, ...]) -> str:
+        return ", ".join(f"%({prefix}{name})s::{table.c[name].type.compile(dialect=dialect)}[]"
+                         for name in columns)
+
+    parts = []
+    if steps:
+        parts.append(
+            f"s AS (INSERT INTO saga_steps (order_id, run, {', '.join(_STEP_ARRAY_COLUMNS)}) "
+            f"SELECT %(order_id)s, %(run)s, * FROM unnest({arrays(STEPS, 's_', _STEP_ARRAY_COLUMNS)}) "
+            "ON CONFLICT (order_id, name, run) DO UPDATE SET status = excluded.status, "
+            "finished_at = excluded.finished_at, error = excluded.error, kind = excluded.kind, "
+            "attempt = greatest(saga_steps.attempt, excluded.attempt) "
+            f"WHERE saga_steps.status <> '{SUCCEEDED}')")
+    if events:
+        parts.append(
+            f"e AS (INSERT INTO order_events (order_id, {', '.join(_EVENT_ARRAY_COLUMNS)}) "
+            f"SELECT %(order_id)s, * FROM unnest({arrays(EVENTS, 'e_', _EVENT_ARRAY_COLUMNS)}))")
+    main = (f"UPDATE orders SET {', '.join(f'{c} = %(o_{c})s' for c in changed)}, "
+            "updated_at = %(now)s WHERE id = %(order_id)s" if changed else "SELECT 1")
+    sql = (f"WITH {', '.join(parts)} {main}" if parts else main)
+    _FLUSH_SQL[key] = sql
+    return sql
+
+
+def _flush_postgresql(order: LockedOrder, steps: list[dict], events: list[dict],
+                      changes: dict) -> tuple[str, dict]:
+    changed = tuple(sorted(changes))
+    params = {"order_id": order.id, "run": order.saga_run, "now": utcnow(),
+              **{f"o_{name}": changes[name] for name in changed}}
+    for name in _STEP_ARRAY_COLUMNS:
+        params[f"s_{name}"] = [step[name] for step in steps]
+    for name in _EVENT_ARRAY_COLUMNS:
+        params[f"e_{name}"] = [event[name] for event in events]
+    return _flush_sql(bool(steps), bool(events), changed), params
 
 
 def _upsert_step(dialect: str):
