@@ -6,6 +6,8 @@ Installed once per process by the web app and the worker.
 """
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
@@ -13,6 +15,7 @@ from progress.emitter import get_relay
 from progress.notifications import take_notifications
 
 _installed = False
+log = logging.getLogger(__name__)
 
 
 def install() -> None:
@@ -28,7 +31,18 @@ def install() -> None:
 def _after_commit(session: Session) -> None:
     notifications = take_notifications(session)
     if notifications:
+        emit_after_commit(notifications)
+
+
+def emit_after_commit(notifications: list) -> None:
+    """Emit what a transaction that has just committed queued (also for code that
+    commits on a Core connection, without a session). A relay that fails is
+    logged, never raised: the commit stands, and a client fills the gap from
+    the order's event log (``subscribe`` with ``after_seq``)."""
+    try:
         get_relay().emit_all(notifications)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("progress: %d notification(s) not emitted: %s", len(notifications), exc)
 
 
 def _after_rollback(session: Session, previous_transaction) -> None:

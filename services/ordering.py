@@ -14,12 +14,14 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from models import (Order, OrderEvent, OrderLine, OutboxMessage, Payment, Product, User, read_only,
+from models import (Order, OrderEvent, OrderLine, OutboxMessage, Payment, Product, User,
                     record_event, unit_of_work, utcnow)
+from models.db import get_engine, read_connection
 from models import order as lifecycle
 from models.outbox import SAGA_COMPENSATE, SAGA_RESUME, SAGA_START, enqueue, outbox_row
 from models.saga_log import event_payload
-from progress import OPERATORS, Notification, order_room, queue_notification, user_room
+from progress import OPERATORS, Notification, order_room, user_room
+from progress.hooks import emit_after_commit
 from services.compensation import begin_compensation
 from services.errors import Conflict, Forbidden, NotFound, UnknownSku
 
@@ -61,14 +63,14 @@ def place_order(customer_id: int, body: dict, idempotency_key: str | None,
     ``idempotency_key`` was used by this customer with another body. A repeat with
     the same key and body returns the first order with ``created=False``.
 
-    The hot path of ``POST /orders``: SQLAlchemy Core statements built once (one
-    read of the products, one ``INSERT`` per table), no ORM unit of work, and
-    nothing published here (the outbox relay does that after the commit).
+    The hot path of ``POST /orders``: a read of the products and one ``INSERT``
+    of everything (PostgreSQL; one per table on SQLite) on a Core connection, no
+    ORM session; nothing is published here (the outbox relay does that after
+    the commit), and the ``order.updated`` event goes out after it.
     """
     fingerprint = request_fingerprint(body)
     try:
-        with unit_of_work() as session:
-            conn = session.connection()
+        with get_engine().begin() as conn:
             if idempotency_key:
                 existing = conn.execute(_BY_KEY, {"b_customer": customer_id,
                                                   "b_key": idempotency_key}).first()
@@ -90,18 +92,17 @@ def place_order(customer_id: int, body: dict, idempotency_key: str | None,
                 conn.execute(_INSERT_LINES, lines)
                 conn.execute(_INSERT_EVENT, event)
                 conn.execute(_INSERT_OUTBOX, outbox)
-            queue_notification(session, Notification(
-                "order.updated", event_payload(event),
-                (order_room(str(order["id"])), user_room(customer_id), OPERATORS)))
     except IntegrityError:
         if not idempotency_key:
             raise
-        with read_only() as session:  # lost a race with the same key
-            existing = session.connection().execute(_BY_KEY, {
-                "b_customer": customer_id, "b_key": idempotency_key}).first()
+        with read_connection() as conn:  # lost a race with the same key
+            existing = conn.execute(_BY_KEY, {"b_customer": customer_id,
+                                              "b_key": idempotency_key}).first()
         if existing is None:
             raise
         return _replayed(existing.id, existing.request_hash, fingerprint)
+    emit_after_commit([Notification("order.updated", event_payload(event),
+                                    (order_room(str(order["id"])), user_room(customer_id), OPERATORS))])
     placed = Order(**order)
     placed.lines = [OrderLine(**line) for line in lines]
     return Placed(order["id"], True, placed)
