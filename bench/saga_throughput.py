@@ -30,6 +30,7 @@ import os
 import random
 import re
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -50,7 +51,9 @@ def drain(env: dict, app: str, queues: str, done, total: int, concurrency: int |
     """Start a worker on a published backlog and time it until ``done() >= total``.
 
     With ``--profile N``, py-spy samples the worker and its pool children for
-    the first N seconds into ``<log dir>/profile-<label>.txt`` (collapsed stacks).
+    N seconds into ``<log dir>/profile-<label>.txt`` (collapsed stacks),
+    starting ``--profile-after`` seconds into the drain (default 0; later
+    leaves out the pool children's first compiles and connections).
     """
     log = log_dir / f"worker-{label}.log"
     proc = harness.spawn(harness.worker_command(app, concurrency, queues), env, log)
@@ -62,12 +65,14 @@ def drain(env: dict, app: str, queues: str, done, total: int, concurrency: int |
         trees = {"worker": proc.pid, **(extra_trees or {})}
         meter = harness.CpuMeter(trees=trees).start()
         sampler = DRAIN_HOOK["enter"](trees) if "enter" in DRAIN_HOOK else None
-        spy = None
+        spy: dict = {}
         if PROFILE["seconds"]:
-            spy = harness.spawn([str(Path(sys.executable).parent / "py-spy"), "record", "--subprocesses", "--nonblocking", "--gil", "-r", "200",
-                                 "-d", str(PROFILE["seconds"]), "-f", "raw",
-                                 "-o", str(log_dir / f"profile-{label}.txt"), "-p", str(proc.pid)],
-                                env, log_dir / f"py-spy-{label}.log")
+            command = [str(Path(sys.executable).parent / "py-spy"), "record", "--subprocesses",
+                       "--nonblocking", "--gil", "-r", "200", "-d", str(PROFILE["seconds"]), "-f", "raw",
+                       "-o", str(log_dir / f"profile-{label}.txt"), "-p", str(proc.pid)]
+            timer = threading.Timer(PROFILE.get("after", 0), lambda: spy.update(proc=harness.spawn(
+                command, env, log_dir / f"py-spy-{label}.log")))
+            timer.start()
         started = time.monotonic()
         deadline = started + timeout
         finished = done()
@@ -79,8 +84,10 @@ def drain(env: dict, app: str, queues: str, done, total: int, concurrency: int |
         if sampler is not None:
             sampler.__exit__(None, None, None)
             DRAIN_HOOK["sampler"] = sampler
-        if spy is not None:
-            spy.wait(PROFILE["seconds"] + 30)
+        if PROFILE["seconds"]:
+            timer.cancel()  # a drain shorter than the delay is not profiled
+            if "proc" in spy:
+                spy["proc"].wait(PROFILE["seconds"] + 30)
     finally:
         harness.stop(proc)
     text = log.read_text(errors="replace")
@@ -262,9 +269,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="the workers' log level (./run.sh: info; warning drops the per-task lines)")
     parser.add_argument("--out", default="saga-throughput")
     parser.add_argument("--profile", type=int, default=0, metavar="SECONDS",
-                        help="py-spy the workers' first SECONDS of each drain (collapsed stacks)")
+                        help="py-spy the workers for SECONDS of each drain (collapsed stacks)")
+    parser.add_argument("--profile-after", type=float, default=0.0, metavar="SECONDS",
+                        help="start the profile this long into the drain")
     args = parser.parse_args(argv)
-    PROFILE["seconds"] = args.profile
+    PROFILE["seconds"], PROFILE["after"] = args.profile, args.profile_after
     harness.LOGLEVEL["level"] = args.loglevel
 
     data_dir = harness.temp_dir("saga-bench")
