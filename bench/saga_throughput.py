@@ -194,7 +194,8 @@ def run_orion(env: dict, orders: int, lines: int, concurrency: int | None, log_d
         before_final = db.execute("SELECT count(*) FROM orders WHERE status = ANY(%s)",
                                   (list(FINAL),)).fetchone()[0]
         result = drain(env, "worker", harness.QUEUES, final, orders, concurrency, log_dir, "orion",
-                       extra_trees={"web": web.pid, "relay": relay.pid, "smtp": smtp.pid})
+                       extra_trees={"web": web.pid, "relay": relay.pid, "smtp": smtp.pid},
+                       timeout=max(1800.0, orders / 4))  # a 20,000-order backlog takes a while
         statuses = dict(db.execute("SELECT status, count(*) FROM orders GROUP BY status").fetchall())
         deciles = arrival_deciles(db.execute(
             "SELECT created_at, finished_at FROM orders WHERE finished_at IS NOT NULL "
