@@ -50,7 +50,10 @@ def restocking(speed: float, lead_time_days: float) -> dict[str, str]:
 def environment(mode: str, data_dir: Path, port: int, speed: float = 0.0,
                 lead_time_days: float = 2.0) -> dict[str, str]:
     env = {**os.environ, "ORION_MODE": mode, "ORION_DATA_DIR": str(data_dir),
-           "WEB_PORT": str(port), "SMTP_PORT": str(port + 25), **restocking(speed, lead_time_days)}
+           "WEB_PORT": str(port), "SMTP_PORT": str(port + 25), **restocking(speed, lead_time_days),
+           # A compressed year piles up one wholesaler's orders faster than any
+           # real customer could: the per-customer cap would throttle the replay.
+           "MAX_OPEN_ORDERS": "100000"}
     if mode == "services":
         from bench.harness import bench_broker_url
 

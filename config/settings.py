@@ -77,6 +77,8 @@ class Settings:
     outbox_sweep_s: float
     outbox_stale_s: float
     outbox_poll_s: float
+    max_open_orders: int
+    metrics_token: str
     worker_concurrency: int
     web_host: str
     web_port: int
@@ -162,6 +164,8 @@ class Settings:
             # The relay's wait between looks when nothing woke it: PostgreSQL's
             # NOTIFY wakes it at each commit, SQLite has nothing of the kind.
             outbox_poll_s=_float(env, "OUTBOX_POLL_SECONDS", 0.2 if mode == "embedded" else 2.0),
+            max_open_orders=_int(env, "MAX_OPEN_ORDERS", 20),
+            metrics_token=env.get("METRICS_TOKEN", ""),
             worker_concurrency=_int(env, "WORKER_CONCURRENCY", default_concurrency(mode)),
             web_host=env.get("WEB_HOST", "127.0.0.1"),
             web_port=_int(env, "WEB_PORT", 8000),

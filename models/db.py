@@ -56,10 +56,12 @@ def make_engine(url: str) -> Engine:
     makes concurrent workers wait (``busy_timeout``) instead.
     """
     if not url.startswith("sqlite"):
-        engine = create_engine(url, pool_size=5, max_overflow=5)
+        # hide_parameters: an error's text never carries the row's values (tokens, emails).
+        engine = create_engine(url, pool_size=5, max_overflow=5, hide_parameters=True)
         ping_when_idle(engine, IDLE_PING_AFTER_S)
         return engine
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                           hide_parameters=True)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):

@@ -25,3 +25,13 @@ class UnknownSku(NotFound):
     def __init__(self, sku: str):
         super().__init__(f"unknown sku {sku!r}")
         self.sku = sku
+
+
+class TooManyOpenOrders(ServiceError):
+    """The customer already has ``limit`` orders that are not final (429, SPEC
+    "Availability and abuse": ``MAX_OPEN_ORDERS``)."""
+
+    def __init__(self, limit: int):
+        super().__init__(f"at most {limit} open orders per customer (MAX_OPEN_ORDERS); "
+                         "wait until one of yours is completed, cancelled or failed")
+        self.limit = limit

@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from psycopg.types.json import Json
-from sqlalchemy import JSON, bindparam, select
+from sqlalchemy import JSON, bindparam, func, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models import (Order, OrderEvent, OrderLine, OutboxMessage, Payment, Product, User,
                     record_event, unit_of_work, utcnow)
+from config import get_settings
 from models.db import get_engine, read_connection
 from models import order as lifecycle
 from models.outbox import SAGA_COMPENSATE, SAGA_RESUME, SAGA_START, enqueue, outbox_row
@@ -23,7 +24,7 @@ from models.saga_log import event_payload
 from progress import OPERATORS, Notification, order_room, user_room
 from progress.hooks import emit_after_commit
 from services.compensation import begin_compensation
-from services.errors import Conflict, Forbidden, NotFound, UnknownSku
+from services.errors import Conflict, Forbidden, NotFound, TooManyOpenOrders, UnknownSku
 
 
 @dataclass(frozen=True)
@@ -54,14 +55,20 @@ def request_fingerprint(body: dict) -> str:
 
 
 def place_order(customer_id: int, body: dict, idempotency_key: str | None,
-                correlation_id: str | None = None) -> Placed:
+                correlation_id: str | None = None, max_open: int | None = None) -> Placed:
     """Store an order, its lines, its first event and its ``saga.start`` outbox row
     in one transaction.
 
     ``body`` is the validated request: ``{lines: [{sku, quantity}], shipping_address,
     payment: {token}}``. Raises UnknownSku (404); Conflict (409) when
-    ``idempotency_key`` was used by this customer with another body. A repeat with
-    the same key and body returns the first order with ``created=False``.
+    ``idempotency_key`` was used by this customer with another body;
+    TooManyOpenOrders (429) when the customer already has ``max_open`` orders
+    that are not final (default ``MAX_OPEN_ORDERS``, 20). A repeat with the same
+    key and body returns the first order with ``created=False``.
+
+    Two placements by one customer take turns on the customer's row (``FOR NO
+    KEY UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` serializes every
+    writer), so concurrent requests cannot overshoot the limit.
 
     The hot path of ``POST /orders``: a read of the products and one ``INSERT``
     of everything (PostgreSQL; one per table on SQLite) on a Core connection, no
@@ -76,8 +83,11 @@ def place_order(customer_id: int, body: dict, idempotency_key: str | None,
                                                   "b_key": idempotency_key}).first()
                 if existing is not None:
                     return _replayed(existing.id, existing.request_hash, fingerprint)
+            if conn.dialect.name == "postgresql":
+                conn.execute(_LOCK_CUSTOMER, {"b_customer": customer_id})
+            limit = get_settings().max_open_orders if max_open is None else max_open
             order, lines = _new_order_rows(conn, customer_id, body, idempotency_key,
-                                           fingerprint, correlation_id)
+                                           fingerprint, correlation_id, limit)
             event = {"order_id": order["id"], "seq": 1, "status": order["status"], "step": None,
                      "step_status": None, "attempt": None, "detail": "order placed",
                      "at": order["created_at"], "correlation_id": correlation_id}
@@ -112,7 +122,15 @@ _ORDERS, _LINES = Order.__table__, OrderLine.__table__
 _BY_KEY = select(_ORDERS.c.id, _ORDERS.c.request_hash).where(
     _ORDERS.c.customer_id == bindparam("b_customer"),
     _ORDERS.c.idempotency_key == bindparam("b_key"))
-_PRODUCTS = (select(Product.sku, Product.name, Product.unit_price, Product.warehouse)
+_LOCK_CUSTOMER = (select(User.__table__.c.id).where(User.__table__.c.id == bindparam("b_customer"))
+                  .with_for_update(key_share=True))  # FOR NO KEY UPDATE: FK checks still pass
+# The customer's open orders ride along with the products: no extra round trip.
+_OPEN_ORDERS = (select(func.count()).select_from(_ORDERS)
+                .where(_ORDERS.c.customer_id == bindparam("b_customer"),
+                       _ORDERS.c.status.not_in(sorted(lifecycle.FINAL_STATUSES)))
+                .scalar_subquery())
+_PRODUCTS = (select(Product.sku, Product.name, Product.unit_price, Product.warehouse,
+                    _OPEN_ORDERS.label("open_orders"))
              .where(Product.sku.in_(bindparam("b_skus", expanding=True))))
 _INSERT_ORDER = _ORDERS.insert()
 _INSERT_LINES = _LINES.insert()
@@ -166,11 +184,15 @@ def _replayed(order_id: uuid.UUID, request_hash: str | None, fingerprint: str) -
 
 
 def _new_order_rows(conn, customer_id: int, body: dict, key: str | None, fingerprint: str,
-                    correlation_id: str | None) -> tuple[dict, list[dict]]:
+                    correlation_id: str | None, max_open: int) -> tuple[dict, list[dict]]:
     """The ``orders`` row (its first event already counted) and its ``order_lines``
-    rows, priced from the catalog; raises UnknownSku for a SKU not in it."""
+    rows, priced from the catalog; raises UnknownSku for a SKU not in it and
+    TooManyOpenOrders when the customer has ``max_open`` open orders."""
     skus = sorted({line["sku"] for line in body["lines"]})
-    products = {row.sku: row for row in conn.execute(_PRODUCTS, {"b_skus": skus})}
+    products = {row.sku: row for row in conn.execute(_PRODUCTS, {"b_skus": skus,
+                                                                 "b_customer": customer_id})}
+    if products and next(iter(products.values())).open_orders >= max_open:
+        raise TooManyOpenOrders(max_open)
     order_id, now = uuid.uuid4(), utcnow()
     lines = []
     for line_no, line in enumerate(body["lines"], start=1):

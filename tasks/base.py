@@ -20,7 +20,7 @@ from models import unit_of_work
 from models import order as lifecycle
 from models.saga_log import COMPENSATION, FAILED, FORWARD, RETRYING, SUCCEEDED
 from payments import TransientProviderError
-from tasks.journal import OrderMoved, SagaTx, describe, should_run
+from tasks.journal import OrderMoved, SagaTx, describe, public_error, should_run
 from tasks.saga import RUNS_IN
 
 log = logging.getLogger(__name__)
@@ -109,10 +109,13 @@ class SagaTask(Task):
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
     def _note_retry(self, args: tuple, exc: BaseException) -> None:
+        # The full text goes to the log only; the step log gets a stable one.
+        log.warning("saga step %s of order %s will retry (attempt %d): %s", self.name,
+                    _order_arg(args), self.attempt, describe(exc))
         try:
             with self.locked(_order_arg(args)) as tx:
                 tx.record_step(self.step_name(args), self.step_kind, self.attempt, RETRYING,
-                               error=describe(exc))
+                               error=public_error(exc))
         except (OperationalError, PoolTimeout) as db_exc:  # the retry matters more than its log
             log.warning("could not log the retry of %s: %s", self.name, db_exc)
 
@@ -125,7 +128,8 @@ class SagaTask(Task):
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         """Retries ran out, or a fault that retrying cannot cure: start compensation."""
-        log.error("saga step %s failed for good for order %s: %s", self.name, args[:1], exc)
+        log.error("saga step %s failed for good for order %s: %s", self.name, _order_arg(args),
+                  describe(exc))
         if isinstance(exc, TimeLimitExceeded):
             # Called in the worker's main process while the child that overran
             # may still hold the order's row lock: waiting for it would freeze
@@ -133,14 +137,14 @@ class SagaTask(Task):
             return
         with self.locked(_order_arg(args)) as tx:
             tx.record_step(self.step_name(args), self.step_kind, self.attempt, FAILED,
-                           error=describe(exc))
+                           error=public_error(exc))
             self.after_failure(tx, exc)
 
     def after_failure(self, tx: SagaTx, exc: BaseException) -> None:
         # Past ``shipped`` nothing can be undone (SPEC lifecycle); the failed
         # step stays in the log for an operator's retry.
         if tx.order.status in lifecycle.CANCELLABLE:
-            tx.start_compensation(None, failure=f"{self.name}: {describe(exc)}")
+            tx.start_compensation(None, failure=f"{self.name}: {public_error(exc)}")
 
 
 class CompensationTask(SagaTask):
@@ -163,7 +167,7 @@ class CompensationTask(SagaTask):
     def after_failure(self, tx: SagaTx, exc: BaseException) -> None:
         if tx.order.status == lifecycle.COMPENSATING:
             tx.transition_to(lifecycle.COMPENSATION_FAILED)
-            tx.event(detail=f"compensation failed: {describe(exc)}")
+            tx.event(detail=f"compensation failed: {public_error(exc)}")
 
 
 def _order_arg(args: tuple) -> str:

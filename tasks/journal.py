@@ -19,6 +19,7 @@ read it (else OrderMoved, and the transaction rolls back).
 from __future__ import annotations
 
 import uuid
+from functools import lru_cache
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -316,8 +317,43 @@ def _upsert_step(dialect: str):
 
 
 def describe(exc: BaseException) -> str:
+    """The full text of ``exc`` (class and message, at most 500 characters), for
+    logs only: it may carry SQL, parameters, host names or provider messages."""
     text = f"{type(exc).__name__}: {exc}"
     return text if len(text) <= 500 else text[:497] + "..."
+
+
+def public_error(exc: BaseException) -> str:
+    """A short, stable text for what went wrong, safe to show a customer (SPEC
+    "Availability and abuse": a step's ``error`` and an event's ``detail`` never
+    carry exception text, SQL or host names; operators find the full text in
+    the logs by the order id). Unknown faults are ``internal error``."""
+    for kinds, text in _public_error_kinds():
+        if isinstance(exc, kinds):
+            return text
+    return "internal error"
+
+
+@lru_cache(maxsize=1)
+def _public_error_kinds() -> tuple:
+    """(exception classes, text) pairs, imported late: mail and payments import the models."""
+    from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+    from kombu.exceptions import OperationalError as BrokerUnavailable
+    from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    from mail.smtp import TRANSIENT_SMTP_ERRORS
+    from payments import ProviderError, TransientProviderError
+
+    return (
+        (TransientProviderError, "payment provider unavailable"),
+        (ProviderError, "payment provider refused the request"),
+        ((SoftTimeLimitExceeded, TimeLimitExceeded), "step timed out"),
+        (IntegrityError, "conflicting update"),
+        ((OperationalError, PoolTimeout, DBAPIError), "database unavailable"),
+        (BrokerUnavailable, "message broker unavailable"),
+        (TRANSIENT_SMTP_ERRORS, "email server unavailable"),
+    )
 
 
 FORWARD_PATH = ("pending", "stock_reserved", "payment_authorized", "confirmed", "shipped", "completed")
@@ -341,5 +377,5 @@ def should_run(order, run: int, runs_in: str, halt) -> bool:
     raise halt()
 
 
-__all__ = ["SagaTx", "LockedOrder", "OrderMoved", "should_run", "describe",
+__all__ = ["SagaTx", "LockedOrder", "OrderMoved", "should_run", "describe", "public_error",
            "FAILED", "RETRYING", "RUNNING", "SUCCEEDED"]

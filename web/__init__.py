@@ -18,6 +18,7 @@ from web.errors import register_error_handlers, register_jwt_errors
 from web.extensions import init_extensions, jwt
 from web.openapi import API_PREFIX, bp as openapi_bp
 from web.realtime import init_realtime
+from web.security_headers import SecurityHeaders
 
 MAX_BODY_BYTES = 64 * 1024  # SPEC: a larger body gets 413
 
@@ -39,6 +40,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(ops.bp)
     app.register_blueprint(pages.bp)
     init_realtime(app)
+    app.wsgi_app = SecurityHeaders(app.wsgi_app)  # outermost: Socket.IO's answers too
     progress_hooks.install()
     return app
 
@@ -47,6 +49,7 @@ def default_config(settings: Settings) -> dict:
     """Flask config from the settings; keys named ``ORION_*`` and the limits are ours."""
     return {
         "MAX_CONTENT_LENGTH": MAX_BODY_BYTES,
+        "ORION_METRICS_TOKEN": settings.metrics_token,
         "JWT_SECRET_KEY": settings.jwt_secret_key,
         "JWT_TOKEN_LOCATION": ["headers"],
         "JWT_ACCESS_TOKEN_EXPIRES": timedelta(seconds=settings.access_token_seconds),

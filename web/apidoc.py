@@ -7,11 +7,12 @@ the document describes the code that runs. Apply ``@bp.<method>`` outermost.
 """
 from __future__ import annotations
 
+import re
 from functools import wraps
 
 from flask import Response, jsonify, request
 from flask_jwt_extended import get_jwt, get_jwt_identity, verify_jwt_in_request
-from marshmallow import Schema
+from marshmallow import Schema, ValidationError
 
 from services.errors import Forbidden
 from services.ordering import Actor
@@ -62,9 +63,38 @@ def body(schema: Schema, *, optional: bool = False):
         @wraps(view)
         def wrapper(*args, **kwargs):
             empty = optional and not request.get_data(cache=True)
-            return view(*args, body=schema.load({} if empty else request.get_json()), **kwargs)
+            data = {} if empty else request.get_json()
+            refuse_unstorable(data)
+            return view(*args, body=schema.load(data), **kwargs)
         return wrapper
     return decorator
+
+
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # NUL, and UTF-16 halves left alone
+
+
+def refuse_unstorable(data, path: str = "") -> None:
+    """Raise a 422 ``ValidationError`` naming each string in ``data`` (at any depth,
+    keys included) that PostgreSQL cannot store: a NUL character or a lone
+    surrogate (JSON allows ``\u0000`` and ``\ud800``; PostgreSQL text and UTF-8 do
+    not). SPEC: such text is a 422, not a 500."""
+    errors: dict[str, list[str]] = {}
+
+    def walk(value, where: str) -> None:
+        if isinstance(value, str):
+            if UNSTORABLE.search(value):
+                errors[where or "_schema"] = ["contains a NUL character or a lone surrogate"]
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(key, f"{where}.{key}" if where else str(key))
+                walk(item, f"{where}.{key}" if where else str(key))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                walk(item, f"{where}.{i}" if where else str(i))
+
+    walk(data, path)
+    if errors:
+        raise ValidationError(errors)
 
 
 def arguments(schema: Schema):
@@ -76,7 +106,9 @@ def arguments(schema: Schema):
 
         @wraps(view)
         def wrapper(*args, **kwargs):
-            return view(*args, args=schema.load(request.args.to_dict()), **kwargs)
+            given = request.args.to_dict()
+            refuse_unstorable(given)
+            return view(*args, args=schema.load(given), **kwargs)
         return wrapper
     return decorator
 
@@ -92,6 +124,7 @@ def request_headers(schema: Schema):
         @wraps(view)
         def wrapper(*args, **kwargs):
             given = {name: request.headers[name] for name in names if name in request.headers}
+            refuse_unstorable(given)
             return view(*args, headers=schema.load(given), **kwargs)
         return wrapper
     return decorator

@@ -90,6 +90,18 @@ def login(body: dict):
             "token_type": "Bearer"}
 
 
+# RFC 6749 §5.1: a response carrying tokens must not be stored by any cache.
+TOKEN_ENDPOINTS = frozenset({"auth.login", "auth.refresh"})
+
+
+@bp.after_request
+def _no_store_tokens(response):
+    if request.endpoint in TOKEN_ENDPOINTS:
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Pragma"] = "no-cache"
+    return response
+
+
 @bp.post("/auth/refresh")
 @authenticate(refresh=True)
 @response(AccessTokenSchema())

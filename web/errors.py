@@ -18,11 +18,13 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
 from models import InvalidTransition
-from services.errors import Conflict, Forbidden, NotFound, ServiceError
+from services.errors import Conflict, Forbidden, NotFound, ServiceError, TooManyOpenOrders
 from web.extensions import limiter
 
 PROBLEM_JSON = "application/problem+json"
-SERVICE_STATUS = ((NotFound, 404), (Conflict, 409), (Forbidden, 403))
+SERVICE_STATUS = ((NotFound, 404), (Conflict, 409), (Forbidden, 403), (TooManyOpenOrders, 429))
+# Orders finish in seconds to minutes: try again a little later.
+RETRY_AFTER = {TooManyOpenOrders: "30"}
 
 
 def problem(status: int, detail: str, *, headers: dict | None = None, **extra) -> Response:
@@ -94,7 +96,8 @@ def _invalid(error: ValidationError) -> Response:
 
 def _service_error(error: ServiceError) -> Response:
     status = next((code for cls, code in SERVICE_STATUS if isinstance(error, cls)), 400)
-    return problem(status, error.detail)
+    retry = RETRY_AFTER.get(type(error))
+    return problem(status, error.detail, headers={"Retry-After": retry} if retry else None)
 
 
 def _unavailable(error: Exception) -> Response:

@@ -2,10 +2,12 @@
 and Prometheus metrics ``/metrics``."""
 from __future__ import annotations
 
+import hmac
+import ipaddress
 from typing import Callable
 
 import kombu
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response, current_app, request
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 from sqlalchemy import text
@@ -29,9 +31,29 @@ def healthz():
 @bp.get("/metrics")
 def metrics():
     """Prometheus text: HTTP requests, orders by status, saga steps, retries, outbox
-    backlog and age, inventory audit (see ``observability/metrics.py``)."""
+    backlog and age, inventory audit (see ``observability/metrics.py``).
+
+    SPEC: for loopback clients, or with ``Authorization: Bearer <METRICS_TOKEN>``
+    when that is set (compared in constant time). Others get 401 (a token is set)
+    or 403 (none is: only this machine may scrape).
+    """
+    token = current_app.config["ORION_METRICS_TOKEN"]
+    given = request.headers.get("Authorization", "")
+    if token and hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        pass
+    elif not _loopback(request.remote_addr):
+        if token:
+            return problem(401, "a metrics token is required", headers={"WWW-Authenticate": "Bearer"})
+        return problem(403, "metrics are served to this machine only (or set METRICS_TOKEN)")
     body, content_type = scrape()
     return Response(body, content_type=content_type)
+
+
+def _loopback(address: str | None) -> bool:
+    try:
+        return address is not None and ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 @bp.get("/readyz")

@@ -67,3 +67,22 @@ def test_an_unexpected_error_is_a_bare_500_and_is_logged(caplog):
     assert "secret internals" not in response.get_data(as_text=True)
     assert "Traceback" not in body["detail"]
     assert any(record.exc_info and "req-500" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize("address, status", [("127.0.0.1", 200), ("::1", 200), ("10.1.2.3", 403)])
+def test_metrics_answer_loopback_clients_only_without_a_token(client, address, status):
+    response = client.get("/metrics", environ_base={"REMOTE_ADDR": address})
+    assert response.status_code == status
+    if status == 403:
+        problem(response, 403)
+
+
+def test_metrics_take_the_bearer_token_when_one_is_set():
+    client = create_app({"ORION_METRICS_TOKEN": "scrape-secret"}).test_client()
+    remote = {"REMOTE_ADDR": "10.1.2.3"}
+    assert problem(client.get("/metrics", environ_base=remote), 401)
+    assert client.get("/metrics", environ_base=remote,
+                      headers={"Authorization": "Bearer wrong"}).status_code == 401
+    granted = client.get("/metrics", environ_base=remote,
+                         headers={"Authorization": "Bearer scrape-secret"})
+    assert granted.status_code == 200 and b"orion_http_requests_total" in granted.data

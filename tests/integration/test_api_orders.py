@@ -232,3 +232,61 @@ def test_too_many_orders_from_one_customer_is_429(uid):
     problem(response, 429)
     assert int(response.headers["Retry-After"]) >= 1
     assert count(Order, Order.customer_id == user.id) == 2
+
+
+def test_an_open_order_past_the_limit_is_429_naming_it(client, shopper):
+    # SPEC: at most MAX_OPEN_ORDERS (20) orders that are not final per customer.
+    user, headers, sku = shopper
+    placed = [place(client, headers, order_body([(sku, 1)])) for _ in range(20)]
+    assert {r.status_code for r in placed} == {202}
+    refused = place(client, headers, order_body([(sku, 1)]))
+    body = problem(refused, 429)
+    assert "20 open orders" in body["detail"] and "MAX_OPEN_ORDERS" in body["detail"]
+    assert int(refused.headers["Retry-After"]) > 0
+    assert count(Order, Order.customer_id == user.id) == 20
+    set_status(placed[0].get_json()["id"], "completed")  # a final order frees a place
+    assert place(client, headers, order_body([(sku, 1)])).status_code == 202
+
+
+def test_concurrent_placements_cannot_pass_the_open_order_limit(uid):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from services.errors import TooManyOpenOrders
+    from services.ordering import place_order
+
+    user, sku = customer(uid), product(uid, on_hand=50)
+
+    def attempt(_):
+        try:
+            return place_order(user.id, order_body([(sku, 1)]), None, max_open=4).order_id
+        except TooManyOpenOrders:
+            return None
+
+    with ThreadPoolExecutor(10) as threads:
+        outcomes = list(threads.map(attempt, range(10)))
+    assert sum(o is not None for o in outcomes) == 4
+    assert count(Order, Order.customer_id == user.id) == 4
+
+
+@pytest.mark.parametrize("raw, field", [
+    ('"name": "Ada\\u0000Lovelace"', "shipping_address.name"),   # NUL
+    ('"name": "Ada \\ud800"', "shipping_address.name"),           # a lone surrogate
+])
+def test_text_postgresql_cannot_store_is_422_not_500(client, shopper, raw, field):
+    _, headers, sku = shopper
+    text = ('{"lines": [{"sku": "%s", "quantity": 1}], "payment": {"token": "tok_visa"}, '
+            '"shipping_address": {%s, "line1": "1 Main St", "city": "London", '
+            '"postal_code": "E1 6AN", "country": "GB"}}') % (sku, raw)
+    response = client.post(f"{API}/orders", data=text, content_type="application/json",
+                           headers=headers)
+    assert field in problem(response, 422)["errors"]
+
+
+def test_a_nul_in_a_registration_or_a_query_is_422(client, shopper):
+    _, headers, _ = shopper
+    register = client.post(f"{API}/auth/register", content_type="application/json",
+                           data='{"email": "nul@example.com", "password": "long enough pw 1", '
+                                '"name": "Eve\\u0000"}')
+    assert "name" in problem(register, 422)["errors"]
+    listing = client.get(f"{API}/orders?status=pending%00", headers=headers)
+    assert problem(listing, 422)["status"] == 422
