@@ -40,6 +40,11 @@ class MemorySampler:
         while not self._stop.wait(self.interval):
             self.samples.append(self.sample())
 
+    def series(self) -> list[dict[str, float]]:
+        """Every sample, MiB per group, with ``t``: seconds since the first."""
+        return [{"t": i * self.interval, **{g: round(v, 1) for g, v in s.items()}}
+                for i, s in enumerate(self.samples)]
+
     def sample(self) -> dict[str, float]:
         meter = harness.CpuMeter(trees=self.trees)
         tree_pids = meter._tree_pids()
@@ -98,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         r.update(processes=processes, orders_per_s_per_process=r["orders_per_s"] / processes)
         if sampler is not None:
             r["memory"] = sampler.summary()
+            r["memory_series"] = sampler.series()
         runs.append(r)
         print(f"  {r['orders_per_s']:.1f} orders/s, {r['orders_per_s_per_process']:.1f} per process",
               flush=True)
@@ -123,7 +129,17 @@ def _plot(result: dict, path) -> None:
     import matplotlib.pyplot as plt
 
     runs = result["runs"]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    series = runs[-1].get("memory_series")
+    if series:  # the backlog run: memory of each process group over the drain
+        fig, (ax, mem) = plt.subplots(1, 2, figsize=(12, 4))
+        for group in sorted({g for s in series for g in s if g != "t"}):
+            mem.plot([s["t"] / 60 for s in series], [s.get(group, 0) for s in series], label=group)
+        mem.set_xlabel("minutes into the drain")
+        mem.set_ylabel("resident MiB")
+        mem.set_title(f"{runs[-1]['processes']} processes")
+        mem.legend(fontsize=8)
+    else:
+        fig, ax = plt.subplots(figsize=(6, 4))
     x = [r["processes"] for r in runs]
     ax.plot(x, [r["orders_per_s"] for r in runs], "o-", label="orders/s")
     ax.plot(x, [r["orders_per_s_per_process"] for r in runs], "s--", label="orders/s per process")
