@@ -35,6 +35,9 @@ def publish_batch(limit: int = 200, older_than: float | None = None) -> int:
     ``older_than`` (seconds) skips rows younger than that (the sweeper's view).
     A broker error stops the batch: the rows sent before it are marked
     dispatched, the rest stay unsent, and the error is raised after the commit.
+    A row that cannot be turned into a message (an unknown topic, an order that
+    is gone) is logged, counted in ``attempts`` and left unsent, and the batch
+    goes on: one bad row must not hold every order behind it.
     """
     from worker import app
     from worker.results import release_pending_results
@@ -48,14 +51,21 @@ def publish_batch(limit: int = 200, older_than: float | None = None) -> int:
     with get_engine().begin() as conn:
         rows = conn.execute(query).all()
         sent: list[int] = []
+        tried: list[int] = []
         for row in rows:
+            tried.append(row.id)
             try:
-                _signature_for(conn, row).apply_async(headers=row.headers or None)
+                signature = _signature_for(conn, row)
+            except (LookupError, ValueError, TypeError) as exc:  # the row, not a service
+                log.error("outbox: row %s (%s) cannot be published, left unsent: %s",
+                          row.id, row.topic, exc)
+                continue
+            try:
+                signature.apply_async(headers=row.headers or None)
             except BROKER_ERRORS as exc:
                 failure = exc
                 break
             sent.append(row.id)
-        tried = sent + [rows[len(sent)].id] if failure is not None else sent
         if tried:
             conn.execute(update(_outbox).where(_outbox.c.id.in_(tried))
                          .values(attempts=_outbox.c.attempts + 1))
@@ -83,6 +93,8 @@ def _signature_for(conn: Connection, row: Row):
     if run is None or warehouses is None:
         key = uuid.UUID(order_id)
         run = conn.scalar(select(Order.saga_run).where(Order.id == key))
+        if run is None:
+            raise LookupError(f"no order {order_id}")
         warehouses = list(conn.scalars(select(OrderLine.warehouse)
                                        .where(OrderLine.order_id == key).distinct()))
     from_task = None

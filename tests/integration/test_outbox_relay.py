@@ -86,3 +86,19 @@ def test_a_relay_started_after_the_commit_publishes_what_is_waiting(uid, relay_p
         with outbox_relay({"OUTBOX_POLL_SECONDS": "60"}):  # its first look, before any NOTIFY
             eventually(lambda: _undispatched(placed.order_id) == 0, timeout=10)
     assert _row(placed.order_id).attempts == 1
+
+
+def test_a_row_that_cannot_become_a_message_does_not_hold_the_ones_behind_it(uid):
+    # An unknown topic, and a saga.start for an order that does not exist: each is
+    # logged and left unsent; the order committed after them goes out all the same.
+    with unit_of_work() as session:
+        bad = [enqueue(session, "saga.unknown", {"order_id": f"bad-topic-{uid}"}),
+               enqueue(session, SAGA_START, {"order_id": "00000000-0000-0000-0000-000000000000"})]
+    user, sku = customer(uid), product(uid, on_hand=10)
+    placed = place_order(user.id, order_body([(sku, 1)]), None)
+    eventually(lambda: _undispatched(placed.order_id) == 0, timeout=10)
+    with unit_of_work() as session:
+        left = [session.get(OutboxMessage, row.id) for row in bad]
+        assert all(row.dispatched_at is None and row.attempts >= 1 for row in left)
+        for row in left:  # out of the way of the tests that follow
+            row.dispatched_at = row.created_at
