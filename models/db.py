@@ -177,5 +177,16 @@ def read_connection() -> Iterator[Connection]:
         yield conn
 
 
+def pg_arrays(table, columns, prefix: str) -> str:
+    """``%(<prefix><column>)s::<type>[]`` for each of ``columns`` of ``table``, comma
+    separated: the arguments of an ``unnest(...)`` that turns one parameter per
+    column (a list of values) into rows, for PostgreSQL statements written as text."""
+    from sqlalchemy.dialects import postgresql
+
+    dialect = postgresql.dialect()
+    return ", ".join(f"%({prefix}{name})s::{table.c[name].type.compile(dialect=dialect)}[]"
+                     for name in columns)
+
+
 def is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"

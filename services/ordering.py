@@ -10,14 +10,13 @@ from decimal import Decimal
 
 from psycopg.types.json import Json
 from sqlalchemy import JSON, bindparam, func, select
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models import (Order, OrderEvent, OrderLine, OutboxMessage, Payment, Product, User,
                     record_event, unit_of_work, utcnow)
 from config import get_settings
-from models.db import get_engine, read_connection
+from models.db import get_engine, pg_arrays, read_connection
 from models import order as lifecycle
 from models.outbox import SAGA_COMPENSATE, SAGA_RESUME, SAGA_START, enqueue, outbox_row
 from models.saga_log import event_payload
@@ -138,26 +137,29 @@ _INSERT_EVENT = OrderEvent.__table__.insert()
 _INSERT_OUTBOX = OutboxMessage.__table__.insert()
 
 
+def _written(table) -> list[str]:
+    """The columns an ``INSERT`` names: all but a serial ``id`` (an order's id is a
+    UUID made here)."""
+    return [c.name for c in table.c if c.name != "id" or table is _ORDERS]
+
+
+_LINE_ARRAYS = [name for name in _written(_LINES) if name != "order_id"]
+
+
 def _insert_all_sql() -> str:
     """One PostgreSQL statement inserting an order, its lines (``unnest`` of one
     array per column), its first event and its outbox row: data-modifying CTEs
     run as one statement, so four inserts cost one round trip."""
-    def values(table, prefix: str) -> str:
-        return ", ".join(f"%({prefix}{c.name})s" for c in table.c if c.name != "id" or prefix == "o_")
+    def insert(table, prefix: str) -> str:
+        names = _written(table)
+        return (f"INSERT INTO {table.name} ({', '.join(names)}) "
+                f"VALUES ({', '.join(f'%({prefix}{name})s' for name in names)})")
 
-    def names(table, skip_id: bool = True) -> str:
-        return ", ".join(c.name for c in table.c if not (skip_id and c.name == "id"))
-
-    line_columns = [c for c in _LINES.c if c.name not in ("id", "order_id")]
-    unnest = ", ".join(f"%(l_{c.name})s::{c.type.compile(dialect=postgresql.dialect())}[]"
-                       for c in line_columns)
-    events, outbox = OrderEvent.__table__, OutboxMessage.__table__
-    return (f"WITH new_order AS (INSERT INTO orders ({names(_ORDERS, skip_id=False)}) "
-            f"VALUES ({values(_ORDERS, 'o_')})), "
-            f"new_lines AS (INSERT INTO order_lines (order_id, {', '.join(c.name for c in line_columns)}) "
-            f"SELECT %(o_id)s, * FROM unnest({unnest})), "
-            f"new_event AS (INSERT INTO order_events ({names(events)}) VALUES ({values(events, 'e_')})) "
-            f"INSERT INTO outbox ({names(outbox)}) VALUES ({values(outbox, 'x_')})")
+    return (f"WITH new_order AS ({insert(_ORDERS, 'o_')}), "
+            f"new_lines AS (INSERT INTO order_lines (order_id, {', '.join(_LINE_ARRAYS)}) "
+            f"SELECT %(o_id)s, * FROM unnest({pg_arrays(_LINES, _LINE_ARRAYS, 'l_')})), "
+            f"new_event AS ({insert(OrderEvent.__table__, 'e_')}) "
+            f"{insert(OutboxMessage.__table__, 'x_')}")
 
 
 _INSERT_ALL_POSTGRESQL = _insert_all_sql()
@@ -171,9 +173,8 @@ def _insert_all_postgresql(order: dict, lines: list[dict], event: dict,
     for prefix, row in (("o_", order), ("e_", event), ("x_", outbox)):
         for name, value in row.items():
             params[prefix + name] = Json(value) if name in _JSON_COLUMNS and value is not None else value
-    for column in _LINES.c:
-        if column.name not in ("id", "order_id"):
-            params[f"l_{column.name}"] = [line[column.name] for line in lines]
+    for name in _LINE_ARRAYS:
+        params[f"l_{name}"] = [line[name] for line in lines]
     return _INSERT_ALL_POSTGRESQL, params
 
 

@@ -30,6 +30,7 @@ from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session
 
 from models import Order, OrderEvent, SagaStep, utcnow
+from models.db import pg_arrays
 from models import order as lifecycle
 from models.outbox import SAGA_COMPENSATE, enqueue
 from models.saga_log import FAILED, RETRYING, RUNNING, SUCCEEDED, event_payload
@@ -260,17 +261,11 @@ def _flush_sql(steps: bool, events: bool, changed: tuple[str, ...]) -> str:
     key = (steps, events, changed)
     if key in _FLUSH_SQL:
         return _FLUSH_SQL[key]
-    dialect = postgresql.dialect()
-
-    def arrays(table, prefix: str, columns: tuple[str, ...]) -> str:
-        return ", ".join(f"%({prefix}{name})s::{table.c[name].type.compile(dialect=dialect)}[]"
-                         for name in columns)
-
     parts = []
     if steps:
         parts.append(
             f"s AS (INSERT INTO saga_steps (order_id, run, {', '.join(_STEP_ARRAY_COLUMNS)}) "
-            f"SELECT %(order_id)s, %(run)s, * FROM unnest({arrays(STEPS, 's_', _STEP_ARRAY_COLUMNS)}) "
+            f"SELECT %(order_id)s, %(run)s, * FROM unnest({pg_arrays(STEPS, _STEP_ARRAY_COLUMNS, 's_')}) "
             "ON CONFLICT (order_id, name, run) DO UPDATE SET status = excluded.status, "
             "finished_at = excluded.finished_at, error = excluded.error, kind = excluded.kind, "
             "attempt = greatest(saga_steps.attempt, excluded.attempt) "
@@ -278,7 +273,7 @@ def _flush_sql(steps: bool, events: bool, changed: tuple[str, ...]) -> str:
     if events:
         parts.append(
             f"e AS (INSERT INTO order_events (order_id, {', '.join(_EVENT_ARRAY_COLUMNS)}) "
-            f"SELECT %(order_id)s, * FROM unnest({arrays(EVENTS, 'e_', _EVENT_ARRAY_COLUMNS)}))")
+            f"SELECT %(order_id)s, * FROM unnest({pg_arrays(EVENTS, _EVENT_ARRAY_COLUMNS, 'e_')}))")
     main = (f"UPDATE orders SET {', '.join(f'{c} = %(o_{c})s' for c in changed)}, "
             "updated_at = %(now)s WHERE id = %(order_id)s" if changed else "SELECT 1")
     sql = (f"WITH {', '.join(parts)} {main}" if parts else main)

@@ -39,9 +39,8 @@ def metrics():
     """
     token = current_app.config["ORION_METRICS_TOKEN"]
     given = request.headers.get("Authorization", "")
-    if token and hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-        pass
-    elif not _loopback(request.remote_addr):
+    granted = bool(token) and hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+    if not granted and not _loopback(request.remote_addr):
         if token:
             return problem(401, "a metrics token is required", headers={"WWW-Authenticate": "Bearer"})
         return problem(403, "metrics are served to this machine only (or set METRICS_TOKEN)")
