@@ -3,48 +3,95 @@
 A sender claims the row (``claim``) in the transaction that checked the order,
 sends it over SMTP after commit, then marks it sent (``mark_sent``). A claim
 older than ``CLAIM_TIMEOUT`` belongs to an attempt that died and may be retaken.
+
+Written in SQLAlchemy Core: ``db`` is a Connection or a Session in the caller's
+transaction (both execute Core statements), so a saga step that works on a
+bare connection and a beat job that works on a session share the code.
 """
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, insert, select, update
 
 from mail import smtp, templates
-from models import EmailMessage, Order, User, unit_of_work, utcnow
+from models import EmailMessage, Order, OrderLine, User, unit_of_work, utcnow
 from models.fulfilment import EMAIL_SENDING, EMAIL_SENT
 
 # smtp.send gives up after 10 s; a claim older than this belongs to a dead attempt.
 CLAIM_TIMEOUT = timedelta(seconds=15)
+
+EMAILS, ORDERS, LINES, USERS = (EmailMessage.__table__, Order.__table__, OrderLine.__table__,
+                                User.__table__)
+_FIND = select(EMAILS).where(EMAILS.c.order_id == bindparam("b_id"),
+                             EMAILS.c.template == bindparam("b_template"))
+_ORDER = (select(ORDERS.c.id, ORDERS.c.total, ORDERS.c.currency, ORDERS.c.cancel_reason,
+                 USERS.c.name, USERS.c.email)
+          .join(USERS, USERS.c.id == ORDERS.c.customer_id).where(ORDERS.c.id == bindparam("b_id")))
+_LINES = (select(LINES.c.quantity, LINES.c.name, LINES.c.sku, LINES.c.line_total)
+          .where(LINES.c.order_id == bindparam("b_id")).order_by(LINES.c.id))
+_INSERT = insert(EMAILS).returning(EMAILS.c.id)
+_CLAIM = (update(EMAILS).where(EMAILS.c.id == bindparam("b_id"))
+          .values(status=EMAIL_SENDING, claimed_at=bindparam("b_now"),
+                  attempts=EMAILS.c.attempts + 1))
+_RELEASE = update(EMAILS).where(EMAILS.c.id == bindparam("b_id")).values(claimed_at=None)
+_MARK_SENT = (update(EMAILS).where(EMAILS.c.id == bindparam("b_id"))
+              .values(status=EMAIL_SENT, sent_at=bindparam("b_now")))
 
 
 class ClaimedElsewhere(Exception):
     """Another attempt is sending this email right now; try again later."""
 
 
-def claim(session: Session, order: Order, template: str) -> EmailMessage | None:
-    """The row to send, claimed; None when it was sent already. Raises ClaimedElsewhere."""
-    message = session.scalar(select(EmailMessage).where(EmailMessage.order_id == order.id,
-                                                        EmailMessage.template == template))
-    if message is None:
-        message = _render(session, order, template)
-    if message.status == EMAIL_SENT:
+@dataclass(frozen=True)
+class OutgoingEmail:
+    """A claimed email-outbox row: what ``smtp.send`` needs."""
+
+    id: int
+    order_id: uuid.UUID
+    template: str
+    to_address: str
+    subject: str
+    body: str
+    message_id: str
+
+
+@dataclass(frozen=True)
+class _OrderView:
+    """What a template reads of an order (``templates.render``)."""
+
+    id: uuid.UUID
+    total: object
+    currency: str
+    cancel_reason: str | None
+    lines: list
+
+
+def claim(db, order_id: uuid.UUID, template: str) -> OutgoingEmail | None:
+    """The email ``template`` of order ``order_id``, rendered on first use and claimed;
+    None when it was sent already. Raises ClaimedElsewhere when another attempt
+    claimed it less than ``CLAIM_TIMEOUT`` ago, KeyError for an unknown template."""
+    now = utcnow()
+    row = db.execute(_FIND, {"b_id": order_id, "b_template": template}).first()
+    if row is None:
+        return _render(db, order_id, template, now)
+    if row.status == EMAIL_SENT:
         return None
-    if message.claimed_at is not None and utcnow() - message.claimed_at < CLAIM_TIMEOUT:
-        raise ClaimedElsewhere(f"{template} for {order.id} is being sent by another attempt")
-    message.status, message.claimed_at = EMAIL_SENDING, utcnow()
-    message.attempts += 1
-    session.flush()
-    return message
+    if row.claimed_at is not None and now - row.claimed_at < CLAIM_TIMEOUT:
+        raise ClaimedElsewhere(f"{template} for {order_id} is being sent by another attempt")
+    db.execute(_CLAIM, {"b_id": row.id, "b_now": now})
+    return OutgoingEmail(row.id, row.order_id, row.template, row.to_address, row.subject,
+                         row.body, row.message_id)
 
 
-def release(session: Session, message_id: int) -> None:
+def release(db, message_id: int) -> None:
     """Give a claim back after a failed send, so the next attempt need not wait."""
-    session.get(EmailMessage, message_id).claimed_at = None
+    db.execute(_RELEASE, {"b_id": message_id})
 
 
-def send_claimed(message: EmailMessage, correlation: str | None) -> None:
+def send_claimed(message: OutgoingEmail, correlation: str | None) -> None:
     """Send a claimed row over SMTP; on a transient fault give the claim back and re-raise
     (one of ``mail.smtp.TRANSIENT_SMTP_ERRORS``)."""
     try:
@@ -55,18 +102,19 @@ def send_claimed(message: EmailMessage, correlation: str | None) -> None:
         raise
 
 
-def mark_sent(session: Session, message_id: int) -> EmailMessage:
-    row = session.get(EmailMessage, message_id)
-    row.status, row.sent_at = EMAIL_SENT, utcnow()
-    return row
+def mark_sent(db, message: OutgoingEmail) -> None:
+    db.execute(_MARK_SENT, {"b_id": message.id, "b_now": utcnow()})
 
 
-def _render(session: Session, order: Order, template: str) -> EmailMessage:
-    customer = session.get(User, order.customer_id)
-    subject, body = templates.render(template, order, customer.name)
-    message = EmailMessage(order_id=order.id, template=template, to_address=customer.email,
-                           subject=subject, body=body,
-                           message_id=f"<{order.id}.{template.replace(':', '-')}@orion.example>",
-                           attempts=0)
-    session.add(message)
-    return message
+def _render(db, order_id: uuid.UUID, template: str, now) -> OutgoingEmail:
+    """Render and insert the row, already claimed (status ``sending``, attempt 1)."""
+    order = db.execute(_ORDER, {"b_id": order_id}).one()
+    lines = db.execute(_LINES, {"b_id": order_id}).all()
+    view = _OrderView(order.id, order.total, order.currency, order.cancel_reason, lines)
+    subject, body = templates.render(template, view, order.name)
+    message_id = f"<{order.id}.{template.replace(':', '-')}@orion.example>"
+    new_id = db.execute(_INSERT, {
+        "order_id": order.id, "template": template, "to_address": order.email,
+        "subject": subject, "body": body, "message_id": message_id, "status": EMAIL_SENDING,
+        "attempts": 1, "claimed_at": now, "created_at": now, "sent_at": None}).scalar_one()
+    return OutgoingEmail(new_id, order.id, template, order.email, subject, body, message_id)

@@ -1,31 +1,105 @@
-"""Send an email-outbox row over SMTP with smtplib."""
+"""Send an email-outbox row over SMTP with smtplib, on a connection kept per process.
+
+A worker child sends one confirmation per order; opening a connection for each
+(TCP, greeting, EHLO, QUIT) cost more than the message. The connection is
+reused for up to ``MESSAGES_PER_CONNECTION`` messages, checked with ``NOOP``
+when it sat idle longer than ``IDLE_CHECK_S`` (servers drop idle clients:
+RFC 5321 §4.5.3.2.7 lets a server time out after 5 minutes), and dropped on
+any error, so the retry opens a new one.
+"""
 from __future__ import annotations
 
+import os
 import smtplib
+import time
 from email.message import EmailMessage as MimeMessage
+from email.mime.text import MIMEText
+from email.policy import compat32
 
 from config import get_settings
-from models import EmailMessage
 
 TRANSIENT_SMTP_ERRORS = (smtplib.SMTPException, ConnectionError, TimeoutError, OSError)
+MESSAGES_PER_CONNECTION = 100
+IDLE_CHECK_S = 5.0
+
+# as_bytes() with CRLF line ends: smtplib sends bytes as they are (RFC 5321 §2.3.8).
+_WIRE = compat32.clone(linesep="\r\n")
+_connection: dict = {}  # pid, client, sent, last_used, server
 
 
-def send(message: EmailMessage, correlation_id: str | None = None) -> None:
-    """Deliver ``message`` to the configured SMTP server.
+def send(message, correlation_id: str | None = None) -> None:
+    """Deliver ``message`` (``mail.outbox.OutgoingEmail``) to the configured SMTP server.
 
     The Message-ID is fixed per outbox row, so a rare resend after a crash is
-    recognisable as the same message. Raises one of TRANSIENT_SMTP_ERRORS.
+    recognisable as the same message. Raises one of TRANSIENT_SMTP_ERRORS; the
+    connection is closed then, and the next call opens a new one.
     """
     settings = get_settings()
-    mime = MimeMessage()
-    mime["From"] = settings.mail_from
-    mime["To"] = message.to_address
-    mime["Subject"] = message.subject
-    mime["Message-ID"] = message.message_id
-    mime["X-Orion-Order"] = str(message.order_id)
-    mime["X-Orion-Template"] = message.template
+    raw = _mime(message, settings.mail_from, correlation_id)
+    client = _client(settings)
+    try:
+        if isinstance(raw, MimeMessage):
+            client.send_message(raw)
+        else:
+            client.sendmail(settings.mail_from, [message.to_address], raw)
+    except BaseException:
+        _drop()
+        raise
+    _connection["sent"] += 1
+    _connection["last_used"] = time.monotonic()
+    if _connection["sent"] >= MESSAGES_PER_CONNECTION:
+        _drop(quit_=True)
+
+
+def _mime(message, sender: str, correlation_id: str | None):
+    """The message as bytes (MIMEText: a fifth of ``email.message.EmailMessage``'s
+    CPU), or as an EmailMessage when an address is not ASCII (SMTPUTF8, RFC 6531)."""
+    headers = {"From": sender, "To": message.to_address, "Subject": message.subject,
+               "Message-ID": message.message_id, "X-Orion-Order": str(message.order_id),
+               "X-Orion-Template": message.template}
     if correlation_id:
-        mime["X-Request-ID"] = correlation_id
-    mime.set_content(message.body)
-    with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=10) as client:
-        client.send_message(mime)
+        headers["X-Request-ID"] = correlation_id
+    if not (message.to_address + sender + message.subject).isascii():
+        mime = MimeMessage()
+        for name, value in headers.items():
+            mime[name] = value
+        mime.set_content(message.body)
+        return mime
+    # ASCII bodies go as 7bit text, others in base64 (MIMEText's choice for utf-8).
+    text = MIMEText(message.body, "plain", "us-ascii" if message.body.isascii() else "utf-8")
+    for name, value in headers.items():
+        text[name] = value
+    return text.as_bytes(policy=_WIRE)
+
+
+def _client(settings) -> smtplib.SMTP:
+    server = (settings.smtp_host, settings.smtp_port)
+    if _connection.get("pid") == os.getpid() and _connection.get("server") == server:
+        client = _connection["client"]
+        if time.monotonic() - _connection["last_used"] <= IDLE_CHECK_S:
+            return client
+        try:
+            if client.noop()[0] == 250:
+                return client
+        except TRANSIENT_SMTP_ERRORS:
+            pass
+        _drop()
+    _connection.clear()  # a connection inherited through fork belongs to the parent
+    client = smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=10)
+    _connection.update(pid=os.getpid(), client=client, sent=0, last_used=time.monotonic(),
+                       server=server)
+    return client
+
+
+def _drop(quit_: bool = False) -> None:
+    client = _connection.pop("client", None)
+    _connection.clear()
+    if client is None:
+        return
+    try:
+        if quit_:
+            client.quit()
+        else:
+            client.close()
+    except TRANSIENT_SMTP_ERRORS:
+        client.close()

@@ -1,8 +1,6 @@
 """Email templates: (subject, plain-text body) for an order."""
 from __future__ import annotations
 
-from models import Order
-
 CONFIRMATION, CANCELLATION = "order_confirmation", "order_cancellation"
 PAYMENT_REMINDER = "payment_reminder"  # one template per reminder step: payment_reminder:1, :2, ...
 
@@ -21,19 +19,23 @@ _REASONS = {
 }
 
 
-def render(template: str, order: Order, customer_name: str) -> tuple[str, str]:
-    """Subject and body for ``template``; raises KeyError for an unknown template."""
+def render(template: str, order, customer_name: str) -> tuple[str, str]:
+    """Subject and body for ``template``; raises KeyError for an unknown template.
+
+    ``order`` has ``id``, ``total``, ``currency``, ``cancel_reason`` and ``lines``
+    (each with ``quantity``, ``name``, ``sku``, ``line_total``): an ``Order`` or
+    the rows ``mail.outbox`` reads."""
     if template.startswith(PAYMENT_REMINDER + ":"):
         return _payment_reminder(order, customer_name)
     return _RENDERERS[template](order, customer_name)
 
 
-def _lines(order: Order) -> str:
+def _lines(order) -> str:
     return "\n".join(f"  {l.quantity} x {l.name} ({l.sku}) {l.line_total} {order.currency}"
                      for l in order.lines)
 
 
-def _confirmation(order: Order, name: str) -> tuple[str, str]:
+def _confirmation(order, name: str) -> tuple[str, str]:
     subject = f"Your Orion order {order.id} is confirmed"
     body = (f"Hello {name},\n\nThank you for your order {order.id}. We have taken your payment "
             f"of {order.total} {order.currency} and are preparing:\n\n{_lines(order)}\n\n"
@@ -41,7 +43,7 @@ def _confirmation(order: Order, name: str) -> tuple[str, str]:
     return subject, body
 
 
-def _cancellation(order: Order, name: str) -> tuple[str, str]:
+def _cancellation(order, name: str) -> tuple[str, str]:
     subject = f"Your Orion order {order.id} was cancelled"
     why = _REASONS.get(order.cancel_reason, _REASONS[None])
     body = (f"Hello {name},\n\nYour order {order.id} was cancelled because {why}. Any payment "
@@ -49,7 +51,7 @@ def _cancellation(order: Order, name: str) -> tuple[str, str]:
     return subject, body
 
 
-def _payment_reminder(order: Order, name: str) -> tuple[str, str]:
+def _payment_reminder(order, name: str) -> tuple[str, str]:
     subject = f"Your Orion order {order.id} is waiting for payment"
     body = (f"Hello {name},\n\nYour bank declined the payment of {order.total} {order.currency} "
             f"for order {order.id}. We are holding these items for you:\n\n{_lines(order)}\n\n"

@@ -161,13 +161,13 @@ def change_on_hand(session: Session, sku: str, delta: int, reason: str, referenc
     dropping through the reorder point queues ``inventory.low``.
     """
     row = session.execute(
-        update(Inventory)
-        .where(Inventory.sku == sku)
-        .values(on_hand=Inventory.on_hand + delta, reserved=Inventory.reserved - release_reserved)
-        .returning(Inventory.on_hand, Inventory.reserved, Inventory.reorder_point)
+        update(_INV)
+        .where(_INV.c.sku == sku)
+        .values(on_hand=_INV.c.on_hand + delta, reserved=_INV.c.reserved - release_reserved)
+        .returning(_INV.c.on_hand, _INV.c.reserved, _INV.c.reorder_point)
     ).one()
-    session.add(InventoryLedger(sku=sku, delta=delta, on_hand_after=row.on_hand,
-                                reason=reason, reference=reference))
+    session.execute(_INSERT_LEDGER, {"sku": sku, "delta": delta, "on_hand_after": row.on_hand,
+                                     "reason": reason, "reference": reference, "at": utcnow()})
     if delta > 0:
         _notify(session, "inventory.restocked", {"sku": sku, "quantity": delta})
     available = row.on_hand - row.reserved

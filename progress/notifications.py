@@ -18,7 +18,10 @@ class Notification:
 
 
 def queue_notification(session: Session, notification: Notification) -> None:
-    """Hold ``notification`` until ``session`` commits (see ``progress.hooks``)."""
+    """Hold ``notification`` until ``session`` commits (see ``progress.hooks``).
+
+    ``session`` may also be any holder with an ``info`` dict whose owner emits
+    after its own COMMIT (``tasks.journal.SagaTx`` on a bare connection)."""
     session.info.setdefault(_KEY, []).append(notification)
 
 

@@ -53,7 +53,7 @@ def send_reminder(order_id: str, step: int) -> bool:
         if order.status != lifecycle.AWAITING_PAYMENT:
             return False
         try:
-            message = outbox.claim(session, order, templates.reminder(step))
+            message = outbox.claim(session, order.id, templates.reminder(step))
         except outbox.ClaimedElsewhere:
             return False
         if message is None:
@@ -61,8 +61,8 @@ def send_reminder(order_id: str, step: int) -> bool:
     outbox.send_claimed(message, correlation_id() or order.correlation_id)
     with unit_of_work() as session:
         order = lock_order(session, order_id)
-        row = outbox.mark_sent(session, message.id)
-        record_event(session, order, detail=f"payment reminder {step} sent to {row.to_address}")
+        outbox.mark_sent(session, message)
+        record_event(session, order, detail=f"payment reminder {step} sent to {message.to_address}")
     return True
 
 

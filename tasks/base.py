@@ -16,10 +16,11 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from config import get_settings
 from mail.smtp import TRANSIENT_SMTP_ERRORS
-from models import unit_of_work
 from models import order as lifecycle
+from models.db import get_engine
 from models.saga_log import COMPENSATION, FAILED, FORWARD, RETRYING, SUCCEEDED
 from payments import TransientProviderError
+from progress.hooks import emit_after_commit
 from tasks.journal import OrderMoved, SagaTx, describe, public_error, should_run
 from tasks.saga import RUNS_IN
 
@@ -74,11 +75,14 @@ class SagaTask(Task):
     @contextmanager
     def locked(self, order_id: str) -> Iterator[SagaTx]:
         """The order locked in a transaction of its own; what the step recorded is
-        written when the block ends, and committed with it."""
-        with unit_of_work() as session:
-            tx = SagaTx.lock(session, order_id)
+        written when the block ends, and committed with it. Its Socket.IO
+        notifications go out after COMMIT; on an exception the transaction
+        rolls back and they are dropped."""
+        with get_engine().begin() as conn:
+            tx = SagaTx.lock(conn, order_id)
             yield tx
             tx.flush()
+        _emit(tx)
 
     @contextmanager
     def forward(self, order_id: str, run: int, halt: type[Exception] = Halt) -> Iterator[SagaTx | None]:
@@ -96,12 +100,13 @@ class SagaTask(Task):
         when the step writes. Raises ``halt`` if the order moved on meanwhile: the
         transaction rolls back, effects included."""
         try:
-            with unit_of_work() as session:
-                tx = SagaTx.read(session, order_id)
+            with get_engine().begin() as conn:
+                tx = SagaTx.read(conn, order_id)
                 yield tx if should_run(tx.order, run, self.runs_in, halt) else None
                 tx.flush()
         except OrderMoved:
             raise halt() from None
+        _emit(tx)
 
     def backoff(self, retries: int) -> float:
         """Seconds before retry ``retries + 1``: half fixed, half random ("equal jitter")."""
@@ -168,6 +173,12 @@ class CompensationTask(SagaTask):
         if tx.order.status == lifecycle.COMPENSATING:
             tx.transition_to(lifecycle.COMPENSATION_FAILED)
             tx.event(detail=f"compensation failed: {public_error(exc)}")
+
+
+def _emit(tx: SagaTx) -> None:
+    notifications = tx.take_notifications()
+    if notifications:
+        emit_after_commit(notifications)
 
 
 def _order_arg(args: tuple) -> str:

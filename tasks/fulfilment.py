@@ -13,7 +13,7 @@ from celery import shared_task
 from sqlalchemy import bindparam, func, insert, select, update
 
 from mail import outbox, templates
-from models import Order, OrderLine, Reservation, Shipment, utcnow
+from models import OrderLine, Reservation, Shipment, utcnow
 from models import order as lifecycle
 from models.catalog import CONSUMED, HELD, change_on_hand, ship_all
 from models.fulfilment import SHIPMENT_CANCELLED, SHIPMENT_CREATED
@@ -67,9 +67,8 @@ def _deliver(task, order_id: str, template: str, step_name: str, statuses) -> bo
     with task.locked(order_id) as tx:
         if tx.order.status not in statuses:
             return None
-        order = tx.session.get(Order, tx.order.id)  # the templates read its lines
         try:
-            message = outbox.claim(tx.session, order, template)
+            message = outbox.claim(tx.conn, tx.order.id, template)
         except outbox.ClaimedElsewhere as exc:
             raise StepNotReady(str(exc)) from None
         if message is None:
@@ -78,9 +77,9 @@ def _deliver(task, order_id: str, template: str, step_name: str, statuses) -> bo
         correlation = correlation_id() or tx.order.correlation_id
     outbox.send_claimed(message, correlation)
     with task.locked(order_id) as tx:
-        row = outbox.mark_sent(tx.session, message.id)
+        outbox.mark_sent(tx.conn, message)
         tx.record_step(step_name, task.step_kind, task.attempt, SUCCEEDED,
-                       f"{template} sent to {row.to_address}")
+                       f"{template} sent to {message.to_address}")
     return True
 
 
@@ -109,7 +108,7 @@ def create_shipment(self, order_id: str, run: int, warehouse: str) -> dict:
             units = Counter()
             for reservation in held:
                 units[reservation.sku] += reservation.quantity
-            ship_all(tx.session, units, str(order.id))
+            ship_all(tx, units, str(order.id))
             now = utcnow()
             if held:
                 tx.conn.execute(update(RESERVATIONS)
@@ -136,18 +135,18 @@ def cancel_shipment(self, order_id: str) -> None:
     with self.undo(order_id) as tx:
         if tx is None:
             return
-        session = tx.session
-        shipments = list(session.scalars(select(Shipment).where(
-            Shipment.order_id == tx.order.id, Shipment.status != SHIPMENT_CANCELLED)))
+        conn, now = tx.conn, utcnow()
+        shipments = conn.execute(select(SHIPMENTS.c.id).where(
+            SHIPMENTS.c.order_id == tx.order.id, SHIPMENTS.c.status != SHIPMENT_CANCELLED)).all()
         if not shipments:
             return
-        consumed = list(session.scalars(select(Reservation).where(
-            Reservation.order_id == tx.order.id, Reservation.status == CONSUMED)
-            .order_by(Reservation.sku)))
+        consumed = conn.execute(select(RESERVATIONS.c.sku, RESERVATIONS.c.quantity).where(
+            RESERVATIONS.c.order_id == tx.order.id, RESERVATIONS.c.status == CONSUMED)
+            .order_by(RESERVATIONS.c.sku)).all()
         for reservation in consumed:
-            change_on_hand(session, reservation.sku, reservation.quantity, "shipment cancelled",
+            change_on_hand(tx, reservation.sku, reservation.quantity, "shipment cancelled",
                            str(tx.order.id))
-        for shipment in shipments:
-            shipment.status, shipment.cancelled_at = SHIPMENT_CANCELLED, utcnow()
+        conn.execute(update(SHIPMENTS).where(SHIPMENTS.c.id.in_([s.id for s in shipments]))
+                     .values(status=SHIPMENT_CANCELLED, cancelled_at=now))
         tx.record_step("cancel_shipment", self.step_kind, self.attempt, SUCCEEDED,
                        f"{len(shipments)} parcel(s) recalled")

@@ -24,18 +24,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session
 
-from models import Order, OrderEvent, SagaStep, utcnow
+from models import Order, OrderEvent, OutboxMessage, SagaStep, utcnow
 from models.db import pg_arrays
 from models import order as lifecycle
-from models.outbox import SAGA_COMPENSATE, enqueue
+from models.outbox import SAGA_COMPENSATE, outbox_row
 from models.saga_log import FAILED, RETRYING, RUNNING, SUCCEEDED, event_payload
 from observability.logging import correlation_id
-from progress import OPERATORS, Notification, order_room, queue_notification, user_room
+from progress import (OPERATORS, Notification, order_room, queue_notification,
+                      take_notifications, user_room)
 
 ORDERS = Order.__table__
 STEPS = SagaStep.__table__
@@ -58,6 +59,7 @@ _STEP_STATUS = select(STEPS.c.status).where(STEPS.c.order_id == bindparam("b_id"
 _INSERT_EVENTS = EVENTS.insert()
 _BUMP_SEQ = (update(ORDERS).where(ORDERS.c.id == bindparam("b_id"))
              .values(last_event_seq=bindparam("b_seq"), updated_at=bindparam("b_now")))
+_INSERT_OUTBOX = insert(OutboxMessage.__table__)
 _STATE_COLUMNS = ("status", "finished_at", "awaiting_payment_since", "cancel_reason", "failure")
 _UPSERTS: dict[str, object] = {}
 
@@ -88,41 +90,52 @@ class SagaTx:
     """One step's transaction on one order (see the module docstring).
 
     Opened with ``lock`` (the row locked for the whole step) or ``read`` (no
-    lock until ``claim``, for chord headers that run side by side). Raises
-    ``InvalidTransition`` from ``transition_to`` as the ORM model does. Call
-    ``flush`` once, at the end of the step; ``SagaTask.locked`` does.
+    lock until ``claim``, for chord headers that run side by side) on a Core
+    ``Connection`` inside its transaction: a step needs no ORM session, whose
+    set-up and commit bookkeeping cost more CPU than the step's statements.
+    Raises ``InvalidTransition`` from ``transition_to`` as the ORM model does.
+    Call ``flush`` once, at the end of the step, and after COMMIT emit
+    ``take_notifications()``; ``SagaTask.locked`` does both.
+
+    It stands in for a session where domain code needs one (``models.catalog``'s
+    stock functions, ``progress.queue_notification``): ``connection()``,
+    ``execute()`` and ``info`` (the notifications waiting for COMMIT).
     """
 
-    session: Session
+    conn: Connection
     order: LockedOrder
     locked: bool = True
+    info: dict = field(default_factory=dict)
     _changes: dict = field(default_factory=dict)
     _events: list = field(default_factory=list)
     _steps: list = field(default_factory=list)
     _read_as: tuple = ()
 
     @classmethod
-    def lock(cls, session: Session, order_id: str | uuid.UUID) -> "SagaTx":
-        """``SELECT ... FOR UPDATE`` of the order; raises NoResultFound if absent."""
+    def lock(cls, conn: Connection | Session, order_id: str | uuid.UUID) -> "SagaTx":
+        """``SELECT ... FOR UPDATE`` of the order on ``conn`` (a connection in a
+        transaction, or a session's); raises NoResultFound if absent."""
+        conn = _connection(conn)
         key = order_id if isinstance(order_id, uuid.UUID) else uuid.UUID(order_id)
-        row = session.connection().execute(_LOCK, {"b_id": key}).one_or_none()
+        row = conn.execute(_LOCK, {"b_id": key}).one_or_none()
         if row is None:
             raise NoResultFound(f"no order {key}")
-        return cls(session, LockedOrder(*row))
+        return cls(conn, LockedOrder(*row))
 
     @classmethod
-    def read(cls, session: Session, order_id: str | uuid.UUID) -> "SagaTx":
+    def read(cls, conn: Connection | Session, order_id: str | uuid.UUID) -> "SagaTx":
         """Read the order without locking it; ``claim`` (or ``flush``) locks it later.
 
         For the chord headers of one order, which would otherwise wait for each
         other's row lock: each does its work unlocked and claims the order at
         the end, in the same transaction.
         """
+        conn = _connection(conn)
         key = order_id if isinstance(order_id, uuid.UUID) else uuid.UUID(order_id)
-        row = session.connection().execute(_READ, {"b_id": key}).one_or_none()
+        row = conn.execute(_READ, {"b_id": key}).one_or_none()
         if row is None:
             raise NoResultFound(f"no order {key}")
-        tx = cls(session, LockedOrder(*row), locked=False)
+        tx = cls(conn, LockedOrder(*row), locked=False)
         tx._read_as = (tx.order.status, tx.order.saga_run)
         return tx
 
@@ -144,9 +157,17 @@ class SagaTx:
         self.order.last_event_seq = row.last_event_seq
         self.locked = True
 
-    @property
-    def conn(self):
-        return self.session.connection()
+    # -- what domain code written for a session uses -----------------------------
+    def connection(self) -> Connection:
+        return self.conn
+
+    def execute(self, statement, parameters=None):
+        return self.conn.execute(statement, parameters)
+
+    def take_notifications(self) -> list[Notification]:
+        """The Socket.IO notifications this step queued, for after COMMIT (and
+        gone from here: a step that rolls back just drops them)."""
+        return take_notifications(self)
 
     # -- the order's state ---------------------------------------------------------
     def transition_to(self, target: str) -> None:
@@ -167,8 +188,8 @@ class SagaTx:
         self.order.cancel_reason, self.order.failure = cancel_reason, failure
         self._changes.update(cancel_reason=cancel_reason, failure=failure)
         self.event(detail=cancel_reason or failure)
-        enqueue(self.session, SAGA_COMPENSATE, {"order_id": str(self.order.id)},
-                correlation=self.order.correlation_id)
+        self.conn.execute(_INSERT_OUTBOX, outbox_row(
+            SAGA_COMPENSATE, {"order_id": str(self.order.id)}, correlation=self.order.correlation_id))
 
     # -- the step log and events ---------------------------------------------------
     def step_status(self, name: str, run: int | None = None) -> str | None:
@@ -207,7 +228,7 @@ class SagaTx:
         for row in self._events:
             self.order.last_event_seq += 1
             row["seq"] = self.order.last_event_seq
-            queue_notification(self.session, Notification("order.updated", event_payload(row), rooms))
+            queue_notification(self, Notification("order.updated", event_payload(row), rooms))
         if self._events:
             self._changes["last_event_seq"] = self.order.last_event_seq
 
@@ -239,6 +260,10 @@ class SagaTx:
             else:
                 conn.execute(_BUMP_SEQ, {"b_id": self.order.id, "b_now": now,
                                          "b_seq": self._changes["last_event_seq"]})
+
+
+def _connection(conn: Connection | Session) -> Connection:
+    return conn.connection() if isinstance(conn, Session) else conn
 
 
 def _distinct_steps(steps: list[dict]) -> bool:

@@ -20,7 +20,7 @@ from models.saga_log import FAILED
 from payments import ProviderError, get_provider
 from tasks.base import CompensationTask, Halt, SagaTask
 
-PAYMENTS = Payment.__table__
+PAYMENTS, RESERVATIONS = Payment.__table__, Reservation.__table__
 _INSERT_PAYMENT = insert(PAYMENTS)
 _LATEST_AUTHORIZATION = (select(PAYMENTS.c.id, PAYMENTS.c.provider_reference)
                          .where(PAYMENTS.c.order_id == bindparam("b_id"),
@@ -51,7 +51,7 @@ def authorize_payment(self, order_id: str, run: int) -> None:
                        error=f"{'soft' if result.soft else 'hard'} decline: {result.decline_code}")
         if result.soft:
             tx.transition_to(lifecycle.AWAITING_PAYMENT)
-            extend_holds(tx.session, order)
+            extend_holds(tx.conn, order)
         else:
             tx.start_compensation("payment_declined")
     raise Halt()
@@ -84,16 +84,14 @@ def void_authorization(self, order_id: str) -> None:
     with self.undo(order_id) as tx:
         if tx is None:
             return
-        session, order, started = tx.session, tx.order, utcnow()
+        conn, order, started = tx.conn, tx.order, utcnow()
         for run in range(1, order.saga_run + 1):
-            _recover(session, order, AUTHORIZATION, f"order-{order.id}-authorize-{run}", None)
+            _recover(conn, order, AUTHORIZATION, f"order-{order.id}-authorize-{run}", None)
         voided = 0
-        for auth in _open_authorizations(session, order):
+        for auth in _open_authorizations(conn, order):
             key = f"order-{order.id}-void-{auth.id}"
             result = get_provider().void(key, auth.provider_reference)
-            session.add(Payment(order_id=order.id, kind=VOID, amount=auth.amount, currency=auth.currency,
-                                idempotency_key=key, status=SUCCEEDED,
-                                provider_reference=result.reference, parent_id=auth.id))
+            _record(conn, order, VOID, key, result.reference, auth.id, auth.amount, auth.currency)
             voided += 1
         tx.record_step("void_authorization", self.step_kind, self.attempt, SUCCEEDED,
                        f"{voided} authorization(s) voided", started_at=started)
@@ -105,59 +103,66 @@ def refund_payment(self, order_id: str) -> None:
     with self.undo(order_id) as tx:
         if tx is None:
             return
-        session, order, started = tx.session, tx.order, utcnow()
-        capture = _latest(session, order, CAPTURE) or _recover(
-            session, order, CAPTURE, f"order-{order.id}-capture", _latest(session, order, AUTHORIZATION))
-        if capture is not None and _latest(session, order, REFUND) is None:
+        conn, order, started = tx.conn, tx.order, utcnow()
+        capture = _latest(conn, order, CAPTURE) or _recover(
+            conn, order, CAPTURE, f"order-{order.id}-capture", _latest(conn, order, AUTHORIZATION))
+        if capture is not None and _latest(conn, order, REFUND) is None:
             key = f"order-{order.id}-refund"
             result = get_provider().refund(key, capture.provider_reference, capture.amount)
-            session.add(Payment(order_id=order.id, kind=REFUND, amount=capture.amount,
-                                currency=capture.currency, idempotency_key=key, status=SUCCEEDED,
-                                provider_reference=result.reference, parent_id=capture.id))
+            _record(conn, order, REFUND, key, result.reference, capture.id, capture.amount,
+                    capture.currency)
         tx.record_step("refund_payment", self.step_kind, self.attempt, SUCCEEDED,
                        f"refunded {capture.amount}" if capture else "nothing captured",
                        started_at=started)
 
 
-def _recover(session, order, kind: str, key: str, parent: Payment | None) -> Payment | None:
-    """Record a provider operation that succeeded but whose row was lost.
+def _record(conn, order, kind: str, key: str, reference: str | None, parent_id: int | None,
+            amount, currency: str):
+    """Insert a succeeded payment row; returns it (``PAYMENTS`` columns)."""
+    return conn.execute(_INSERT_PAYMENT.returning(*PAYMENTS.c), dict(
+        order_id=order.id, kind=kind, amount=amount, currency=currency, idempotency_key=key,
+        status=SUCCEEDED, provider_reference=reference, decline_code=None,
+        parent_id=parent_id)).one()
+
+
+def _recover(conn, order, kind: str, key: str, parent):
+    """Record a provider operation that succeeded but whose row was lost; returns
+    the row (``PAYMENTS`` columns), or None when there was nothing to recover.
 
     A worker killed after the provider answered, before its transaction
     committed, leaves the charge at the provider only; if the order is then
     cancelled before the step is redelivered, the undo must still see it.
     """
-    if session.scalar(select(Payment.id).where(Payment.idempotency_key == key)) is not None:
+    if conn.scalar(select(PAYMENTS.c.id).where(PAYMENTS.c.idempotency_key == key)) is not None:
         return None
     result = get_provider().find(key)
     if result is None or not result.approved:
         return None
-    payment = Payment(order_id=order.id, kind=kind, amount=order.total, currency=order.currency,
-                      idempotency_key=key, status=SUCCEEDED, provider_reference=result.reference,
-                      parent_id=parent.id if parent else None)
-    session.add(payment)
-    session.flush()
-    return payment
+    return _record(conn, order, kind, key, result.reference, parent.id if parent else None,
+                   order.total, order.currency)
 
 
-def _latest(session, order, kind: str) -> Payment | None:
-    return session.scalar(select(Payment).where(
-        Payment.order_id == order.id, Payment.kind == kind, Payment.status == SUCCEEDED)
-        .order_by(Payment.id.desc()).limit(1))
+def _latest(conn, order, kind: str):
+    return conn.execute(select(PAYMENTS).where(
+        PAYMENTS.c.order_id == order.id, PAYMENTS.c.kind == kind, PAYMENTS.c.status == SUCCEEDED)
+        .order_by(PAYMENTS.c.id.desc()).limit(1)).first()
 
 
-def _open_authorizations(session, order) -> list[Payment]:
-    settled = select(Payment.parent_id).where(Payment.order_id == order.id, Payment.parent_id.is_not(None),
-                                              Payment.kind.in_((CAPTURE, VOID)))
-    return list(session.scalars(select(Payment).where(
-        Payment.order_id == order.id, Payment.kind == AUTHORIZATION, Payment.status == SUCCEEDED,
-        Payment.id.not_in(settled.scalar_subquery()))))
+def _open_authorizations(conn, order) -> list:
+    settled = select(PAYMENTS.c.parent_id).where(
+        PAYMENTS.c.order_id == order.id, PAYMENTS.c.parent_id.is_not(None),
+        PAYMENTS.c.kind.in_((CAPTURE, VOID)))
+    return conn.execute(select(PAYMENTS).where(
+        PAYMENTS.c.order_id == order.id, PAYMENTS.c.kind == AUTHORIZATION,
+        PAYMENTS.c.status == SUCCEEDED, PAYMENTS.c.id.not_in(settled.scalar_subquery()))
+        .order_by(PAYMENTS.c.id)).all()
 
 
-def extend_holds(session, order) -> None:
+def extend_holds(conn, order) -> None:
     """A parked order's stock stays held for the whole payment window, each time it
     parks (``RESERVATION_HOLD_SECONDS`` from now; settings keep it longer than
-    ``PAYMENT_WINDOW_SECONDS``)."""
+    ``PAYMENT_WINDOW_SECONDS``). ``conn``: a connection or session in the order's transaction."""
     hold = timedelta(seconds=get_settings().reservation_hold_s)
-    session.execute(update(Reservation).where(Reservation.order_id == order.id,
-                                              Reservation.status == HELD)
-                    .values(expires_at=utcnow() + hold))
+    conn.execute(update(RESERVATIONS).where(RESERVATIONS.c.order_id == order.id,
+                                            RESERVATIONS.c.status == HELD)
+                 .values(expires_at=utcnow() + hold))

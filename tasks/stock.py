@@ -67,7 +67,7 @@ def reserve_stock(self, order_id: str, run: int, warehouse: str) -> dict:
             wanted = Counter()
             for line in lines:
                 wanted[line.sku] += line.quantity
-            short = reserve_all(tx.session, wanted)
+            short = reserve_all(tx, wanted)
             # A copy of this message running at the same time held the same rows
             # until it committed; a statement from here on sees its step row.
             done = tx.step_status(name)
@@ -135,7 +135,7 @@ def release_stock(self, order_id: str) -> None:
         units = Counter()
         for reservation in held:
             units[reservation.sku] += reservation.quantity
-        release_all(tx.session, units)
+        release_all(tx, units)
         if held:
             tx.conn.execute(update(RESERVATIONS)
                             .where(RESERVATIONS.c.id.in_([r.id for r in held]))
