@@ -53,7 +53,8 @@ def environment(mode: str, data_dir: Path, port: int, speed: float = 0.0,
            "WEB_PORT": str(port), "SMTP_PORT": str(port + 25), **restocking(speed, lead_time_days),
            # A compressed year piles up one wholesaler's orders faster than any
            # real customer could: the per-customer cap would throttle the replay.
-           "MAX_OPEN_ORDERS": "100000"}
+           # Every customer registers from this machine.
+           "MAX_OPEN_ORDERS": "100000", "REGISTER_LIMIT": "1000000 per hour"}
     if mode == "services":
         from bench.harness import bench_broker_url
 

@@ -78,6 +78,11 @@ class Settings:
     outbox_stale_s: float
     outbox_poll_s: float
     max_open_orders: int
+    socket_max_per_user: int
+    socket_max_per_address: int
+    socket_auth_deadline_s: float
+    socket_check_every_s: float
+    register_limit: str
     metrics_token: str
     worker_concurrency: int
     web_host: str
@@ -165,6 +170,14 @@ class Settings:
             # NOTIFY wakes it at each commit, SQLite has nothing of the kind.
             outbox_poll_s=_float(env, "OUTBOX_POLL_SECONDS", 0.2 if mode == "embedded" else 2.0),
             max_open_orders=_int(env, "MAX_OPEN_ORDERS", 20),
+            socket_max_per_user=_int(env, "SOCKETIO_MAX_PER_USER", 10),
+            socket_max_per_address=_int(env, "SOCKETIO_MAX_PER_ADDRESS", 50),
+            socket_auth_deadline_s=_float(env, "SOCKETIO_AUTH_SECONDS", 5.0),
+            socket_check_every_s=_float(env, "SOCKETIO_CHECK_SECONDS", 2.0),
+            # The embedded default is a local demo whose replay (./run.sh replay)
+            # registers thousands of customers from 127.0.0.1.
+            register_limit=env.get("REGISTER_LIMIT",
+                                   "100000 per hour" if mode == "embedded" else "20 per hour"),
             metrics_token=env.get("METRICS_TOKEN", ""),
             worker_concurrency=_int(env, "WORKER_CONCURRENCY", default_concurrency(mode)),
             web_host=env.get("WEB_HOST", "127.0.0.1"),

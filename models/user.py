@@ -1,6 +1,8 @@
 """Users: customers and operators, with argon2 password hashes."""
 from __future__ import annotations
 
+import os
+import threading
 from datetime import datetime
 
 from argon2 import PasswordHasher
@@ -17,6 +19,11 @@ CUSTOMER, OPERATOR = "customer", "operator"
 # web process that registers and logs in customers spent its cores on it.
 # Hashes made with other parameters still verify.
 _hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
+# At most this many hashes at once per process (each takes 19 MiB and a core for
+# ~25 ms): a flood of logins or registrations queues here instead of exhausting
+# memory; the rate limits in web.auth refuse most of it before it gets here.
+HASH_CONCURRENCY = max(2, os.cpu_count() or 1)
+_hashing = threading.BoundedSemaphore(HASH_CONCURRENCY)
 
 
 class User(Base):
@@ -29,19 +36,29 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(16), default=CUSTOMER)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # "Log out everywhere" moves the user to the next generation; a token
+    # carries the generation it was issued in (claim ``gen``).
+    token_generation: Mapped[int] = mapped_column(default=0, server_default="0")
 
     @staticmethod
     def normalize_email(email: str) -> str:
         return email.strip().lower()
 
     def set_password(self, password: str) -> None:
-        self.password_hash = _hasher.hash(password)
+        with _hashing:
+            self.password_hash = _hasher.hash(password)
 
     def check_password(self, password: str) -> bool:
         try:
-            return _hasher.verify(self.password_hash, password)
+            with _hashing:
+                return _hasher.verify(self.password_hash, password)
         except (VerificationError, InvalidHashError):
             return False
+
+    def accepts(self, claims: dict) -> bool:
+        """False for a token issued before the user last logged out everywhere
+        (its ``gen`` claim is an earlier generation; tokens without one are 0)."""
+        return claims.get("gen", 0) == self.token_generation
 
     @property
     def is_operator(self) -> bool:

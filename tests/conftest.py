@@ -21,6 +21,9 @@ os.environ.setdefault("BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
 os.environ.setdefault("RESULT_BACKEND", "redis://127.0.0.1:6379/1")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/1")
 os.environ.setdefault("PAYMENT_LATENCY_MS", "0")
+# Tests and their replays register many customers from 127.0.0.1; the per-address
+# limit has tests of its own (test_api_auth), with the app's config lowered.
+os.environ.setdefault("REGISTER_LIMIT", "100000 per hour")
 os.environ.setdefault("SMTP_PORT", "8026")
 # Redis pub/sub ignores the database number: keep the tests' Socket.IO events
 # off a platform that may be running on the same Redis.

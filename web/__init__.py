@@ -19,6 +19,7 @@ from web.extensions import init_extensions, jwt
 from web.openapi import API_PREFIX, bp as openapi_bp
 from web.realtime import init_realtime
 from web.security_headers import SecurityHeaders
+from web.transport_limit import TransportLimit
 
 MAX_BODY_BYTES = 64 * 1024  # SPEC: a larger body gets 413
 
@@ -33,6 +34,7 @@ def create_app(config: dict | None = None) -> Flask:
     request_id.init_app(app)  # first, so every later hook and error sees the id
     request_metrics.init_app(app)
     init_extensions(app)
+    auth.install_login_serialization(app)
     register_error_handlers(app)
     register_jwt_errors(jwt)
     for blueprint in (auth.bp, products.bp, orders.bp, inventory.bp, operator.bp, openapi_bp):
@@ -40,9 +42,17 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(ops.bp)
     app.register_blueprint(pages.bp)
     init_realtime(app)
+    # Outside Flask-SocketIO's middleware: a refused transport never reaches it.
+    app.wsgi_app = TransportLimit(app.wsgi_app, transport_limit(get_settings()))
     app.wsgi_app = SecurityHeaders(app.wsgi_app)  # outermost: Socket.IO's answers too
     progress_hooks.install()
     return app
+
+
+def transport_limit(settings: Settings) -> int:
+    """Socket.IO transports per client address: two per allowed connection (a
+    polling client upgrading to WebSocket briefly holds both)."""
+    return 2 * settings.socket_max_per_address
 
 
 def default_config(settings: Settings) -> dict:
@@ -56,6 +66,7 @@ def default_config(settings: Settings) -> dict:
         "JWT_REFRESH_TOKEN_EXPIRES": timedelta(seconds=settings.refresh_token_seconds),
         "RATELIMIT_STORAGE_URI": settings.redis_url or "memory://",
         "LOGIN_FAILURE_LIMIT": "10 per minute",
+        "REGISTER_LIMIT": settings.register_limit,
         "ORDER_RATE_LIMIT": "120 per minute",
         "ORION_REDIS_URL": settings.redis_url,
         "ORION_BROKER_URL": settings.broker_url,

@@ -1,32 +1,47 @@
-"""Accounts and tokens: register, login, refresh, logout, me; and ``create_user``.
+"""Accounts and tokens: register, login, refresh, logout, logout-all, me; and ``create_user``.
+
+Tokens (SPEC "Availability and abuse"): a login starts a session (claim ``sid``)
+shared by its access and refresh tokens. ``/auth/refresh`` rotates the refresh
+token; presenting one that was already exchanged is taken as theft (OAuth 2.0
+Security BCP, RFC 9700 §4.14.2: refresh token rotation) and revokes the whole
+session. ``/auth/logout-all`` moves the user to the next token generation
+(claim ``gen``), which refuses every token issued before it.
 
 Failed logins are limited per email and per client address (SPEC: at most 10 a
 minute per email, then 429 with Retry-After). Only failures count; once a limit
 is reached every attempt is refused until the window moves on, a correct
 password included, so the limit cannot be used as a password oracle.
+Flask-Limiter checks such a limit before the view and counts a failure after
+the response, so concurrent guesses would all pass the check: logins for one
+email therefore run one at a time (``_one_login_per_email``: a Redis lock, or
+a process lock without Redis), from before the check to after the count.
+Registration is limited per client address (``REGISTER_LIMIT``), every attempt
+counted.
 """
 from __future__ import annotations
 
+import uuid
+import threading
 from functools import lru_cache
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, current_app, g, request
 from flask_jwt_extended import (create_access_token, create_refresh_token, current_user,
                                 decode_token, get_jwt, get_jwt_identity)
 from flask_jwt_extended.exceptions import JWTExtendedException
 from flask_limiter.util import get_remote_address
 from jwt import InvalidTokenError
 from marshmallow import ValidationError
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
-from werkzeug.exceptions import Unauthorized
+from werkzeug.exceptions import TooManyRequests, Unauthorized
 
 from models import User, read_only, unit_of_work
 from models.db import read_connection
 from models.user import CUSTOMER, OPERATOR
 from services.errors import Conflict
 from web.apidoc import authenticate, body, other_responses, response
-from web.extensions import blocklist, jwt, limiter
-from web.schemas import (AccessTokenSchema, LoginSchema, LogoutSchema, RegisterSchema,
+from web.extensions import blocklist, jwt, limiter, redis_client, session_key
+from web.schemas import (LoginSchema, LogoutSchema, RegisterSchema,
                          TokensSchema, UserSchema)
 
 bp = Blueprint("auth", __name__)
@@ -49,10 +64,16 @@ def create_user(email: str, password: str, name: str, role: str = CUSTOMER) -> U
     return user
 
 
+def _register_limit() -> str:
+    return current_app.config["REGISTER_LIMIT"]
+
+
 @bp.post("/auth/register")
+@limiter.limit(_register_limit, key_func=lambda: f"register:{get_remote_address()}")
 @body(RegisterSchema())
 @response(UserSchema(), 201, "Created: the new customer")
-@other_responses({409: "Email already registered"})
+@other_responses({409: "Email already registered",
+                  429: "Too many registrations from this address; see Retry-After"})
 def register(body: dict):
     """Create a customer account."""
     return create_user(body["email"], body["password"], body["name"])
@@ -76,6 +97,47 @@ def _failed(response) -> bool:
     return response.status_code == 401
 
 
+LOGIN_LOCK_SECONDS = 10  # a lock outlives a crashed request by at most this
+_local_locks: dict[str, threading.Lock] = {}
+_local_locks_guard = threading.Lock()
+
+
+def install_login_serialization(app) -> None:
+    """Hook ``_one_login_per_email`` in ahead of Flask-Limiter's own ``before_request``
+    check (app hooks run in registration order, and the limiter registered first),
+    and release its lock at teardown, after the limiter counted the failure."""
+    app.before_request_funcs.setdefault(None, []).insert(0, _one_login_per_email)
+    app.teardown_request(_release_login_lock)
+
+
+def _one_login_per_email():
+    if request.endpoint != "auth.login":
+        return
+    key = _login_email()
+    client = redis_client()
+    if client is not None:
+        lock = client.lock(f"orion:login-lock:{key}", timeout=LOGIN_LOCK_SECONDS,
+                           blocking_timeout=LOGIN_LOCK_SECONDS)
+    else:
+        with _local_locks_guard:
+            lock = _local_locks.setdefault(key, threading.Lock())
+    acquired = lock.acquire(timeout=LOGIN_LOCK_SECONDS) if client is None else lock.acquire()
+    if not acquired:
+        raise TooManyRequests("another login for this email is in progress; retry later",
+                              retry_after=LOGIN_LOCK_SECONDS)
+    g.orion_login_lock = lock
+
+
+def _release_login_lock(_exc):
+    lock = g.pop("orion_login_lock", None)
+    if lock is None:
+        return
+    try:
+        lock.release()
+    except Exception:  # noqa: BLE001 - an expired Redis lock, or Redis gone: it expires anyway
+        pass
+
+
 @bp.post("/auth/login")
 @limiter.limit(_login_limit, key_func=_login_email, deduct_when=_failed)
 @limiter.limit(_login_limit, key_func=_client_address, deduct_when=_failed)
@@ -86,8 +148,7 @@ def _failed(response) -> bool:
 def login(body: dict):
     """Exchange email and password for an access token and a refresh token."""
     user = _check_credentials(body["email"], body["password"])
-    return {**_access(user), "refresh_token": create_refresh_token(str(user.id)),
-            "token_type": "Bearer"}
+    return _tokens(user, uuid.uuid4().hex)
 
 
 # RFC 6749 §5.1: a response carrying tokens must not be stored by any cache.
@@ -104,10 +165,18 @@ def _no_store_tokens(response):
 
 @bp.post("/auth/refresh")
 @authenticate(refresh=True)
-@response(AccessTokenSchema())
+@response(TokensSchema())
 def refresh():
-    """Exchange a refresh token (sent as the Bearer token) for a new access token."""
-    return _access(current_user)
+    """Exchange a refresh token (sent as the Bearer token) for a new access token and a
+    new refresh token (rotation). A refresh token already exchanged revokes every
+    token of its session (401)."""
+    claims = get_jwt()
+    if not blocklist.claim_rotation(claims["jti"], claims["exp"]):
+        sid = session_key(claims)
+        if sid:
+            blocklist.revoke(sid, claims["exp"])
+        raise Unauthorized("this refresh token was already used; the session is revoked")
+    return _tokens(current_user, claims.get("sid") or uuid.uuid4().hex)
 
 
 @bp.post("/auth/logout")
@@ -120,6 +189,20 @@ def logout(body: dict):
     for claims in (get_jwt(), refresh_claims):
         if claims:
             blocklist.revoke(claims["jti"], claims["exp"])
+
+
+_NEXT_GENERATION = (update(User.__table__).where(User.__table__.c.id == bindparam("b_id"))
+                    .values(token_generation=User.__table__.c.token_generation + 1))
+
+
+@bp.post("/auth/logout-all")
+@authenticate()
+@response(None, 204, "Every token of the user revoked")
+def logout_all():
+    """Revoke every access and refresh token of the signed-in user, on every device."""
+    with unit_of_work() as session:
+        session.execute(_NEXT_GENERATION, {"b_id": current_user.id})
+    blocklist.revoke(get_jwt()["jti"], get_jwt()["exp"])
 
 
 @bp.get("/auth/me")
@@ -140,14 +223,19 @@ def _load_user(_header: dict, payload: dict) -> User | None:
     connection (``models.db.read_connection``), as a detached ``User``."""
     with read_connection() as conn:
         row = conn.execute(_USER_BY_ID, {"b_id": int(payload["sub"])}).first()
-    return None if row is None else User(**row._mapping)
+    user = None if row is None else User(**row._mapping)
+    return user if user is not None and user.accepts(payload) else None
 
 
-def _access(user: User) -> dict:
-    """``{access_token, expires_in}``; the token carries the user's role."""
-    token = create_access_token(str(user.id), additional_claims={"role": user.role})
+def _tokens(user: User, sid: str) -> dict:
+    """``{access_token, expires_in, refresh_token, token_type}`` of session ``sid``;
+    both tokens carry the session and the user's token generation, the access
+    token also the user's role."""
+    claims = {"sid": sid, "gen": user.token_generation}
+    token = create_access_token(str(user.id), additional_claims={**claims, "role": user.role})
     seconds = int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds())
-    return {"access_token": token, "expires_in": seconds}
+    return {"access_token": token, "expires_in": seconds, "token_type": "Bearer",
+            "refresh_token": create_refresh_token(str(user.id), additional_claims=claims)}
 
 
 @lru_cache(maxsize=1)

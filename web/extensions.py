@@ -3,7 +3,7 @@
 - ``jwt``: access tokens carry the user's ``role`` claim; refresh tokens carry none.
 - ``limiter``: moving-window rate limits, stored in Redis in services mode
   (``RATELIMIT_STORAGE_URI``), else in memory.
-- ``blocklist``: revoked token ids (``jti``); see ``TokenBlocklist``.
+- ``blocklist``: revoked token ids (``jti``) and login sessions; see ``TokenBlocklist``.
 """
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
 from models import RevokedToken, read_only, unit_of_work, utcnow
 
 jwt = JWTManager()
@@ -22,33 +25,66 @@ limiter = Limiter(key_func=get_remote_address, strategy="moving-window", key_pre
 
 
 class TokenBlocklist:
-    """Revoked JWT ids, kept until the token would have expired anyway.
+    """Revoked JWT ids and login sessions, kept until their tokens would have expired anyway.
 
-    With ``ORION_REDIS_URL`` set (services mode) a key ``orion:revoked:<jti>`` whose
-    TTL ends at the token's ``exp``; otherwise a row in ``revoked_tokens``.
+    Keys are a token's ``jti``, ``sid:<session>`` for every token of one login
+    (refresh-token reuse revokes the whole session) and ``rotated:<jti>`` for a
+    refresh token already exchanged. With ``ORION_REDIS_URL`` set (services
+    mode) a key ``orion:revoked:<key>`` whose TTL ends at the token's ``exp``;
+    otherwise a row in ``revoked_tokens``.
     """
 
     def init_app(self, app: Flask) -> None:
         url = app.config.get("ORION_REDIS_URL")
         app.extensions["orion_redis"] = redis.Redis.from_url(url, socket_timeout=2) if url else None
 
-    def revoke(self, jti: str, exp: int) -> None:
-        """Revoke token ``jti`` whose ``exp`` claim (Unix seconds) is ``exp``."""
+    def revoke(self, key: str, exp: int) -> None:
+        """Revoke ``key`` (a ``jti`` or ``sid:<session>``) until ``exp`` (Unix seconds)."""
+        self._add(key, exp, only_new=False)
+
+    def claim_rotation(self, jti: str, exp: int) -> bool:
+        """Mark refresh token ``jti`` as exchanged; False if it was already (a reuse).
+        Atomic: of two concurrent exchanges of one token, exactly one gets True."""
+        return self._add(f"rotated:{jti}", exp, only_new=True)
+
+    def is_revoked(self, *keys: str) -> bool:
+        """True if any of ``keys`` is revoked (one round trip)."""
+        keys = tuple(k for k in keys if k)
+        client = redis_client()
+        if client is not None:
+            return client.exists(*(f"orion:revoked:{k}" for k in keys)) > 0
+        with read_only() as session:
+            return session.scalar(select(RevokedToken.jti).where(RevokedToken.jti.in_(keys))
+                                  .limit(1)) is not None
+
+    def revoked_among(self, keys: list[str]) -> set[str]:
+        """The revoked ones of ``keys`` (one round trip, for the socket check)."""
+        if not keys:
+            return set()
+        client = redis_client()
+        if client is not None:
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.exists(f"orion:revoked:{key}")
+            return {key for key, found in zip(keys, pipe.execute()) if found}
+        with read_only() as session:
+            return set(session.scalars(select(RevokedToken.jti).where(RevokedToken.jti.in_(keys))))
+
+    def _add(self, key: str, exp: int, only_new: bool) -> bool:
         expires_at = datetime.fromtimestamp(exp, timezone.utc)
         client = redis_client()
         if client is None:
-            with unit_of_work() as session:
-                session.merge(RevokedToken(jti=jti, expires_at=expires_at))
-            return
+            try:
+                with unit_of_work() as session:
+                    if only_new:
+                        session.add(RevokedToken(jti=key, expires_at=expires_at))
+                    else:
+                        session.merge(RevokedToken(jti=key, expires_at=expires_at))
+            except IntegrityError:
+                return False
+            return True
         ttl = max(1, int((expires_at - utcnow()).total_seconds()) + 1)
-        client.set(f"orion:revoked:{jti}", "1", ex=ttl)
-
-    def is_revoked(self, jti: str) -> bool:
-        client = redis_client()
-        if client is not None:
-            return bool(client.exists(f"orion:revoked:{jti}"))
-        with read_only() as session:
-            return session.get(RevokedToken, jti) is not None
+        return bool(client.set(f"orion:revoked:{key}", "1", ex=ttl, nx=only_new))
 
 
 blocklist = TokenBlocklist()
@@ -61,7 +97,13 @@ def redis_client() -> redis.Redis | None:
 
 @jwt.token_in_blocklist_loader
 def _is_revoked(_header: dict, payload: dict) -> bool:
-    return blocklist.is_revoked(payload["jti"])
+    """The token itself, or its whole login session, was revoked."""
+    return blocklist.is_revoked(payload["jti"], session_key(payload))
+
+
+def session_key(claims: dict) -> str | None:
+    """The blocklist key of the login session a token belongs to (claim ``sid``)."""
+    return f"sid:{claims['sid']}" if claims.get("sid") else None
 
 
 def init_extensions(app: Flask) -> None:

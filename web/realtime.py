@@ -5,8 +5,16 @@
   expired, revoked or refresh token is refused (python-socketio's
   ``ConnectionRefusedError``, which the client sees as a ``connect_error`` with
   ``{"message": "unauthorized"}``; Python's built-in one would arrive as
-  "Connection refused by server"). The token is checked at connect only.
-  The connection joins ``user:<id>``, and operators also ``operators``.
+  "Connection refused by server"), and so is a user whose token generation
+  moved on (``/auth/logout-all``). The connection joins ``user:<id>``, and
+  operators (by the role stored now, not the token's) also ``operators``.
+- Limits (SPEC): at most ``SOCKETIO_MAX_PER_USER`` connections per user and
+  ``SOCKETIO_MAX_PER_ADDRESS`` per client address in this process (refused
+  with ``too_many_connections``); Socket.IO messages up to 64 KiB, as HTTP bodies.
+- ``ConnectionGuard`` re-checks every ``SOCKETIO_CHECK_SECONDS`` (2 s): it closes
+  a connection whose token expired or was revoked (logout, logout-all, session
+  revoked for refresh-token reuse), whose user was deleted or changed role,
+  and a transport that has not authenticated within ``SOCKETIO_AUTH_SECONDS``.
 - ``subscribe {order_id, after_seq?}`` joins ``order:<id>`` for the owner or an
   operator, replays ``seq > after_seq`` from ``order_events`` to this connection
   when ``after_seq`` is given, and acknowledges ``{"ok": true}`` or
@@ -19,7 +27,11 @@ workers publish to (``progress.emitter``).
 """
 from __future__ import annotations
 
+import logging
+import threading
+import time
 import uuid
+from dataclasses import dataclass
 
 from flask import Flask, request
 from flask_jwt_extended import decode_token
@@ -30,15 +42,18 @@ from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy import select
 
 from config import get_settings
-from models import OrderEvent, read_only
+from models import OrderEvent, User, read_only
+from models.db import read_connection
 from progress import OPERATORS, order_room, user_room
 from progress.emitter import build_manager
 from services.errors import NotFound
 from services.ordering import Actor, load_visible_order
-from web.extensions import blocklist
+from web.extensions import blocklist, session_key
 
 socketio = SocketIO()
-UNAUTHORIZED = "unauthorized"
+UNAUTHORIZED, TOO_MANY = "unauthorized", "too_many_connections"
+MAX_MESSAGE_BYTES = 64 * 1024  # as HTTP bodies (MAX_CONTENT_LENGTH)
+log = logging.getLogger(__name__)
 
 
 class SubscribeSchema(Schema):
@@ -52,20 +67,145 @@ subscribe_schema = SubscribeSchema()
 
 def init_realtime(app: Flask) -> None:
     """Bind the Socket.IO server to ``app`` on the configured message queue."""
-    socketio.init_app(app, client_manager=build_manager(get_settings(), write_only=False),
-                      async_mode="threading", cors_allowed_origins=app.config.get("SOCKETIO_CORS"))
+    settings = get_settings()
+    socketio.init_app(app, client_manager=build_manager(settings, write_only=False),
+                      async_mode="threading", cors_allowed_origins=app.config.get("SOCKETIO_CORS"),
+                      max_http_buffer_size=MAX_MESSAGE_BYTES)
+    app.extensions["orion_socket_guard"] = ConnectionGuard(app, settings)
+    app.extensions["orion_socket_guard"].start()
+
+
+@dataclass(frozen=True)
+class Connection:
+    """An authenticated Socket.IO connection of this process: what its token said."""
+
+    actor: Actor
+    address: str
+    jti: str
+    session: str | None
+    generation: int
+    expires_at: float
+
+
+class ConnectionGuard:
+    """The authenticated connections of this process, their limits, and the
+    periodic check that closes the ones that lost their right to be open."""
+
+    def __init__(self, app: Flask, settings) -> None:
+        self.app, self.settings = app, settings
+        self.connections: dict[str, Connection] = {}
+        self._unauthenticated: dict[str, float] = {}  # engine.io sid -> first seen
+        self._lock = threading.Lock()
+        self._started = False
+
+    def admit(self, sid: str, connection: Connection) -> None:
+        """Register ``sid``; raises ConnectionRefusedError over a limit."""
+        with self._lock:
+            mine = [c for c in self.connections.values() if c.actor.user_id == connection.actor.user_id]
+            here = [c for c in self.connections.values() if c.address == connection.address]
+            if (len(mine) >= self.settings.socket_max_per_user
+                    or len(here) >= self.settings.socket_max_per_address):
+                raise ConnectionRefusedError(TOO_MANY)
+            self.connections[sid] = connection
+
+    def start(self) -> None:
+        """Run ``check`` every ``SOCKETIO_CHECK_SECONDS`` in a daemon thread (once)."""
+        with self._lock:
+            if not self._started:
+                self._started = True
+                socketio.start_background_task(self._run)
+
+    def forget(self, sid: str) -> None:
+        with self._lock:
+            self.connections.pop(sid, None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.settings.socket_check_every_s)
+            try:
+                with self.app.app_context():
+                    self.check()
+            except Exception:  # noqa: BLE001 - the guard must outlive a Redis or database outage
+                log.exception("socket.io: connection check failed")
+
+    def check(self) -> list[str]:
+        """Close what must close now; returns the Socket.IO sids closed."""
+        self._close_unauthenticated()
+        with self._lock:
+            open_now = dict(self.connections)
+        if not open_now:
+            return []
+        now = time.time()
+        revoked = blocklist.revoked_among([k for c in open_now.values() for k in (c.jti, c.session) if k])
+        users = _users({c.actor.user_id for c in open_now.values()})
+        closing = [sid for sid, c in open_now.items()
+                   if c.expires_at <= now or c.jti in revoked or c.session in revoked
+                   or users.get(c.actor.user_id) != (c.actor.role, c.generation)]
+        for sid in closing:
+            self.forget(sid)
+            socketio.server.disconnect(sid)
+        return closing
+
+    def _close_unauthenticated(self) -> None:
+        """Close engine.io transports that never connected to the namespace in time."""
+        now = time.monotonic()
+        server = socketio.server
+        alive = set(dict(server.eio.sockets))  # dict(): one atomic copy
+        for eio_sid in alive:
+            if server.manager.sid_from_eio_sid(eio_sid, "/") is not None:
+                self._unauthenticated.pop(eio_sid, None)
+                continue
+            first = self._unauthenticated.setdefault(eio_sid, now)
+            if now - first >= self.settings.socket_auth_deadline_s:
+                self._unauthenticated.pop(eio_sid, None)
+                _close_transport(server.eio, eio_sid)
+        for gone in set(self._unauthenticated) - alive:
+            self._unauthenticated.pop(gone, None)
+
+
+def _close_transport(eio, eio_sid: str) -> None:
+    """Close an Engine.IO socket without waiting for its writer to drain
+    (``eio.disconnect`` waits, one socket after another, for clients that may
+    never read)."""
+    socket = eio.sockets.get(eio_sid)
+    if socket is not None:
+        socket.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
+        eio.sockets.pop(eio_sid, None)
+
+
+def guard() -> ConnectionGuard:
+    from flask import current_app
+
+    return current_app.extensions["orion_socket_guard"]
+
+
+_USERS = select(User.__table__.c.id, User.__table__.c.role, User.__table__.c.token_generation)
+
+
+def _users(ids: set[int]) -> dict[int, tuple[str, int]]:
+    """``{id: (role, token generation)}`` of the users that still exist."""
+    with read_connection() as conn:
+        rows = conn.execute(_USERS.where(User.__table__.c.id.in_(sorted(ids)))).all()
+    return {row.id: (row.role, row.token_generation) for row in rows}
 
 
 @socketio.on("connect")
 def on_connect(auth):
-    actor = _authenticate(auth)
+    connection = _authenticate(auth)
+    guard().admit(request.sid, connection)
+    actor = connection.actor
     socketio.server.save_session(request.sid, {"actor": actor})
     join_room(user_room(actor.user_id))
     if actor.is_operator:
         join_room(OPERATORS)
 
 
-def _authenticate(auth) -> Actor:
+@socketio.on("disconnect")
+def on_disconnect(*_reason):
+    guard().forget(request.sid)
+
+
+def _authenticate(auth) -> Connection:
     token = auth.get("token") if isinstance(auth, dict) else None
     if not isinstance(token, str) or not token:
         raise ConnectionRefusedError(UNAUTHORIZED)
@@ -73,9 +213,14 @@ def _authenticate(auth) -> Actor:
         claims = decode_token(token)
     except (PyJWTError, JWTExtendedException):
         raise ConnectionRefusedError(UNAUTHORIZED) from None
-    if claims.get("type") != "access" or blocklist.is_revoked(claims["jti"]):
+    if claims.get("type") != "access" or blocklist.is_revoked(claims["jti"], session_key(claims)):
         raise ConnectionRefusedError(UNAUTHORIZED)
-    return Actor(int(claims["sub"]), claims.get("role") or "")
+    user_id, generation = int(claims["sub"]), claims.get("gen", 0)
+    stored = _users({user_id}).get(user_id)
+    if stored is None or stored[1] != generation:
+        raise ConnectionRefusedError(UNAUTHORIZED)
+    return Connection(Actor(user_id, stored[0]), request.remote_addr or "-", claims["jti"],
+                      session_key(claims), generation, float(claims["exp"]))
 
 
 @socketio.on("subscribe")

@@ -128,8 +128,62 @@ def test_refresh_and_access_tokens_are_not_interchangeable(client, uid):
     problem(client.post(f"{API}/auth/logout", headers=bearer(tokens["refresh_token"])), 401)
     refreshed = client.post(f"{API}/auth/refresh", headers=bearer(tokens["refresh_token"]))
     assert refreshed.status_code == 200
-    assert set(refreshed.get_json()) == {"access_token", "expires_in"}
+    assert set(refreshed.get_json()) == {"access_token", "expires_in", "refresh_token", "token_type"}
     assert client.get(f"{API}/auth/me", headers=bearer(refreshed.get_json()["access_token"])).status_code == 200
+
+
+def _refresh(client, refresh_token: str):
+    return client.post(f"{API}/auth/refresh", headers=bearer(refresh_token))
+
+
+@pytest.mark.parametrize("redis_url", ["services", None], ids=["redis", "table"])
+def test_refresh_rotates_and_a_reused_refresh_token_revokes_the_whole_session(app, uid, redis_url):
+    app = app if redis_url else create_app({"ORION_REDIS_URL": None})
+    client = new_client(app)
+    user = customer(uid)
+    first = login(client, user.email).get_json()
+    other_device = login(client, user.email).get_json()  # another session of the same user
+    second = _refresh(client, first["refresh_token"]).get_json()
+    assert second["refresh_token"] != first["refresh_token"]
+    third = _refresh(client, second["refresh_token"]).get_json()  # the rotated one works
+    assert client.get(f"{API}/auth/me", headers=bearer(third["access_token"])).status_code == 200
+
+    # An attacker replays the first refresh token: refused, and the session is over.
+    assert "already used" in problem(_refresh(client, first["refresh_token"]), 401)["detail"]
+    problem(client.get(f"{API}/auth/me", headers=bearer(third["access_token"])), 401)
+    problem(_refresh(client, third["refresh_token"]), 401)
+    problem(client.get(f"{API}/auth/me", headers=bearer(first["access_token"])), 401)
+    # The user's other login is another session: untouched.
+    assert client.get(f"{API}/auth/me", headers=bearer(other_device["access_token"])).status_code == 200
+    assert _refresh(client, other_device["refresh_token"]).status_code == 200
+
+
+def test_two_concurrent_exchanges_of_one_refresh_token_let_exactly_one_through(app, uid):
+    from concurrent.futures import ThreadPoolExecutor
+
+    tokens = login(new_client(app), customer(uid).email).get_json()
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda _: _refresh(new_client(app), tokens["refresh_token"]).status_code,
+                              range(8)))
+    assert sorted(codes) == [200] + [401] * 7
+
+
+@pytest.mark.parametrize("redis_url", ["services", None], ids=["redis", "table"])
+def test_logout_all_revokes_every_token_of_the_user_and_only_theirs(app, uid, redis_url):
+    app = app if redis_url else create_app({"ORION_REDIS_URL": None})
+    client = new_client(app)
+    user, bystander = customer(uid), customer(uid + "b")
+    sessions = [login(client, user.email).get_json() for _ in range(3)]
+    theirs = login(client, bystander.email).get_json()
+    assert client.post(f"{API}/auth/logout-all",
+                       headers=bearer(sessions[0]["access_token"])).status_code == 204
+    for tokens in sessions:
+        problem(client.get(f"{API}/auth/me", headers=bearer(tokens["access_token"])), 401)
+        problem(_refresh(client, tokens["refresh_token"]), 401)
+    assert client.get(f"{API}/auth/me", headers=bearer(theirs["access_token"])).status_code == 200
+    fresh = login(client, user.email).get_json()  # logging in again works at once
+    assert client.get(f"{API}/auth/me", headers=bearer(fresh["access_token"])).status_code == 200
+    assert _refresh(client, fresh["refresh_token"]).status_code == 200
 
 
 def test_logout_revokes_the_access_token_at_once_in_redis(app, client, uid):
@@ -208,3 +262,30 @@ def test_a_body_over_64_kib_is_413(client):
 def test_a_non_json_body_is_a_problem(client):
     response = client.post(f"{API}/auth/login", data="email=a", content_type="application/x-www-form-urlencoded")
     problem(response, 415)
+
+
+@pytest.mark.parametrize("redis_url", ["services", None], ids=["redis", "process-lock"])
+def test_fifty_concurrent_wrong_passwords_for_one_email_let_at_most_ten_through(uid, redis_url):
+    from concurrent.futures import ThreadPoolExecutor
+
+    app = create_app() if redis_url else create_app({"ORION_REDIS_URL": None})
+    user = customer(uid)
+    with ThreadPoolExecutor(50) as pool:  # each from its own address: only the per-email limit
+        codes = list(pool.map(lambda _: login(new_client(app), user.email, "wrong password").status_code,
+                              range(50)))
+    assert codes.count(401) <= 10 and codes.count(401) + codes.count(429) == 50, codes
+    assert codes.count(401) == 10  # the limit is reached, not undercut by the lock
+
+
+def test_registration_is_limited_per_client_address(uid):
+    app = create_app({"REGISTER_LIMIT": "3 per hour"})
+    client, elsewhere = new_client(app), new_client(app)
+
+    def register(c, n: int):
+        return c.post(f"{API}/auth/register", json={"email": f"reg-{n}-{uid}@test.orion.example",
+                                                     "password": PASSWORD, "name": "R"})
+    assert [register(client, n).status_code for n in range(3)] == [201, 201, 201]
+    response = register(client, 3)
+    problem(response, 429)
+    assert int(response.headers["Retry-After"]) >= 1
+    assert register(elsewhere, 4).status_code == 201  # another address has its own budget

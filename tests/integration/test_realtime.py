@@ -259,3 +259,128 @@ def test_operators_hear_when_stock_falls_through_its_reorder_point(web, uid):
     assert buyer.of("inventory.low") == []
     ops.close()
     buyer.close()
+
+
+# --- connections that lose their right to be open (SPEC "Socket.IO") ----------------
+
+def _closed_within(listener: "Listener", seconds: float) -> float:
+    """Seconds until the server closed ``listener``'s connection; fails after ``seconds``."""
+    start = time.monotonic()
+    while listener.client.connected:
+        assert time.monotonic() - start < seconds, "the connection is still open"
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
+def _post(base: str, path: str, token: str, body: dict | None = None) -> requests.Response:
+    return requests.post(f"{base}/api/v1{path}", json=body or {},
+                         headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+
+def test_logout_closes_the_open_socket_of_that_token_within_5_s(web, uid):
+    user = customer(uid)
+    gone, staying = login(web, user), login(web, user)
+    closing, other = Listener(web, gone["access_token"]), Listener(web, staying["access_token"])
+    try:
+        assert _post(web, "/auth/logout", gone["access_token"]).status_code == 204
+        _closed_within(closing, 5)
+        assert other.client.connected  # another login of the same user stays
+    finally:
+        other.client.disconnect()
+
+
+def test_logout_all_closes_every_socket_of_the_user_within_5_s(web, uid):
+    user, bystander = customer(uid), customer(uid + "b")
+    sessions = [login(web, user) for _ in range(2)]
+    theirs = Listener(web, login(web, bystander)["access_token"])
+    listeners = [Listener(web, tokens["access_token"]) for tokens in sessions]
+    try:
+        assert _post(web, "/auth/logout-all", sessions[0]["access_token"]).status_code == 204
+        for listener in listeners:
+            _closed_within(listener, 5)
+        assert theirs.client.connected
+        assert refused(web, {"token": sessions[1]["access_token"]})
+    finally:
+        theirs.client.disconnect()
+
+
+def test_a_socket_closes_when_its_token_expires(web, uid):
+    user = customer(uid)
+    now = datetime.now(timezone.utc)
+    listener = Listener(web, forged_token(user.id, exp=now + timedelta(seconds=3)))
+    elapsed = _closed_within(listener, 3 + 5)
+    assert elapsed >= 1.5  # not before it expired
+
+
+def test_an_operator_demoted_or_deleted_loses_the_socket(web, uid):
+    from models import User
+
+    demoted = customer(uid, role="operator")
+    listener = Listener(web, login(web, demoted)["access_token"])
+    with unit_of_work() as session:
+        session.execute(update(User).where(User.id == demoted.id).values(role="customer"))
+    _closed_within(listener, 5)
+
+
+def test_connection_limits_and_the_authentication_deadline():
+    import simple_websocket
+
+    env = {"SOCKETIO_MAX_PER_USER": "2", "SOCKETIO_MAX_PER_ADDRESS": "3",
+           "SOCKETIO_AUTH_SECONDS": "2", "SOCKETIO_CHECK_SECONDS": "1"}
+    uid = uuid.uuid4().hex[:8]
+    with web_server(env) as base:
+        one, two = customer(uid + "1"), customer(uid + "2")
+        mine = [Listener(base, login(base, one)["access_token"]) for _ in range(2)]
+        try:
+            assert _refused_with(base, login(base, one)["access_token"]) == "too_many_connections"
+            third = Listener(base, login(base, two)["access_token"])  # 3 from this address
+            assert _refused_with(base, login(base, two)["access_token"]) == "too_many_connections"
+            third.client.disconnect()
+            mine.append(Listener(base, login(base, two)["access_token"]))  # a slot came free
+        finally:
+            for listener in mine:
+                listener.client.disconnect()
+        # A transport that never authenticates is closed after the deadline.
+        ws = simple_websocket.Client.connect(f"{base.replace('http', 'ws')}/socket.io/?EIO=4&transport=websocket")
+        start = time.monotonic()
+        try:
+            while time.monotonic() - start < 8:
+                ws.receive(timeout=0.5)
+            pytest.fail("an unauthenticated transport stayed open past the deadline")
+        except simple_websocket.ConnectionClosed:
+            assert time.monotonic() - start >= 1.5
+        finally:
+            if ws.connected:
+                ws.close()
+
+
+def _refused_with(base: str, token: str) -> str | None:
+    client, errors = socketio.Client(reconnection=False), []
+    client.on("connect_error", errors.append)
+    try:
+        client.connect(base, auth={"token": token}, transports=["websocket"], wait_timeout=10)
+    except socketio.exceptions.ConnectionError:
+        return errors[0]["message"] if errors else "refused"
+    client.disconnect()
+    return None
+
+
+def test_a_flood_of_idle_websockets_from_one_address_is_refused_and_the_api_answers():
+    """Transports beyond 2 x SOCKETIO_MAX_PER_ADDRESS from one address get 429 at
+    once, so they hold no server thread; the API keeps answering meanwhile
+    (bench.socket_flood measures the same with 2,000 connections)."""
+    import asyncio
+
+    from bench.socket_flood import _flood
+
+    with web_server({"SOCKETIO_MAX_PER_ADDRESS": "5", "SOCKETIO_AUTH_SECONDS": "30"}) as base:
+        outcome = {"admitted": 0, "refused": 0, "closed_by_server": 0, "failed": 0}
+
+        async def flood_and_read():
+            flood = asyncio.create_task(_flood(base, 60, 4.0, outcome))
+            await asyncio.sleep(1.5)
+            reply = await asyncio.to_thread(requests.get, f"{base}/api/v1/products?limit=5", timeout=5)
+            await flood
+            return reply.status_code
+        assert asyncio.run(flood_and_read()) == 200
+    assert outcome["admitted"] == 10 and outcome["refused"] == 50, outcome

@@ -41,7 +41,16 @@ const Orion = (() => {
     return data;
   }
 
-  async function refreshAccess() {
+  // The server rotates the refresh token on every use and treats a second use
+  // of one as theft (it revokes the session), so requests that meet a 401
+  // together share one refresh.
+  let refreshing = null;
+  function refreshAccess() {
+    if (!refreshing) refreshing = exchangeRefresh().finally(() => { refreshing = null; });
+    return refreshing;
+  }
+
+  async function exchangeRefresh() {
     const response = await fetch(API + "/auth/refresh", {
       method: "POST", headers: { Authorization: `Bearer ${tokens.refresh}` },
     });
@@ -56,7 +65,9 @@ const Orion = (() => {
   }
 
   async function logout() {
-    try { await call("POST", "/auth/logout"); } finally { tokens.clear(); }
+    // The refresh token goes too, so it cannot outlive the session (SPEC).
+    const body = tokens.refresh ? { refresh_token: tokens.refresh } : undefined;
+    try { await call("POST", "/auth/logout", body); } finally { tokens.clear(); }
   }
 
   // The live stream. Each order's events are applied in seq order, once:
