@@ -25,11 +25,15 @@ CLAIM_TIMEOUT = timedelta(seconds=15)
 
 EMAILS, ORDERS, LINES, USERS = (EmailMessage.__table__, Order.__table__, OrderLine.__table__,
                                 User.__table__)
-_FIND = select(EMAILS).where(EMAILS.c.order_id == bindparam("b_id"),
-                             EMAILS.c.template == bindparam("b_template"))
-_ORDER = (select(ORDERS.c.id, ORDERS.c.total, ORDERS.c.currency, ORDERS.c.cancel_reason,
-                 USERS.c.name, USERS.c.email)
-          .join(USERS, USERS.c.id == ORDERS.c.customer_id).where(ORDERS.c.id == bindparam("b_id")))
+# The order and its customer, with the email row when it exists: one statement
+# whether the email is new (render it) or not (claim or skip it).
+_FIND = (select(ORDERS.c.id.label("o_id"), ORDERS.c.total, ORDERS.c.currency,
+                ORDERS.c.cancel_reason, USERS.c.name, USERS.c.email,
+                *(c.label(f"m_{c.name}") for c in EMAILS.c))
+         .select_from(ORDERS.join(USERS, USERS.c.id == ORDERS.c.customer_id)
+                      .outerjoin(EMAILS, (EMAILS.c.order_id == ORDERS.c.id)
+                                 & (EMAILS.c.template == bindparam("b_template"))))
+         .where(ORDERS.c.id == bindparam("b_id")))
 _LINES = (select(LINES.c.quantity, LINES.c.name, LINES.c.sku, LINES.c.line_total)
           .where(LINES.c.order_id == bindparam("b_id")).order_by(LINES.c.id))
 _INSERT = insert(EMAILS).returning(EMAILS.c.id)
@@ -74,16 +78,16 @@ def claim(db, order_id: uuid.UUID, template: str) -> OutgoingEmail | None:
     None when it was sent already. Raises ClaimedElsewhere when another attempt
     claimed it less than ``CLAIM_TIMEOUT`` ago, KeyError for an unknown template."""
     now = utcnow()
-    row = db.execute(_FIND, {"b_id": order_id, "b_template": template}).first()
-    if row is None:
-        return _render(db, order_id, template, now)
-    if row.status == EMAIL_SENT:
+    row = db.execute(_FIND, {"b_id": order_id, "b_template": template}).one()
+    if row.m_id is None:
+        return _render(db, row, template, now)
+    if row.m_status == EMAIL_SENT:
         return None
-    if row.claimed_at is not None and now - row.claimed_at < CLAIM_TIMEOUT:
+    if row.m_claimed_at is not None and now - row.m_claimed_at < CLAIM_TIMEOUT:
         raise ClaimedElsewhere(f"{template} for {order_id} is being sent by another attempt")
-    db.execute(_CLAIM, {"b_id": row.id, "b_now": now})
-    return OutgoingEmail(row.id, row.order_id, row.template, row.to_address, row.subject,
-                         row.body, row.message_id)
+    db.execute(_CLAIM, {"b_id": row.m_id, "b_now": now})
+    return OutgoingEmail(row.m_id, row.m_order_id, row.m_template, row.m_to_address,
+                         row.m_subject, row.m_body, row.m_message_id)
 
 
 def release(db, message_id: int) -> None:
@@ -106,15 +110,15 @@ def mark_sent(db, message: OutgoingEmail) -> None:
     db.execute(_MARK_SENT, {"b_id": message.id, "b_now": utcnow()})
 
 
-def _render(db, order_id: uuid.UUID, template: str, now) -> OutgoingEmail:
-    """Render and insert the row, already claimed (status ``sending``, attempt 1)."""
-    order = db.execute(_ORDER, {"b_id": order_id}).one()
-    lines = db.execute(_LINES, {"b_id": order_id}).all()
-    view = _OrderView(order.id, order.total, order.currency, order.cancel_reason, lines)
+def _render(db, order, template: str, now) -> OutgoingEmail:
+    """Render and insert the row of ``order`` (a ``_FIND`` row), already claimed
+    (status ``sending``, attempt 1)."""
+    lines = db.execute(_LINES, {"b_id": order.o_id}).all()
+    view = _OrderView(order.o_id, order.total, order.currency, order.cancel_reason, lines)
     subject, body = templates.render(template, view, order.name)
-    message_id = f"<{order.id}.{template.replace(':', '-')}@orion.example>"
+    message_id = f"<{order.o_id}.{template.replace(':', '-')}@orion.example>"
     new_id = db.execute(_INSERT, {
-        "order_id": order.id, "template": template, "to_address": order.email,
+        "order_id": order.o_id, "template": template, "to_address": order.email,
         "subject": subject, "body": body, "message_id": message_id, "status": EMAIL_SENDING,
         "attempts": 1, "claimed_at": now, "created_at": now, "sent_at": None}).scalar_one()
-    return OutgoingEmail(new_id, order.id, template, order.email, subject, body, message_id)
+    return OutgoingEmail(new_id, order.o_id, template, order.email, subject, body, message_id)

@@ -51,6 +51,10 @@ def configure_logging(level: str | int = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # One log line per task: Celery's "Task ... succeeded in" (celery.app.trace)
+    # stays; its "Task ... received" line (one more JSON render per task in the
+    # worker's main process) is dropped. Flower shows when a task was received.
+    logging.getLogger("celery.worker.strategy").setLevel(logging.WARNING)
     _configured = True
 
 

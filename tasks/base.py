@@ -94,14 +94,16 @@ class SagaTask(Task):
             yield tx if should_run(tx.order, run, self.runs_in, halt) else None
 
     @contextmanager
-    def claiming(self, order_id: str, run: int, halt: type[Exception] = Halt) -> Iterator[SagaTx | None]:
+    def claiming(self, order_id: str, run: int, halt: type[Exception] = Halt,
+                 step: str | None = None) -> Iterator[SagaTx | None]:
         """``forward`` for a chord header: the order is read without its row lock, so
         the headers of one order run side by side, and claimed (``SagaTx.claim``)
         when the step writes. Raises ``halt`` if the order moved on meanwhile: the
-        transaction rolls back, effects included."""
+        transaction rolls back, effects included. ``step``: read that step's status
+        in the same statement (``SagaTx.step_seen``)."""
         try:
             with get_engine().begin() as conn:
-                tx = SagaTx.read(conn, order_id)
+                tx = SagaTx.read(conn, order_id, step)
                 yield tx if should_run(tx.order, run, self.runs_in, halt) else None
                 tx.flush()
         except OrderMoved:

@@ -30,7 +30,6 @@ from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session
 
 from models import Order, OrderEvent, OutboxMessage, SagaStep, utcnow
-from models.db import pg_arrays
 from models import order as lifecycle
 from models.outbox import SAGA_COMPENSATE, outbox_row
 from models.saga_log import FAILED, RETRYING, RUNNING, SUCCEEDED, event_payload
@@ -49,6 +48,13 @@ _ORDER_COLUMNS = (ORDERS.c.id, ORDERS.c.status, ORDERS.c.saga_run, ORDERS.c.cust
 # cache key instead of walking a new statement tree on every execution.
 _READ = select(*_ORDER_COLUMNS).where(ORDERS.c.id == bindparam("b_id"))
 _LOCK = _READ.with_for_update()
+# The same, with the status of one step of the order's current run beside it.
+_STEP_OF_RUN = (select(STEPS.c.status).where(STEPS.c.order_id == ORDERS.c.id,
+                                            STEPS.c.name == bindparam("b_name"),
+                                            STEPS.c.run == ORDERS.c.saga_run)
+                .scalar_subquery())
+_READ_WITH_STEP = select(*_ORDER_COLUMNS, _STEP_OF_RUN).where(ORDERS.c.id == bindparam("b_id"))
+_LOCK_WITH_STEP = _READ_WITH_STEP.with_for_update(of=ORDERS)
 _CLAIM = (update(ORDERS).where(ORDERS.c.id == bindparam("b_id"),
                                ORDERS.c.status == bindparam("b_status"),
                                ORDERS.c.saga_run == bindparam("b_run"))
@@ -110,32 +116,42 @@ class SagaTx:
     _events: list = field(default_factory=list)
     _steps: list = field(default_factory=list)
     _read_as: tuple = ()
+    step_seen: str | None = None  # with ``lock``/``read``'s ``step``: its status then
 
     @classmethod
-    def lock(cls, conn: Connection | Session, order_id: str | uuid.UUID) -> "SagaTx":
+    def lock(cls, conn: Connection | Session, order_id: str | uuid.UUID,
+             step: str | None = None) -> "SagaTx":
         """``SELECT ... FOR UPDATE`` of the order on ``conn`` (a connection in a
-        transaction, or a session's); raises NoResultFound if absent."""
-        conn = _connection(conn)
+        transaction, or a session's); raises NoResultFound if absent. With
+        ``step``, the same statement reads that step's status in the order's
+        current run into ``step_seen`` (None: not recorded)."""
+        return cls._open(_connection(conn), order_id, _LOCK if step is None else _LOCK_WITH_STEP,
+                         step)
+
+    @classmethod
+    def _open(cls, conn: Connection, order_id, statement, step: str | None,
+              locked: bool = True) -> "SagaTx":
         key = order_id if isinstance(order_id, uuid.UUID) else uuid.UUID(order_id)
-        row = conn.execute(_LOCK, {"b_id": key}).one_or_none()
+        params = {"b_id": key} if step is None else {"b_id": key, "b_name": step}
+        row = conn.execute(statement, params).one_or_none()
         if row is None:
             raise NoResultFound(f"no order {key}")
-        return cls(conn, LockedOrder(*row))
+        tx = cls(conn, LockedOrder(*row[:len(_ORDER_COLUMNS)]), locked=locked)
+        tx.step_seen = row[-1] if step is not None else None
+        return tx
 
     @classmethod
-    def read(cls, conn: Connection | Session, order_id: str | uuid.UUID) -> "SagaTx":
+    def read(cls, conn: Connection | Session, order_id: str | uuid.UUID,
+             step: str | None = None) -> "SagaTx":
         """Read the order without locking it; ``claim`` (or ``flush``) locks it later.
 
         For the chord headers of one order, which would otherwise wait for each
         other's row lock: each does its work unlocked and claims the order at
-        the end, in the same transaction.
+        the end, in the same transaction. ``step`` as for ``lock``.
         """
         conn = _connection(conn)
-        key = order_id if isinstance(order_id, uuid.UUID) else uuid.UUID(order_id)
-        row = conn.execute(_READ, {"b_id": key}).one_or_none()
-        if row is None:
-            raise NoResultFound(f"no order {key}")
-        tx = cls(conn, LockedOrder(*row), locked=False)
+        tx = cls._open(conn, order_id, _READ if step is None else _READ_WITH_STEP, step,
+                       locked=False)
         tx._read_as = (tx.order.status, tx.order.saga_run)
         return tx
 
@@ -272,33 +288,38 @@ def _distinct_steps(steps: list[dict]) -> bool:
     return len({step["name"] for step in steps}) == len(steps)
 
 
-_STEP_ARRAY_COLUMNS = ("name", "kind", "status", "attempt", "started_at", "finished_at", "error")
-_EVENT_ARRAY_COLUMNS = ("seq", "status", "step", "step_status", "attempt", "detail", "at",
-                        "correlation_id")
+_STEP_COLUMNS = ("name", "kind", "status", "attempt", "started_at", "finished_at", "error")
+_EVENT_COLUMNS = ("seq", "status", "step", "step_status", "attempt", "detail", "at",
+                  "correlation_id")
 _FLUSH_SQL: dict[tuple, str] = {}
 
 
-def _flush_sql(steps: bool, events: bool, changed: tuple[str, ...]) -> str:
-    """The PostgreSQL statement of one ``flush`` shape: data-modifying CTEs for the
-    step upsert and the events (one ``unnest`` array per column, so any number of
-    rows shares one statement, which psycopg prepares after a few runs) and the
-    order's ``UPDATE`` as the main statement: one round trip instead of three."""
+def _flush_sql(steps: int, events: int, changed: tuple[str, ...]) -> str:
+    """The PostgreSQL statement of one ``flush`` shape (``steps`` step rows,
+    ``events`` event rows, the order columns ``changed``): data-modifying CTEs
+    for the step upsert and the events, and the order's ``UPDATE`` as the main
+    statement, one round trip instead of three. Rows are ``VALUES`` of scalar
+    parameters, which psycopg dumps in C, where one array per column (an
+    ``unnest``) took a Python loop per array; a step writes one or two rows, so
+    the shapes are few, and each is built once and prepared by psycopg."""
     key = (steps, events, changed)
     if key in _FLUSH_SQL:
         return _FLUSH_SQL[key]
     parts = []
     if steps:
+        rows = ", ".join(f"(%(order_id)s, %(run)s, {', '.join(f'%(s{i}_{c})s' for c in _STEP_COLUMNS)})"
+                         for i in range(steps))
         parts.append(
-            f"s AS (INSERT INTO saga_steps (order_id, run, {', '.join(_STEP_ARRAY_COLUMNS)}) "
-            f"SELECT %(order_id)s, %(run)s, * FROM unnest({pg_arrays(STEPS, _STEP_ARRAY_COLUMNS, 's_')}) "
+            f"s AS (INSERT INTO saga_steps (order_id, run, {', '.join(_STEP_COLUMNS)}) VALUES {rows} "
             "ON CONFLICT (order_id, name, run) DO UPDATE SET status = excluded.status, "
             "finished_at = excluded.finished_at, error = excluded.error, kind = excluded.kind, "
             "attempt = greatest(saga_steps.attempt, excluded.attempt) "
             f"WHERE saga_steps.status <> '{SUCCEEDED}')")
     if events:
-        parts.append(
-            f"e AS (INSERT INTO order_events (order_id, {', '.join(_EVENT_ARRAY_COLUMNS)}) "
-            f"SELECT %(order_id)s, * FROM unnest({pg_arrays(EVENTS, _EVENT_ARRAY_COLUMNS, 'e_')}))")
+        rows = ", ".join(f"(%(order_id)s, {', '.join(f'%(e{i}_{c})s' for c in _EVENT_COLUMNS)})"
+                         for i in range(events))
+        parts.append(f"e AS (INSERT INTO order_events (order_id, {', '.join(_EVENT_COLUMNS)}) "
+                     f"VALUES {rows})")
     main = (f"UPDATE orders SET {', '.join(f'{c} = %(o_{c})s' for c in changed)}, "
             "updated_at = %(now)s WHERE id = %(order_id)s" if changed else "SELECT 1")
     sql = (f"WITH {', '.join(parts)} {main}" if parts else main)
@@ -311,11 +332,13 @@ def _flush_postgresql(order: LockedOrder, steps: list[dict], events: list[dict],
     changed = tuple(sorted(changes))
     params = {"order_id": order.id, "run": order.saga_run, "now": utcnow(),
               **{f"o_{name}": changes[name] for name in changed}}
-    for name in _STEP_ARRAY_COLUMNS:
-        params[f"s_{name}"] = [step[name] for step in steps]
-    for name in _EVENT_ARRAY_COLUMNS:
-        params[f"e_{name}"] = [event[name] for event in events]
-    return _flush_sql(bool(steps), bool(events), changed), params
+    for i, step in enumerate(steps):
+        for name in _STEP_COLUMNS:
+            params[f"s{i}_{name}"] = step[name]
+    for i, event in enumerate(events):
+        for name in _EVENT_COLUMNS:
+            params[f"e{i}_{name}"] = event[name]
+    return _flush_sql(len(steps), len(events), changed), params
 
 
 def _upsert_step(dialect: str):

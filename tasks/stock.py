@@ -56,10 +56,10 @@ def reserve_stock(self, order_id: str, run: int, warehouse: str) -> dict:
     """
     name = self.step_name((order_id, run, warehouse))
     try:
-        with self.claiming(order_id, run, halt=_HaltBranch) as tx:
+        with self.claiming(order_id, run, halt=_HaltBranch, step=name) as tx:
             if tx is None:
                 return {"warehouse": warehouse, "reserved": True}
-            done = tx.step_status(name)
+            done = tx.step_seen
             if done in (SUCCEEDED, FAILED):
                 return {"warehouse": warehouse, "reserved": done == SUCCEEDED}
             started = utcnow()

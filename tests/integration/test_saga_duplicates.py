@@ -35,17 +35,23 @@ def test_a_copy_that_read_before_the_first_committed_rolls_back_and_answers_as_i
     assert reserve_stock(str(order_id), 1, warehouse) == {"warehouse": warehouse, "reserved": True}
     assert _stock(sku) == (5, 2)
 
-    # The second copy read the step log before the first committed: it saw no row.
-    real = SagaTx.step_status
+    # The second copy read the order and its step before the first committed: no row.
+    real_read, real_status = SagaTx.read.__func__, SagaTx.step_status
     calls = {"n": 0}
 
-    def stale_first_read(self, name, run=None):
-        calls["n"] += 1
-        return None if calls["n"] == 1 else real(self, name, run)
+    def stale_read(cls, conn, order_id, step=None):
+        tx = real_read(cls, conn, order_id, step)
+        tx.step_seen = None
+        return tx
 
-    monkeypatch.setattr(SagaTx, "step_status", stale_first_read)
+    def counted_status(self, name, run=None):
+        calls["n"] += 1
+        return real_status(self, name, run)
+
+    monkeypatch.setattr(SagaTx, "read", classmethod(stale_read))
+    monkeypatch.setattr(SagaTx, "step_status", counted_status)
     assert reserve_stock(str(order_id), 1, warehouse) == {"warehouse": warehouse, "reserved": True}
-    assert calls["n"] == 2  # it looked again once it held the stock rows
+    assert calls["n"] == 1  # it looked again once it held the stock rows
     assert _stock(sku) == (5, 2)  # held once
     assert count(Reservation, Reservation.order_id == order_id) == 1
     assert _step(order_id, f"reserve_stock:{warehouse}").status == SUCCEEDED
@@ -66,3 +72,22 @@ def test_a_succeeded_step_is_never_written_back_to_retrying_or_failed(uid, late)
         tx.flush()
     step = _step(order_id, name)
     assert (step.status, step.error) == (SUCCEEDED, None)
+
+
+def test_a_forged_chord_join_cannot_move_an_order_on_with_nothing_held(uid):
+    """Security issue item 8: ``saga.collect_reservations`` decides from the step
+    log, never from the header results in its message: a forged join that claims
+    every warehouse held leaves the order ``pending`` with nothing reserved."""
+    from models import Order
+    from tasks.base import StepNotReady
+    from tasks.stock import collect_reservations
+
+    user, sku = customer(uid), product(uid, on_hand=5)
+    order_id = place(user, [(sku, 2)])
+    forged = [{"warehouse": warehouse_for(sku), "reserved": True}]
+    with pytest.raises(StepNotReady):  # no reservation recorded: decide later
+        collect_reservations(forged, str(order_id), 1)
+    with unit_of_work() as session:
+        assert session.get(Order, order_id).status == "pending"
+    assert _stock(sku) == (5, 0)
+    assert count(Reservation, Reservation.order_id == order_id) == 0
