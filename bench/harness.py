@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 import socket
 import subprocess
 import sys
@@ -74,7 +75,9 @@ def services_env(data_dir: Path, **extra: str) -> dict[str, str]:
            # Beat's sweeps would publish work of their own in the middle of a measurement.
            "OUTBOX_STALE_SECONDS": "3600", "SAGA_REDRIVE_AFTER_SECONDS": "3600",
            # Benchmarks register thousands of customers from one address.
-           "REGISTER_LIMIT": "1000000 per hour"}
+           "REGISTER_LIMIT": "1000000 per hour",
+           # Services mode needs a signing key of its own (config.settings.jwt_secret).
+           "JWT_SECRET_KEY": os.environ.get("JWT_SECRET_KEY") or secrets.token_urlsafe(48)}
     env.pop("PAYMENT_SANDBOX_URL", None)
     env.update(extra)
     (data_dir / "metrics").mkdir(parents=True, exist_ok=True)

@@ -107,6 +107,14 @@ class Settings:
     def embedded(self) -> bool:
         return self.mode == "embedded"
 
+    def require_jwt_secret(self) -> str:
+        """The JWT signing key; raises ConfigError when production has none."""
+        if not self.jwt_secret_key:
+            raise ConfigError("JWT_SECRET_KEY is required outside development (ORION_ENV="
+                              "development); generate one with: python -c \"import secrets; "
+                              "print(secrets.token_urlsafe(48))\"")
+        return self.jwt_secret_key
+
     @property
     def flower_url(self) -> str:
         return f"http://{self.web_host}:{self.flower_port}"
@@ -119,8 +127,8 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         """Build settings from ``env`` (default ``os.environ``).
 
-        Raises ConfigError on a malformed value, or when ``services`` mode runs
-        with ``ORION_ENV=production`` and no ``JWT_SECRET_KEY``.
+        Raises ConfigError on a malformed value, or on a JWT key that
+        ``jwt_secret`` refuses (a missing one only at ``require_jwt_secret``).
         """
         env = os.environ if env is None else env
         mode = env.get("ORION_MODE", "embedded")
@@ -128,11 +136,7 @@ class Settings:
             raise ConfigError(f"ORION_MODE must be 'embedded' or 'services', got {mode!r}")
         data_dir = Path(env.get("ORION_DATA_DIR") or REPO_ROOT / "var").resolve()
         defaults = _embedded_urls(data_dir) if mode == "embedded" else _service_urls()
-        secret = env.get("JWT_SECRET_KEY", "")
-        if not secret:
-            if env.get("ORION_ENV") == "production":
-                raise ConfigError("JWT_SECRET_KEY is required when ORION_ENV=production")
-            secret = DEV_SECRET
+        secret = jwt_secret(env, mode)
         broker_url = env.get("BROKER_URL") or defaults["broker_url"]
         hold_s = _int(env, "RESERVATION_HOLD_SECONDS", 3 * 86400 + 3600)
         window_s = _float(env, "PAYMENT_WINDOW_SECONDS", 72 * 3600.0)
@@ -198,6 +202,32 @@ class Settings:
             broker_transport_options=_transport_options(broker_url, data_dir / "broker"),
             socketio_transport_options=_relay_options(relay_url, data_dir / "relay"),
         )
+
+
+MIN_SECRET_BYTES = 32  # 256 bits for HS256: RFC 7518 §3.2, RFC 8725 §3.5
+
+
+def jwt_secret(env: Mapping[str, str], mode: str) -> str:
+    """The HS256 signing key: ``JWT_SECRET_KEY``, or "" when it is missing outside
+    development (``Settings.require_jwt_secret`` refuses that where tokens are
+    signed or checked: the web process).
+
+    Only in development (``ORION_ENV=development``, which is the default of the
+    embedded mode) may the key be missing: then a fixed key from this
+    repository signs tokens, and anyone can read it. Services mode defaults to
+    ``ORION_ENV=production``. Raises ConfigError for an unknown ``ORION_ENV``
+    or a key shorter than 32 bytes.
+    """
+    environment = env.get("ORION_ENV") or ("development" if mode == "embedded" else "production")
+    if environment not in ("development", "production"):
+        raise ConfigError(f"ORION_ENV must be 'development' or 'production', got {environment!r}")
+    secret = env.get("JWT_SECRET_KEY", "")
+    if not secret:
+        return DEV_SECRET if environment == "development" else ""
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(f"JWT_SECRET_KEY must have at least {MIN_SECRET_BYTES} bytes "
+                          f"(256 bits, RFC 8725 §3.5); it has {len(secret.encode())}")
+    return secret
 
 
 def default_concurrency(mode: str) -> int:

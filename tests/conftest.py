@@ -7,6 +7,7 @@ unique ids instead of truncating tables.
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 import uuid
 
@@ -24,6 +25,9 @@ os.environ.setdefault("PAYMENT_LATENCY_MS", "0")
 # Tests and their replays register many customers from 127.0.0.1; the per-address
 # limit has tests of its own (test_api_auth), with the app's config lowered.
 os.environ.setdefault("REGISTER_LIMIT", "100000 per hour")
+# Services mode signs tokens with a key of its own (config.settings.jwt_secret);
+# one per test run, inherited by every process the tests start.
+os.environ.setdefault("JWT_SECRET_KEY", secrets.token_urlsafe(48))
 os.environ.setdefault("SMTP_PORT", "8026")
 # Redis pub/sub ignores the database number: keep the tests' Socket.IO events
 # off a platform that may be running on the same Redis.

@@ -185,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(flag, action="store_true")
     args = parser.parse_args(argv)
     os.chdir(REPO_ROOT)
+    # Files the platform creates (SQLite databases, broker and relay folders,
+    # mail, the Flower password) are readable by their owner only: they hold
+    # password hashes, tokens' revocations and customers' emails.
+    os.umask(0o077)
     try:
         metrics_dir(get_settings())
         settings = get_settings()

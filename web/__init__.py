@@ -49,6 +49,9 @@ def create_app(config: dict | None = None) -> Flask:
     return app
 
 
+JWT_ISSUER, JWT_AUDIENCE = "orion", "orion-api"
+
+
 def transport_limit(settings: Settings) -> int:
     """Socket.IO transports per client address: two per allowed connection (a
     polling client upgrading to WebSocket briefly holds both)."""
@@ -60,8 +63,12 @@ def default_config(settings: Settings) -> dict:
     return {
         "MAX_CONTENT_LENGTH": MAX_BODY_BYTES,
         "ORION_METRICS_TOKEN": settings.metrics_token,
-        "JWT_SECRET_KEY": settings.jwt_secret_key,
+        "JWT_SECRET_KEY": settings.require_jwt_secret(),
         "JWT_TOKEN_LOCATION": ["headers"],
+        # RFC 8725 §3.10/§3.9: tokens name who issued them and for whom; both checked.
+        "JWT_ENCODE_ISSUER": JWT_ISSUER, "JWT_DECODE_ISSUER": JWT_ISSUER,
+        "JWT_ENCODE_AUDIENCE": JWT_AUDIENCE, "JWT_DECODE_AUDIENCE": JWT_AUDIENCE,
+        "JWT_ALGORITHM": "HS256",
         "JWT_ACCESS_TOKEN_EXPIRES": timedelta(seconds=settings.access_token_seconds),
         "JWT_REFRESH_TOKEN_EXPIRES": timedelta(seconds=settings.refresh_token_seconds),
         "RATELIMIT_STORAGE_URI": settings.redis_url or "memory://",

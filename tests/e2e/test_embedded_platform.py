@@ -78,3 +78,12 @@ def _get(url: str):
         return requests.get(url, timeout=2)
     except requests.ConnectionError:
         return None
+
+
+def test_the_platform_s_data_files_are_readable_by_their_owner_only(platform):
+    """Security issue item 8: ``var/orion.db`` was world-readable (password hashes, emails)."""
+    data_dir = platform["data_dir"]
+    for name in ("orion.db", "payment-sandbox.db"):
+        assert (data_dir / name).stat().st_mode & 0o077 == 0, name
+    mails = list((data_dir / "mail").rglob("*.eml"))
+    assert all(path.stat().st_mode & 0o077 == 0 for path in mails)

@@ -119,7 +119,8 @@ def current(order_id: str) -> tuple[str, int]:
 def forged_token(user_id: int, **claims) -> str:
     now = datetime.now(timezone.utc)
     body = {"sub": str(user_id), "type": "access", "jti": uuid.uuid4().hex, "fresh": False,
-            "iat": now, "nbf": now, "exp": now + timedelta(minutes=5), "role": "customer"} | claims
+            "iat": now, "nbf": now, "exp": now + timedelta(minutes=5), "role": "customer",
+            "iss": "orion", "aud": "orion-api"} | claims
     return pyjwt.encode(body, get_settings().jwt_secret_key, algorithm="HS256")
 
 
@@ -145,6 +146,9 @@ def test_connect_is_refused_without_a_valid_access_token(web, uid):
     assert refused(web, {"token": forged_token(user.id, exp=past, iat=past - timedelta(minutes=5),
                                                nbf=past - timedelta(minutes=5))})
     assert refused(web, {"token": tokens["refresh_token"]})
+    assert refused(web, {"token": forged_token(user.id, iss="someone-else")}), "RFC 8725 §3.10"
+    assert refused(web, {"token": forged_token(user.id, aud="another-api")})
+    assert not refused(web, {"token": forged_token(user.id)})
     assert not refused(web, {"token": tokens["access_token"]})
     requests.post(f"{web}/api/v1/auth/logout", json={},
                   headers={"Authorization": f"Bearer {tokens['access_token']}"}).raise_for_status()

@@ -42,7 +42,26 @@ def test_production_refuses_to_start_without_a_secret():
     from config import ConfigError
 
     with pytest.raises(ConfigError, match="JWT_SECRET_KEY"):
-        Settings.from_env({"ORION_ENV": "production"})
+        Settings.from_env({"ORION_ENV": "production"}).require_jwt_secret()
+
+
+def test_services_mode_is_production_unless_told_and_needs_a_256_bit_key():
+    """RFC 8725 §3.5: no key from the repository outside development, and an HS256
+    key of at least 256 bits."""
+    import pytest
+
+    from config import ConfigError
+    from config.settings import DEV_SECRET
+
+    with pytest.raises(ConfigError, match="JWT_SECRET_KEY is required"):
+        Settings.from_env({"ORION_MODE": "services"}).require_jwt_secret()
+    with pytest.raises(ConfigError, match="at least 32 bytes"):
+        Settings.from_env({"ORION_MODE": "services", "JWT_SECRET_KEY": "k" * 31})
+    with pytest.raises(ConfigError, match="ORION_ENV"):
+        Settings.from_env({"ORION_ENV": "staging"})
+    assert Settings.from_env({"ORION_MODE": "services", "JWT_SECRET_KEY": "k" * 32}).jwt_secret_key == "k" * 32
+    assert Settings.from_env({"ORION_MODE": "services", "ORION_ENV": "development"}).jwt_secret_key == DEV_SECRET
+    assert Settings.from_env({}).jwt_secret_key == DEV_SECRET  # the embedded default is development
 
 
 def test_every_saga_task_is_routed_with_a_queue_and_its_stage_priority():

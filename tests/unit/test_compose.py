@@ -16,7 +16,7 @@ from config import Settings, flower_basic_auth
 from tests.unit.test_readme import variables_read
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRETS = {"JWT_SECRET_KEY": "test-secret", "POSTGRES_PASSWORD": "pg-secret",
+SECRETS = {"JWT_SECRET_KEY": "test-secret-of-at-least-32-bytes-0123", "POSTGRES_PASSWORD": "pg-secret",
            "RABBITMQ_PASSWORD": "mq-secret", "FLOWER_BASIC_AUTH": "ops:flower-secret"}
 ORION = ("migrate", "web", "relay", "worker", "beat", "flower", "smtp")
 INTERPOLATION = re.compile(r"\$\{(\w+):\?[^}]*\}")
