@@ -21,6 +21,10 @@ from config import get_settings
 TRANSIENT_SMTP_ERRORS = (smtplib.SMTPException, ConnectionError, TimeoutError, OSError)
 MESSAGES_PER_CONNECTION = 100
 IDLE_CHECK_S = 5.0
+# A send gives up after SEND_TIMEOUT_S; the NOOP before it and the QUIT after the
+# last message of a connection after CHECK_TIMEOUT_S, so one attempt stays well
+# inside the email outbox's 15 s claim (mail.outbox.CLAIM_TIMEOUT).
+SEND_TIMEOUT_S, CHECK_TIMEOUT_S = 10.0, 2.0
 
 # as_bytes() with CRLF line ends: smtplib sends bytes as they are (RFC 5321 §2.3.8).
 _WIRE = compat32.clone(linesep="\r\n")
@@ -79,13 +83,15 @@ def _client(settings) -> smtplib.SMTP:
         if time.monotonic() - _connection["last_used"] <= IDLE_CHECK_S:
             return client
         try:
+            client.sock.settimeout(CHECK_TIMEOUT_S)
             if client.noop()[0] == 250:
+                client.sock.settimeout(SEND_TIMEOUT_S)
                 return client
         except TRANSIENT_SMTP_ERRORS:
             pass
         _drop()
     _connection.clear()  # a connection inherited through fork belongs to the parent
-    client = smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=10)
+    client = smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=SEND_TIMEOUT_S)
     _connection.update(pid=os.getpid(), client=client, sent=0, last_used=time.monotonic(),
                        server=server)
     return client
@@ -97,7 +103,8 @@ def _drop(quit_: bool = False) -> None:
     if client is None:
         return
     try:
-        if quit_:
+        if quit_ and client.sock is not None:
+            client.sock.settimeout(CHECK_TIMEOUT_S)
             client.quit()
         else:
             client.close()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import uuid
 import threading
+import time
 from functools import lru_cache
 
 from flask import Blueprint, current_app, g, request
@@ -98,15 +99,21 @@ def _failed(response) -> bool:
 
 
 LOGIN_LOCK_SECONDS = 10  # a lock outlives a crashed request by at most this
-_local_locks: dict[str, threading.Lock] = {}
-_local_locks_guard = threading.Lock()
+LOGIN_LOCK_WAIT_SECONDS = 2  # a login waits this long for the one before it, then 429
+# Without Redis: a fixed set of lock stripes (emails share a stripe by hash), so
+# the map cannot grow with every email ever tried.
+_local_locks = tuple(threading.Lock() for _ in range(256))
 
 
 def install_login_serialization(app) -> None:
-    """Hook ``_one_login_per_email`` in ahead of Flask-Limiter's own ``before_request``
-    check (app hooks run in registration order, and the limiter registered first),
-    and release its lock at teardown, after the limiter counted the failure."""
-    app.before_request_funcs.setdefault(None, []).insert(0, _one_login_per_email)
+    """Hook ``_one_login_per_email`` in just ahead of Flask-Limiter's own
+    ``before_request`` check (app hooks run in registration order, and the
+    limiter registered before the blueprints; the request id's hook stays
+    first), and release its lock at teardown, after the limiter counted the failure."""
+    hooks = app.before_request_funcs.setdefault(None, [])
+    limiter_at = next((i for i, hook in enumerate(hooks)
+                       if getattr(hook, "__self__", None) is limiter), len(hooks))
+    hooks.insert(limiter_at, _one_login_per_email)  # after the request id's hook
     app.teardown_request(_release_login_lock)
 
 
@@ -117,14 +124,14 @@ def _one_login_per_email():
     client = redis_client()
     if client is not None:
         lock = client.lock(f"orion:login-lock:{key}", timeout=LOGIN_LOCK_SECONDS,
-                           blocking_timeout=LOGIN_LOCK_SECONDS)
+                           blocking_timeout=LOGIN_LOCK_WAIT_SECONDS, sleep=0.02)
+        acquired = lock.acquire()
     else:
-        with _local_locks_guard:
-            lock = _local_locks.setdefault(key, threading.Lock())
-    acquired = lock.acquire(timeout=LOGIN_LOCK_SECONDS) if client is None else lock.acquire()
+        lock = _local_locks[hash(key) % len(_local_locks)]
+        acquired = lock.acquire(timeout=LOGIN_LOCK_WAIT_SECONDS)
     if not acquired:
         raise TooManyRequests("another login for this email is in progress; retry later",
-                              retry_after=LOGIN_LOCK_SECONDS)
+                              retry_after=LOGIN_LOCK_WAIT_SECONDS)
     g.orion_login_lock = lock
 
 
@@ -173,8 +180,9 @@ def refresh():
     claims = get_jwt()
     if not blocklist.claim_rotation(claims["jti"], claims["exp"]):
         sid = session_key(claims)
-        if sid:
-            blocklist.revoke(sid, claims["exp"])
+        if sid:  # until the newest token the session may hold has expired
+            lifetime = current_app.config["JWT_REFRESH_TOKEN_EXPIRES"].total_seconds()
+            blocklist.revoke(sid, int(time.time() + lifetime) + 1)
         raise Unauthorized("this refresh token was already used; the session is revoked")
     return _tokens(current_user, claims.get("sid") or uuid.uuid4().hex)
 

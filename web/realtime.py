@@ -39,7 +39,9 @@ from flask_jwt_extended.exceptions import JWTExtendedException
 from flask_socketio import ConnectionRefusedError, SocketIO, emit, join_room
 from jwt.exceptions import PyJWTError
 from marshmallow import Schema, ValidationError, fields, validate
+from redis.exceptions import RedisError
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from config import get_settings
 from models import OrderEvent, User, read_only
@@ -132,6 +134,12 @@ class ConnectionGuard:
         """Close what must close now; returns the Socket.IO sids closed."""
         self._close_unauthenticated()
         with self._lock:
+            # A client gone while ``on_connect`` ran never reaches ``on_disconnect``.
+            manager = socketio.server.manager
+            pending = set(manager.pending_connect.get("/", ()))
+            for sid in [sid for sid in self.connections
+                        if sid not in pending and not manager.is_connected(sid, "/")]:
+                self.connections.pop(sid, None)
             open_now = dict(self.connections)
         if not open_now:
             return []
@@ -152,7 +160,10 @@ class ConnectionGuard:
         server = socketio.server
         alive = set(dict(server.eio.sockets))  # dict(): one atomic copy
         for eio_sid in alive:
-            if server.manager.sid_from_eio_sid(eio_sid, "/") is not None:
+            sid = server.manager.sid_from_eio_sid(eio_sid, "/")
+            # Connected means past ``on_connect``: a connect that raised leaves
+            # its sid pending, and such a transport is closed like the others.
+            if sid is not None and server.manager.is_connected(sid, "/"):
                 self._unauthenticated.pop(eio_sid, None)
                 continue
             first = self._unauthenticated.setdefault(eio_sid, now)
@@ -205,7 +216,20 @@ def on_disconnect(*_reason):
     guard().forget(request.sid)
 
 
+UNAVAILABLE = "unavailable"
+
+
 def _authenticate(auth) -> Connection:
+    """The connection's token checked, and its user read; refuses with
+    ``unauthorized``, or ``unavailable`` when Redis or the database cannot tell."""
+    try:
+        return _check_token(auth)
+    except (RedisError, SQLAlchemyError):
+        log.warning("socket.io: a connection was refused: the token could not be checked")
+        raise ConnectionRefusedError(UNAVAILABLE) from None
+
+
+def _check_token(auth) -> Connection:
     token = auth.get("token") if isinstance(auth, dict) else None
     if not isinstance(token, str) or not token:
         raise ConnectionRefusedError(UNAUTHORIZED)

@@ -158,6 +158,23 @@ def test_refresh_rotates_and_a_reused_refresh_token_revokes_the_whole_session(ap
     assert _refresh(client, other_device["refresh_token"]).status_code == 200
 
 
+def test_a_session_revoked_for_reuse_stays_revoked_as_long_as_its_newest_token_lives(app, uid):
+    """The reused token may be near its end while the thief's rotated one is new:
+    the session's revocation must outlive the newest token, not the reused one."""
+    from flask_jwt_extended import create_refresh_token
+
+    client, user = new_client(app), customer(uid)
+    with app.app_context():  # an old refresh token of a session, two minutes from expiry
+        old = create_refresh_token(str(user.id), additional_claims={"sid": uid, "gen": 0},
+                                   expires_delta=timedelta(minutes=2))
+    rotated = _refresh(client, old).get_json()  # the thief's exchange: a 30-day token
+    problem(_refresh(client, old), 401)  # the owner's reuse revokes the session
+    lifetime = app.config["JWT_REFRESH_TOKEN_EXPIRES"].total_seconds()
+    ttl = redis.Redis.from_url(os.environ["REDIS_URL"]).ttl(f"orion:revoked:sid:{uid}")
+    assert lifetime - 60 < ttl <= lifetime + 2
+    problem(_refresh(client, rotated["refresh_token"]), 401)
+
+
 def test_two_concurrent_exchanges_of_one_refresh_token_let_exactly_one_through(app, uid):
     from concurrent.futures import ThreadPoolExecutor
 

@@ -86,7 +86,14 @@ const Orion = (() => {
       this.healing = new Set();   // order ids with a gap-filling subscribe scheduled
       this.socket = io({ auth: (cb) => cb({ token: tokens.access }), transports: ["websocket"] });
       this.socket.on("connect", () => { this.onStatus("live"); this.resubscribe(); });
-      this.socket.on("disconnect", () => this.onStatus("reconnecting"));
+      this.socket.on("disconnect", async (reason) => {
+        this.onStatus("reconnecting");
+        // The server closed it (the access token expired or was revoked): the
+        // client does not reconnect by itself then. Refresh once and reconnect.
+        if (reason !== "io server disconnect") return;
+        if (tokens.refresh && await refreshAccess()) this.socket.connect();
+        else this.onStatus("signed out");
+      });
       this.socket.on("connect_error", async (err) => {
         this.onStatus("offline");
         // A refusal by the server (the token expired or was revoked) ends the
