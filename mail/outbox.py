@@ -28,7 +28,7 @@ EMAILS, ORDERS, LINES, USERS = (EmailMessage.__table__, Order.__table__, OrderLi
 # The order and its customer, with the email row when it exists: one statement
 # whether the email is new (render it) or not (claim or skip it).
 _FIND = (select(ORDERS.c.id.label("o_id"), ORDERS.c.total, ORDERS.c.currency,
-                ORDERS.c.cancel_reason, USERS.c.name, USERS.c.email,
+                ORDERS.c.cancel_reason, USERS.c.email,
                 *(c.label(f"m_{c.name}") for c in EMAILS.c))
          .select_from(ORDERS.join(USERS, USERS.c.id == ORDERS.c.customer_id)
                       .outerjoin(EMAILS, (EMAILS.c.order_id == ORDERS.c.id)
@@ -115,7 +115,7 @@ def _render(db, order, template: str, now) -> OutgoingEmail:
     (status ``sending``, attempt 1)."""
     lines = db.execute(_LINES, {"b_id": order.o_id}).all()
     view = _OrderView(order.o_id, order.total, order.currency, order.cancel_reason, lines)
-    subject, body = templates.render(template, view, order.name)
+    subject, body = templates.render(template, view)
     message_id = f"<{order.o_id}.{template.replace(':', '-')}@orion.example>"
     new_id = db.execute(_INSERT, {
         "order_id": order.o_id, "template": template, "to_address": order.email,

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 CONFIRMATION, CANCELLATION = "order_confirmation", "order_cancellation"
+# No free text from the customer in any email (security issue, item 9): a
+# "name" like "Win a prize at https://..." made every email a phishing relay.
+GREETING = "Hello,\n\n"
 PAYMENT_REMINDER = "payment_reminder"  # one template per reminder step: payment_reminder:1, :2, ...
 
 
@@ -19,15 +22,15 @@ _REASONS = {
 }
 
 
-def render(template: str, order, customer_name: str) -> tuple[str, str]:
+def render(template: str, order) -> tuple[str, str]:
     """Subject and body for ``template``; raises KeyError for an unknown template.
 
     ``order`` has ``id``, ``total``, ``currency``, ``cancel_reason`` and ``lines``
     (each with ``quantity``, ``name``, ``sku``, ``line_total``): an ``Order`` or
     the rows ``mail.outbox`` reads."""
     if template.startswith(PAYMENT_REMINDER + ":"):
-        return _payment_reminder(order, customer_name)
-    return _RENDERERS[template](order, customer_name)
+        return _payment_reminder(order)
+    return _RENDERERS[template](order)
 
 
 def _lines(order) -> str:
@@ -35,25 +38,25 @@ def _lines(order) -> str:
                      for l in order.lines)
 
 
-def _confirmation(order, name: str) -> tuple[str, str]:
+def _confirmation(order) -> tuple[str, str]:
     subject = f"Your Orion order {order.id} is confirmed"
-    body = (f"Hello {name},\n\nThank you for your order {order.id}. We have taken your payment "
+    body = (GREETING + f"Thank you for your order {order.id}. We have taken your payment "
             f"of {order.total} {order.currency} and are preparing:\n\n{_lines(order)}\n\n"
             "Orion Shop\n")
     return subject, body
 
 
-def _cancellation(order, name: str) -> tuple[str, str]:
+def _cancellation(order) -> tuple[str, str]:
     subject = f"Your Orion order {order.id} was cancelled"
     why = _REASONS.get(order.cancel_reason, _REASONS[None])
-    body = (f"Hello {name},\n\nYour order {order.id} was cancelled because {why}. Any payment "
+    body = (GREETING + f"Your order {order.id} was cancelled because {why}. Any payment "
             f"taken has been returned, and nothing was shipped.\n\n{_lines(order)}\n\nOrion Shop\n")
     return subject, body
 
 
-def _payment_reminder(order, name: str) -> tuple[str, str]:
+def _payment_reminder(order) -> tuple[str, str]:
     subject = f"Your Orion order {order.id} is waiting for payment"
-    body = (f"Hello {name},\n\nYour bank declined the payment of {order.total} {order.currency} "
+    body = (GREETING + f"Your bank declined the payment of {order.total} {order.currency} "
             f"for order {order.id}. We are holding these items for you:\n\n{_lines(order)}\n\n"
             "Pay with another card from your orders page before the hold ends, or the order "
             "will be cancelled.\n\nOrion Shop\n")

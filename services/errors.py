@@ -35,3 +35,15 @@ class TooManyOpenOrders(ServiceError):
         super().__init__(f"at most {limit} open orders per customer (MAX_OPEN_ORDERS); "
                          "wait until one of yours is completed, cancelled or failed")
         self.limit = limit
+
+
+class TooManyUnitsHeld(TooManyOpenOrders):
+    """The customer's open orders hold ``held`` units and this one asks for
+    ``asked`` more, past ``limit`` (429, the security issue's item 3: one account
+    cannot hoard the stock: ``MAX_OPEN_UNITS``)."""
+
+    def __init__(self, limit: int, held: int, asked: int):
+        ServiceError.__init__(self, f"at most {limit} units in open orders per customer "
+                              f"(MAX_OPEN_UNITS); yours hold {held} and this order asks for "
+                              f"{asked}; wait until one of yours is completed, cancelled or failed")
+        self.limit = limit

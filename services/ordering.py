@@ -23,7 +23,8 @@ from models.saga_log import event_payload
 from progress import OPERATORS, Notification, order_room, user_room
 from progress.hooks import emit_after_commit
 from services.compensation import begin_compensation
-from services.errors import Conflict, Forbidden, NotFound, TooManyOpenOrders, UnknownSku
+from services.errors import (Conflict, Forbidden, NotFound, TooManyOpenOrders, TooManyUnitsHeld,
+                             UnknownSku)
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ def place_order(customer_id: int, body: dict, idempotency_key: str | None,
     payment: {token}}``. Raises UnknownSku (404); Conflict (409) when
     ``idempotency_key`` was used by this customer with another body;
     TooManyOpenOrders (429) when the customer already has ``max_open`` orders
-    that are not final (default ``MAX_OPEN_ORDERS``, 20). A repeat with the same
+    that are not final (default ``MAX_OPEN_ORDERS``, 20), TooManyUnitsHeld (429)
+    when their lines and this order's would pass ``MAX_OPEN_UNITS``. A repeat with the same
     key and body returns the first order with ``created=False``.
 
     Two placements by one customer take turns on the customer's row (``FOR NO
@@ -128,8 +130,13 @@ _OPEN_ORDERS = (select(func.count()).select_from(_ORDERS)
                 .where(_ORDERS.c.customer_id == bindparam("b_customer"),
                        _ORDERS.c.status.not_in(sorted(lifecycle.FINAL_STATUSES)))
                 .scalar_subquery())
+_OPEN_UNITS = (select(func.coalesce(func.sum(_LINES.c.quantity), 0))
+               .select_from(_LINES.join(_ORDERS, _ORDERS.c.id == _LINES.c.order_id))
+               .where(_ORDERS.c.customer_id == bindparam("b_customer"),
+                      _ORDERS.c.status.not_in(sorted(lifecycle.FINAL_STATUSES)))
+               .scalar_subquery())
 _PRODUCTS = (select(Product.sku, Product.name, Product.unit_price, Product.warehouse,
-                    _OPEN_ORDERS.label("open_orders"))
+                    _OPEN_ORDERS.label("open_orders"), _OPEN_UNITS.label("open_units"))
              .where(Product.sku.in_(bindparam("b_skus", expanding=True))))
 _INSERT_ORDER = _ORDERS.insert()
 _INSERT_LINES = _LINES.insert()
@@ -187,13 +194,19 @@ def _replayed(order_id: uuid.UUID, request_hash: str | None, fingerprint: str) -
 def _new_order_rows(conn, customer_id: int, body: dict, key: str | None, fingerprint: str,
                     correlation_id: str | None, max_open: int) -> tuple[dict, list[dict]]:
     """The ``orders`` row (its first event already counted) and its ``order_lines``
-    rows, priced from the catalog; raises UnknownSku for a SKU not in it and
-    TooManyOpenOrders when the customer has ``max_open`` open orders."""
+    rows, priced from the catalog; raises UnknownSku for a SKU not in it,
+    TooManyOpenOrders when the customer has ``max_open`` open orders and
+    TooManyUnitsHeld past ``MAX_OPEN_UNITS``."""
     skus = sorted({line["sku"] for line in body["lines"]})
     products = {row.sku: row for row in conn.execute(_PRODUCTS, {"b_skus": skus,
                                                                  "b_customer": customer_id})}
-    if products and next(iter(products.values())).open_orders >= max_open:
-        raise TooManyOpenOrders(max_open)
+    if products:
+        first = next(iter(products.values()))
+        if first.open_orders >= max_open:
+            raise TooManyOpenOrders(max_open)
+        asked, max_units = sum(line["quantity"] for line in body["lines"]), get_settings().max_open_units
+        if first.open_units + asked > max_units:
+            raise TooManyUnitsHeld(max_units, first.open_units, asked)
     order_id, now = uuid.uuid4(), utcnow()
     lines = []
     for line_no, line in enumerate(body["lines"], start=1):

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Settings, get_settings
 from observability.logging import configure_logging
@@ -44,6 +45,9 @@ def create_app(config: dict | None = None) -> Flask:
     init_realtime(app)
     # Outside Flask-SocketIO's middleware: a refused transport never reaches it.
     app.wsgi_app = TransportLimit(app.wsgi_app, transport_limit(get_settings()))
+    hops = get_settings().proxy_hops
+    if hops:  # behind a reverse proxy: the client's address and scheme, from X-Forwarded-*
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     app.wsgi_app = SecurityHeaders(app.wsgi_app)  # outermost: Socket.IO's answers too
     progress_hooks.install()
     return app

@@ -18,13 +18,14 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
 from models import InvalidTransition
-from services.errors import Conflict, Forbidden, NotFound, ServiceError, TooManyOpenOrders
+from services.errors import (Conflict, Forbidden, NotFound, ServiceError, TooManyOpenOrders,
+                             TooManyUnitsHeld)
 from web.extensions import limiter
 
 PROBLEM_JSON = "application/problem+json"
 SERVICE_STATUS = ((NotFound, 404), (Conflict, 409), (Forbidden, 403), (TooManyOpenOrders, 429))
 # Orders finish in seconds to minutes: try again a little later.
-RETRY_AFTER = {TooManyOpenOrders: "30"}
+RETRY_AFTER = {TooManyOpenOrders: "30", TooManyUnitsHeld: "30"}
 
 
 def problem(status: int, detail: str, *, headers: dict | None = None, **extra) -> Response:

@@ -8,6 +8,8 @@ abuse"; OWASP Secure Headers Project).
   'none'`` (CSP Level 2) and ``X-Frame-Options: DENY`` for older browsers
   (clickjacking). A response with a CSP of its own keeps it.
 - ``Referrer-Policy: no-referrer``: order ids in URLs do not leak to other sites.
+- ``Strict-Transport-Security`` on responses to HTTPS requests (behind the TLS
+  proxy of the deployment, with ``PROXY_HOPS`` set).
 
 A WSGI middleware rather than Flask's ``after_request``: it sits outside
 Flask-SocketIO's middleware, so the Engine.IO responses get the headers too.
@@ -23,6 +25,9 @@ HEADERS = (
     ("Content-Security-Policy", "frame-ancestors 'none'"),
     ("Referrer-Policy", "no-referrer"),
 )
+# On HTTPS only (RFC 6797 §7.2: not over plain HTTP): behind the TLS proxy, with
+# PROXY_HOPS set so that the scheme is the client's.
+HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
 
 
 class SecurityHeaders:
@@ -33,8 +38,11 @@ class SecurityHeaders:
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         def start(status: str, headers: list[tuple[str, str]], exc_info=None):
+            # Read now, not before the call: ProxyFix (inside) sets the client's scheme.
+            https = environ.get("wsgi.url_scheme") == "https"
+            extra = HEADERS + (HSTS,) if https else HEADERS
             present = {name.lower() for name, _ in headers}
-            headers = list(headers) + [(name, value) for name, value in HEADERS
+            headers = list(headers) + [(name, value) for name, value in extra
                                        if name.lower() not in present]
             return start_response(status, headers, exc_info)
 

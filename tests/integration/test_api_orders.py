@@ -248,6 +248,26 @@ def test_an_open_order_past_the_limit_is_429_naming_it(client, shopper):
     assert place(client, headers, order_body([(sku, 1)])).status_code == 202
 
 
+def test_units_held_in_open_orders_are_capped_per_customer(client, shopper, monkeypatch):
+    """Security issue item 3: one account cannot hoard the stock (MAX_OPEN_UNITS)."""
+    from config import reset_settings
+
+    user, headers, sku = shopper
+    monkeypatch.setenv("MAX_OPEN_UNITS", "2500")
+    reset_settings()
+    try:
+        assert place(client, headers, order_body([(sku, 1000), (sku, 1000)])).status_code == 202
+        refused = place(client, headers, order_body([(sku, 501)]))
+        body = problem(refused, 429)
+        assert "MAX_OPEN_UNITS" in body["detail"] and "2000" in body["detail"]
+        assert int(refused.headers["Retry-After"]) > 0
+        assert place(client, headers, order_body([(sku, 500)])).status_code == 202  # exactly 2,500
+        assert count(Order, Order.customer_id == user.id) == 2
+    finally:
+        monkeypatch.undo()
+        reset_settings()
+
+
 def test_concurrent_placements_cannot_pass_the_open_order_limit(uid):
     from concurrent.futures import ThreadPoolExecutor
 

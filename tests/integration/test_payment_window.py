@@ -50,7 +50,7 @@ def test_reminders_go_out_once_per_step_then_the_order_expires(worker, inbox, ui
     eventually(lambda: len(inbox.to(user.email)) == 1)
     assert inbox.to(user.email)[0]["Subject"].endswith("is waiting for payment")
 
-    parked_for(order_id, 25 * HOUR)
+    parked_for(order_id, 13 * HOUR)  # past the second age (12 h), inside the 24 h window
     run_job("scheduled.send_payment_reminders", times=2)
     eventually(lambda: len(inbox.to(user.email)) == 2)
     assert sent(order_id, "payment_reminder") == 2
@@ -58,7 +58,7 @@ def test_reminders_go_out_once_per_step_then_the_order_expires(worker, inbox, ui
     with unit_of_work() as session:
         assert session.get(Order, order_id).status == "awaiting_payment", "still inside the window"
 
-    parked_for(order_id, 73 * HOUR)
+    parked_for(order_id, 25 * HOUR)
     run_job("scheduled.send_payment_reminders")
     run_job("scheduled.expire_unpaid_orders", times=2)
     order = wait_for(order_id)
@@ -71,7 +71,7 @@ def test_reminders_go_out_once_per_step_then_the_order_expires(worker, inbox, ui
 
 def test_an_order_inside_the_window_is_not_expired(worker, uid):
     _, sku, order_id = park(uid)
-    parked_for(order_id, 71 * HOUR)
+    parked_for(order_id, 23 * HOUR)
     run_job("scheduled.expire_unpaid_orders", times=2)
     with unit_of_work() as session:
         assert session.get(Order, order_id).status == "awaiting_payment"

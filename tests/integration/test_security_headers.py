@@ -52,3 +52,38 @@ def test_token_responses_are_not_stored(client, uid):
     assert refresh.status_code == 200 and refresh.headers["Cache-Control"] == "no-store"
     products = client.get(f"{API}/products")
     assert "no-store" not in products.headers.get("Cache-Control", "")
+
+
+@pytest.fixture
+def behind_proxy(monkeypatch):
+    """The web app as the deployment runs it behind its TLS proxy (PROXY_HOPS=1)."""
+    from config import reset_settings
+
+    monkeypatch.setenv("PROXY_HOPS", "1")
+    reset_settings()
+    try:
+        yield create_app().test_client()
+    finally:
+        monkeypatch.undo()
+        reset_settings()
+
+
+def test_behind_the_proxy_the_client_s_address_and_scheme_count(behind_proxy):
+    """Security issue item 7: without ProxyFix every client behind the proxy looked
+    like the proxy (loopback: /metrics open to all); HSTS on HTTPS answers only."""
+    from_proxy = {"REMOTE_ADDR": "127.0.0.1"}
+    outside = behind_proxy.get("/metrics", environ_base=from_proxy,
+                               headers={"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"})
+    assert outside.status_code == 403  # the client is 203.0.113.9, not the proxy's loopback
+    assert outside.headers["Strict-Transport-Security"].startswith("max-age=31536000")
+    plain = behind_proxy.get("/healthz", environ_base=from_proxy,
+                             headers={"X-Forwarded-For": "127.0.0.1", "X-Forwarded-Proto": "http"})
+    assert "Strict-Transport-Security" not in plain.headers  # RFC 6797 §7.2
+    assert behind_proxy.get("/metrics", environ_base=from_proxy,
+                            headers={"X-Forwarded-For": "127.0.0.1"}).status_code == 200
+
+
+def test_without_a_proxy_forwarded_headers_are_not_believed(client):
+    response = client.get("/metrics", environ_base={"REMOTE_ADDR": "203.0.113.9"},
+                          headers={"X-Forwarded-For": "127.0.0.1"})
+    assert response.status_code == 403  # a client cannot claim to be loopback

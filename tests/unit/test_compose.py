@@ -17,14 +17,17 @@ from tests.unit.test_readme import variables_read
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = {"JWT_SECRET_KEY": "test-secret-of-at-least-32-bytes-0123", "POSTGRES_PASSWORD": "pg-secret",
-           "RABBITMQ_PASSWORD": "mq-secret", "FLOWER_BASIC_AUTH": "ops:flower-secret"}
+           "RABBITMQ_PASSWORD": "mq-secret", "FLOWER_BASIC_AUTH": "ops:flower-secret",
+           "REDIS_PASSWORD": "redis-secret"}
 ORION = ("migrate", "web", "relay", "worker", "beat", "flower", "smtp")
 INTERPOLATION = re.compile(r"\$\{(\w+):\?[^}]*\}")
+DEFAULTED = re.compile(r"\$\{(\w+):-([^}]*)\}")
 
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
     text = INTERPOLATION.sub(lambda m: SECRETS[m.group(1)], (ROOT / "docker-compose.yml").read_text())
+    text = DEFAULTED.sub(lambda m: m.group(2), text)
     return yaml.safe_load(text)["services"]
 
 
@@ -43,7 +46,7 @@ def test_the_compose_tool_accepts_the_file():
 
 
 def test_every_process_of_spec_runs_beside_its_dependencies(compose):
-    assert set(compose) == {"postgres", "rabbitmq", "rabbitmq-setup", "redis", *ORION}
+    assert set(compose) == {"postgres", "rabbitmq", "rabbitmq-setup", "redis", "proxy", *ORION}
     assert compose["worker"]["command"][:4] == ["celery", "-A", "worker", "worker"]
     assert compose["relay"]["command"] == ["python", "-m", "worker.relay"]
     assert compose["beat"]["command"][:4] == ["celery", "-A", "worker", "beat"]
@@ -76,7 +79,7 @@ def test_urls_point_at_the_compose_services_with_their_credentials(compose):
     broker = re.fullmatch(r"amqp://(\w+):([^@]+)@(\w+):5672/(\w+)", settings.broker_url)
     assert broker.groups() == (rabbit["RABBITMQ_DEFAULT_USER"], rabbit["RABBITMQ_DEFAULT_PASS"],
                                "rabbitmq", rabbit["RABBITMQ_DEFAULT_VHOST"])
-    assert settings.redis_url.startswith("redis://redis:6379/")
+    assert settings.redis_url.startswith(f"redis://:{SECRETS['REDIS_PASSWORD']}@redis:6379/")
     assert settings.socketio_message_queue == settings.redis_url, "the relay follows REDIS_URL"
     assert (settings.smtp_host, settings.smtp_port) == ("smtp", 8025)
     assert compose["smtp"]["command"][-5:-2] == ["0.0.0.0", "--port", str(settings.smtp_port)]
@@ -84,8 +87,9 @@ def test_urls_point_at_the_compose_services_with_their_credentials(compose):
 
 def test_published_ports_match_what_the_processes_listen_on(compose):
     web, flower = Settings.from_env(env(compose["web"])), Settings.from_env(env(compose["flower"]))
-    assert compose["web"]["ports"] == [f"{web.web_port}:{web.web_port}"]
+    assert compose["web"]["expose"] == [str(web.web_port)]  # to the proxy, not published
     assert f"0.0.0.0:{web.web_port}" in compose["web"]["command"]
+    assert "reverse_proxy web:{}".format(web.web_port) in (ROOT / "deploy" / "caddy" / "Caddyfile").read_text()
     assert compose["flower"]["ports"] == [f"127.0.0.1:{flower.flower_port}:{flower.flower_port}"]
     assert flower_basic_auth(flower, env(compose["flower"])) == SECRETS["FLOWER_BASIC_AUTH"]
 
@@ -120,3 +124,25 @@ def test_the_image_creates_every_volume_folder_for_its_user(compose):
             if not source.startswith("."):
                 assert target in created, (name, target)
     assert ".env" in (ROOT / ".dockerignore").read_text().split(), "secrets stay out of the image"
+
+
+def test_web_is_reached_through_the_tls_proxy_only(compose):
+    """Security issue item 7: TLS in the deployment, HTTP redirected (Caddy does both
+    for a site address), and the app told the client's address and scheme."""
+    assert "ports" not in compose["web"] and compose["web"]["expose"] == ["8000"]
+    assert {"80:80", "443:443"} <= set(compose["proxy"]["ports"])
+    caddyfile = (ROOT / "deploy" / "caddy" / "Caddyfile").read_text()
+    assert "reverse_proxy web:8000" in caddyfile
+    assert "./deploy/caddy/Caddyfile:/etc/caddy/Caddyfile:ro" in compose["proxy"]["volumes"]
+    assert Settings.from_env(env(compose["web"])).proxy_hops == 1
+
+
+def test_secrets_go_only_where_they_are_used(compose):
+    """Security issue item 8: the JWT key only to the web process; Redis with a password."""
+    assert env(compose["web"])["JWT_SECRET_KEY"] == SECRETS["JWT_SECRET_KEY"]
+    for name in set(ORION) - {"web"}:
+        assert "JWT_SECRET_KEY" not in env(compose[name]), name
+    assert "--requirepass" in compose["redis"]["command"]
+    assert SECRETS["REDIS_PASSWORD"] in compose["redis"]["command"]
+    for name in ("web", "worker", "relay", "beat"):
+        assert f":{SECRETS['REDIS_PASSWORD']}@redis:6379" in env(compose[name])["REDIS_URL"], name
