@@ -55,7 +55,8 @@ def environment(mode: str, data_dir: Path, port: int, speed: float = 0.0,
            # A compressed year piles up one wholesaler's orders faster than any
            # real customer could: the per-customer cap would throttle the replay.
            # Every customer registers from this machine.
-           "MAX_OPEN_ORDERS": "100000", "REGISTER_LIMIT": "1000000 per hour",
+           "MAX_OPEN_ORDERS": "100000", "MAX_OPEN_UNITS": "100000000",
+           "REGISTER_LIMIT": "1000000 per hour",
            "JWT_SECRET_KEY": os.environ.get("JWT_SECRET_KEY") or secrets.token_urlsafe(48)}
     if mode == "services":
         from bench.harness import bench_broker_url
