@@ -99,7 +99,7 @@ def _failed(response) -> bool:
 
 
 LOGIN_LOCK_SECONDS = 10  # a lock outlives a crashed request by at most this
-LOGIN_LOCK_WAIT_SECONDS = 2  # a login waits this long for the one before it, then 429
+LOGIN_LOCK_WAIT_SECONDS = 5  # a login waits this long for the ones before it, then 429
 # Without Redis: a fixed set of lock stripes (emails share a stripe by hash), so
 # the map cannot grow with every email ever tried.
 _local_locks = tuple(threading.Lock() for _ in range(256))
