@@ -54,7 +54,6 @@ _STEP_OF_RUN = (select(STEPS.c.status).where(STEPS.c.order_id == ORDERS.c.id,
                                             STEPS.c.run == ORDERS.c.saga_run)
                 .scalar_subquery())
 _READ_WITH_STEP = select(*_ORDER_COLUMNS, _STEP_OF_RUN).where(ORDERS.c.id == bindparam("b_id"))
-_LOCK_WITH_STEP = _READ_WITH_STEP.with_for_update(of=ORDERS)
 _CLAIM = (update(ORDERS).where(ORDERS.c.id == bindparam("b_id"),
                                ORDERS.c.status == bindparam("b_status"),
                                ORDERS.c.saga_run == bindparam("b_run"))
@@ -116,17 +115,13 @@ class SagaTx:
     _events: list = field(default_factory=list)
     _steps: list = field(default_factory=list)
     _read_as: tuple = ()
-    step_seen: str | None = None  # with ``lock``/``read``'s ``step``: its status then
+    step_seen: str | None = None  # with ``read``'s ``step``: its status then
 
     @classmethod
-    def lock(cls, conn: Connection | Session, order_id: str | uuid.UUID,
-             step: str | None = None) -> "SagaTx":
+    def lock(cls, conn: Connection | Session, order_id: str | uuid.UUID) -> "SagaTx":
         """``SELECT ... FOR UPDATE`` of the order on ``conn`` (a connection in a
-        transaction, or a session's); raises NoResultFound if absent. With
-        ``step``, the same statement reads that step's status in the order's
-        current run into ``step_seen`` (None: not recorded)."""
-        return cls._open(_connection(conn), order_id, _LOCK if step is None else _LOCK_WITH_STEP,
-                         step)
+        transaction, or a session's); raises NoResultFound if absent."""
+        return cls._open(_connection(conn), order_id, _LOCK, None)
 
     @classmethod
     def _open(cls, conn: Connection, order_id, statement, step: str | None,
@@ -147,7 +142,9 @@ class SagaTx:
 
         For the chord headers of one order, which would otherwise wait for each
         other's row lock: each does its work unlocked and claims the order at
-        the end, in the same transaction. ``step`` as for ``lock``.
+        the end, in the same transaction. With ``step``, the same statement
+        reads that step's status in the order's current run into ``step_seen``
+        (None: not recorded).
         """
         conn = _connection(conn)
         tx = cls._open(conn, order_id, _READ if step is None else _READ_WITH_STEP, step,

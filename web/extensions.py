@@ -47,18 +47,12 @@ class TokenBlocklist:
         Atomic: of two concurrent exchanges of one token, exactly one gets True."""
         return self._add(f"rotated:{jti}", exp, only_new=True)
 
-    def is_revoked(self, *keys: str) -> bool:
-        """True if any of ``keys`` is revoked (one round trip)."""
-        keys = tuple(k for k in keys if k)
-        client = redis_client()
-        if client is not None:
-            return client.exists(*(f"orion:revoked:{k}" for k in keys)) > 0
-        with read_only() as session:
-            return session.scalar(select(RevokedToken.jti).where(RevokedToken.jti.in_(keys))
-                                  .limit(1)) is not None
+    def is_revoked(self, *keys: str | None) -> bool:
+        """True if any of ``keys`` is revoked (None keys are skipped)."""
+        return bool(self.revoked_among([key for key in keys if key]))
 
     def revoked_among(self, keys: list[str]) -> set[str]:
-        """The revoked ones of ``keys`` (one round trip, for the socket check)."""
+        """The revoked ones of ``keys``, in one round trip."""
         if not keys:
             return set()
         client = redis_client()
