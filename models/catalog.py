@@ -13,7 +13,7 @@ from typing import Mapping
 from decimal import Decimal
 
 from sqlalchemy import (CheckConstraint, ForeignKey, Index, String, UniqueConstraint, Uuid, bindparam,
-                        insert, select, update)
+                        case, insert, select, update)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.db import Base, utcnow
@@ -108,8 +108,8 @@ def reserve_all(session: Session, wanted: Mapping[str, int]) -> list[str]:
     (empty when everything was held).
 
     Reads the inventory rows ``FOR UPDATE`` in SKU order (so two orders never
-    lock the same rows in opposite orders), then adds every line's units to
-    ``reserved`` in one batched UPDATE. Crossing a reorder point queues
+    lock the same rows in opposite orders), then adds every SKU's units to
+    ``reserved`` in one UPDATE. Crossing a reorder point queues
     ``inventory.low`` for operators.
     """
     if not wanted:
@@ -121,7 +121,7 @@ def reserve_all(session: Session, wanted: Mapping[str, int]) -> list[str]:
              if sku not in rows or rows[sku].on_hand - rows[sku].reserved < wanted[sku]]
     if short:
         return short
-    conn.execute(_ADD_RESERVED, [{"b_sku": sku, "b_units": wanted[sku]} for sku in skus])
+    conn.execute(_change_per_sku(wanted, reserved=True))
     for sku in skus:
         row = rows[sku]
         _note_if_low(session, sku, row.on_hand - row.reserved - wanted[sku], wanted[sku],
@@ -130,10 +130,12 @@ def reserve_all(session: Session, wanted: Mapping[str, int]) -> list[str]:
 
 
 def release_all(session: Session, held: Mapping[str, int]) -> None:
-    """Return ``held`` ({sku: units}) reserved units to available stock, in SKU order."""
+    """Return ``held`` ({sku: units}) reserved units to available stock (rows
+    locked in SKU order first, as ``reserve_all`` does)."""
     if held:
-        session.connection().execute(
-            _ADD_RESERVED, [{"b_sku": sku, "b_units": -held[sku]} for sku in sorted(held)])
+        conn = session.connection()
+        conn.execute(_LOCK_STOCK, {"b_skus": sorted(held)}).all()
+        conn.execute(_change_per_sku({sku: -units for sku, units in held.items()}, reserved=True))
 
 
 def ship_all(session: Session, units: Mapping[str, int], reference: str) -> None:
@@ -144,11 +146,11 @@ def ship_all(session: Session, units: Mapping[str, int], reference: str) -> None
     conn = session.connection()
     skus = sorted(units)
     rows = {row.sku: row for row in conn.execute(_LOCK_STOCK, {"b_skus": skus})}
-    conn.execute(_SHIP, [{"b_sku": sku, "b_units": units[sku]} for sku in skus])
+    conn.execute(_change_per_sku({sku: -units[sku] for sku in skus}, on_hand=True, reserved=True))
     now = utcnow()
-    conn.execute(_INSERT_LEDGER, [
+    conn.execute(_INSERT_LEDGER.values([
         {"sku": sku, "delta": -units[sku], "on_hand_after": rows[sku].on_hand - units[sku],
-         "reason": "shipment", "reference": reference, "at": now} for sku in skus])
+         "reason": "shipment", "reference": reference, "at": now} for sku in skus]))
 
 
 def change_on_hand(session: Session, sku: str, delta: int, reason: str, reference: str | None,
@@ -176,15 +178,32 @@ def change_on_hand(session: Session, sku: str, delta: int, reason: str, referenc
 
 
 _INV = Inventory.__table__
-_ADD_RESERVED = (update(_INV).where(_INV.c.sku == bindparam("b_sku"))
-                 .values(reserved=_INV.c.reserved + bindparam("b_units")))
+
+
+def _change_per_sku(delta: Mapping[str, int], *, on_hand: bool = False, reserved: bool = False):
+    """One ``UPDATE inventory`` adding ``delta[sku]`` (signed units) to each SKU's
+    ``on_hand`` and/or ``reserved``: ``SET reserved = reserved + CASE sku WHEN
+    ... END WHERE sku IN (...)``.
+
+    One statement whatever the number of SKUs, where an executemany sends one
+    per SKU (through a psycopg pipeline: the largest single cost of a 20-line
+    order's stock steps). The caller holds the rows' locks (``_LOCK_STOCK``,
+    in SKU order), so the UPDATE's own row order cannot deadlock.
+    """
+    skus = sorted(delta)
+    per_sku = case({sku: delta[sku] for sku in skus}, value=_INV.c.sku)
+    changes = {}
+    if on_hand:
+        changes["on_hand"] = _INV.c.on_hand + per_sku
+    if reserved:
+        changes["reserved"] = _INV.c.reserved + per_sku
+    return update(_INV).where(_INV.c.sku.in_(skus)).values(**changes)
+
+
 _LOCK_STOCK = (select(_INV.c.sku, _INV.c.on_hand, _INV.c.reserved, _INV.c.reorder_point)
                .where(_INV.c.sku.in_(bindparam("b_skus", expanding=True)))
                .order_by(_INV.c.sku).with_for_update())
 _INSERT_LEDGER = insert(InventoryLedger.__table__)
-_SHIP = (update(_INV).where(_INV.c.sku == bindparam("b_sku"))
-         .values(on_hand=_INV.c.on_hand - bindparam("b_units"),
-                 reserved=_INV.c.reserved - bindparam("b_units")))
 
 
 def _note_if_low(session: Session, sku: str, available: int, drop: int, reorder_point: int) -> None:
