@@ -7,12 +7,13 @@ Stock rules (SPEC guarantee 3): ``on_hand`` and ``reserved`` never go negative,
 from __future__ import annotations
 
 import zlib
+from functools import lru_cache
 
 from datetime import datetime
 from typing import Mapping
 from decimal import Decimal
 
-from sqlalchemy import (CheckConstraint, ForeignKey, Index, String, UniqueConstraint, Uuid, bindparam,
+from sqlalchemy import (CheckConstraint, ForeignKey, Index, Integer, String, UniqueConstraint, Uuid, bindparam,
                         case, insert, select, update)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -121,7 +122,7 @@ def reserve_all(session: Session, wanted: Mapping[str, int]) -> list[str]:
              if sku not in rows or rows[sku].on_hand - rows[sku].reserved < wanted[sku]]
     if short:
         return short
-    conn.execute(_change_per_sku(wanted, reserved=True))
+    conn.execute(*_change_per_sku(wanted, reserved=True))
     for sku in skus:
         row = rows[sku]
         _note_if_low(session, sku, row.on_hand - row.reserved - wanted[sku], wanted[sku],
@@ -135,7 +136,7 @@ def release_all(session: Session, held: Mapping[str, int]) -> None:
     if held:
         conn = session.connection()
         conn.execute(_LOCK_STOCK, {"b_skus": sorted(held)}).all()
-        conn.execute(_change_per_sku({sku: -units for sku, units in held.items()}, reserved=True))
+        conn.execute(*_change_per_sku({sku: -units for sku, units in held.items()}, reserved=True))
 
 
 def ship_all(session: Session, units: Mapping[str, int], reference: str) -> None:
@@ -146,11 +147,12 @@ def ship_all(session: Session, units: Mapping[str, int], reference: str) -> None
     conn = session.connection()
     skus = sorted(units)
     rows = {row.sku: row for row in conn.execute(_LOCK_STOCK, {"b_skus": skus})}
-    conn.execute(_change_per_sku({sku: -units[sku] for sku in skus}, on_hand=True, reserved=True))
+    conn.execute(*_change_per_sku({sku: -units[sku] for sku in skus}, on_hand=True,
+                                 reserved=True))
     now = utcnow()
-    conn.execute(_INSERT_LEDGER.values([
+    conn.execute(_INSERT_LEDGER, [  # an executemany INSERT is one statement (insertmanyvalues)
         {"sku": sku, "delta": -units[sku], "on_hand_after": rows[sku].on_hand - units[sku],
-         "reason": "shipment", "reference": reference, "at": now} for sku in skus]))
+         "reason": "shipment", "reference": reference, "at": now} for sku in skus])
 
 
 def change_on_hand(session: Session, sku: str, delta: int, reason: str, reference: str | None,
@@ -180,24 +182,36 @@ def change_on_hand(session: Session, sku: str, delta: int, reason: str, referenc
 _INV = Inventory.__table__
 
 
-def _change_per_sku(delta: Mapping[str, int], *, on_hand: bool = False, reserved: bool = False):
+def _change_per_sku(delta: Mapping[str, int], *, on_hand: bool = False,
+                    reserved: bool = False) -> tuple:
     """One ``UPDATE inventory`` adding ``delta[sku]`` (signed units) to each SKU's
-    ``on_hand`` and/or ``reserved``: ``SET reserved = reserved + CASE sku WHEN
-    ... END WHERE sku IN (...)``.
+    ``on_hand`` and/or ``reserved``, as ``(statement, parameters)`` for
+    ``Connection.execute``: ``SET reserved = reserved + CASE WHEN sku = :s0 THEN
+    :u0 ... END WHERE sku IN (:s0, ...)``.
 
     One statement whatever the number of SKUs, where an executemany sends one
-    per SKU (through a psycopg pipeline: the largest single cost of a 20-line
-    order's stock steps). The caller holds the rows' locks (``_LOCK_STOCK``,
-    in SKU order), so the UPDATE's own row order cannot deadlock.
+    per SKU: for 7 SKUs about 105 µs of CPU against 266 (1 SKU: the same). The
+    statement is built once per number of SKUs (building it per call cost more
+    than the executemany). The caller holds the rows' locks (``_LOCK_STOCK``, in
+    SKU order), so the UPDATE's own row order cannot deadlock.
     """
-    skus = sorted(delta)
-    per_sku = case({sku: delta[sku] for sku in skus}, value=_INV.c.sku)
+    parameters = {}
+    for i, sku in enumerate(sorted(delta)):
+        parameters[f"s{i}"], parameters[f"u{i}"] = sku, delta[sku]
+    return _per_sku_update(len(delta), on_hand, reserved), parameters
+
+
+@lru_cache(maxsize=256)
+def _per_sku_update(skus: int, on_hand: bool, reserved: bool):
+    per_sku = case(*[(_INV.c.sku == bindparam(f"s{i}"), bindparam(f"u{i}", type_=Integer))
+                     for i in range(skus)])
     changes = {}
     if on_hand:
         changes["on_hand"] = _INV.c.on_hand + per_sku
     if reserved:
         changes["reserved"] = _INV.c.reserved + per_sku
-    return update(_INV).where(_INV.c.sku.in_(skus)).values(**changes)
+    return (update(_INV).where(_INV.c.sku.in_([bindparam(f"s{i}") for i in range(skus)]))
+            .values(**changes))
 
 
 _LOCK_STOCK = (select(_INV.c.sku, _INV.c.on_hand, _INV.c.reserved, _INV.c.reorder_point)

@@ -78,12 +78,10 @@ def reserve_stock(self, order_id: str, run: int, warehouse: str) -> dict:
                                error=f"insufficient stock of {', '.join(short)} in {warehouse}")
                 return {"warehouse": warehouse, "reserved": False}
             expires = started + timedelta(seconds=get_settings().reservation_hold_s)
-            if lines:
-                tx.conn.execute(_INSERT_RESERVATIONS.values([  # one multi-row INSERT
-                    {"order_id": tx.order.id, "order_line_id": line.id, "run": run,
-                     "sku": line.sku, "quantity": line.quantity, "status": HELD,
-                     "expires_at": expires, "created_at": started, "closed_at": None}
-                    for line in lines]))
+            tx.conn.execute(_INSERT_RESERVATIONS, [
+                {"order_id": tx.order.id, "order_line_id": line.id, "run": run, "sku": line.sku,
+                 "quantity": line.quantity, "status": HELD, "expires_at": expires,
+                 "created_at": started} for line in lines])
             tx.record_step(name, self.step_kind, self.attempt, SUCCEEDED, started_at=started,
                            detail=f"{sum(wanted.values())} unit(s) of {len(lines)} line(s) "
                                   f"held in {warehouse}")
