@@ -43,6 +43,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     COMPENSATION_FAILED: frozenset({COMPENSATING}),  # operator retry re-runs compensation
 }
 CANCELLABLE = frozenset({PENDING, STOCK_RESERVED, AWAITING_PAYMENT, PAYMENT_AUTHORIZED, CONFIRMED})
+# Where the forward saga has a next step to run (not parked for payment, not final).
+IN_FLIGHT = frozenset({PENDING, STOCK_RESERVED, PAYMENT_AUTHORIZED, CONFIRMED, SHIPPED})
 
 
 class InvalidTransition(Exception):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import deque
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -25,6 +26,11 @@ from tasks.journal import OrderMoved, SagaTx, describe, public_error, should_run
 from tasks.saga import RUNS_IN
 
 log = logging.getLogger(__name__)
+
+
+NOT_SENT = "next step not sent"
+# Ids of the tasks whose step committed, latest last (see ``SagaTask.__call__``).
+_COMMITTED: deque[str] = deque(maxlen=64)
 
 
 class StepNotReady(Exception):
@@ -57,8 +63,10 @@ class SagaTask(Task):
     backoff_cap = _settings.retry_backoff_max_s
 
     def __call__(self, *args, **kwargs):
+        if self.request.id in _COMMITTED:  # a retry or redelivery of it: not yet, again
+            _COMMITTED.remove(self.request.id)
         try:
-            return super().__call__(*args, **kwargs)
+            result = super().__call__(*args, **kwargs)
         except TRANSIENT_ERRORS as exc:
             if self.request.called_directly or self.request.retries >= self.max_retries:
                 raise
@@ -66,6 +74,12 @@ class SagaTask(Task):
             # another child must not overtake its own "retrying" entry.
             self._note_retry(args, exc)
             raise self.retry(exc=exc, countdown=self.backoff(self.request.retries))
+        # The step's transaction has committed. Celery sends the chain's next
+        # message (and reports a chord part to the result backend) only after
+        # this returns; a failure there reaches ``on_failure`` too (by then
+        # without this request's context), and must not be taken for the step's.
+        _COMMITTED.append(self.request.id)
+        return result
 
     @property
     def runs_in(self) -> str:
@@ -134,7 +148,14 @@ class SagaTask(Task):
         return self.request.retries + 1
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
-        """Retries ran out, or a fault that retrying cannot cure: start compensation."""
+        """Retries ran out, or a fault that retrying cannot cure: start compensation.
+
+        Unless the step itself succeeded and what failed is sending the saga's next
+        message (the broker or the result backend down after the commit): then
+        nothing is undone (``_resume``)."""
+        if task_id in _COMMITTED:
+            self._resume(args, exc)
+            return
         log.error("saga step %s failed for good for order %s: %s", self.name, _order_arg(args),
                   describe(exc))
         if isinstance(exc, TimeLimitExceeded):
@@ -146,6 +167,26 @@ class SagaTask(Task):
             tx.record_step(self.step_name(args), self.step_kind, self.attempt, FAILED,
                            error=public_error(exc))
             self.after_failure(tx, exc)
+
+    def _resume(self, args: tuple, exc: BaseException) -> None:
+        """The step committed but its successor was not sent: record it on the order
+        and queue the saga's resumption through the outbox (its relay publishes
+        once the broker and result backend answer again; finished steps pass
+        through). At most once in a row: if the order's last event is already
+        such a stall, the safety net's re-drive (``SAGA_REDRIVE_AFTER_SECONDS``)
+        takes over, rather than a loop of resumptions for as long as the outage lasts."""
+        order_id = _order_arg(args)
+        log.error("saga step %s of order %s succeeded, but the next step was not sent: %s",
+                  self.name, order_id, describe(exc))
+        try:
+            with self.locked(order_id) as tx:
+                if tx.last_event_detail().startswith(NOT_SENT) or not tx.queue_resume():
+                    return
+                tx.event(detail=f"{NOT_SENT} after {self.step_name(args)} "
+                                f"({public_error(exc)}); resumed through the outbox")
+        except (OperationalError, PoolTimeout) as db_exc:
+            log.warning("could not queue the resumption of order %s: %s; the safety net "
+                        "re-drives it", order_id, db_exc)
 
     def after_failure(self, tx: SagaTx, exc: BaseException) -> None:
         # Past ``shipped`` nothing can be undone (SPEC lifecycle); the failed

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from models import Order, OrderEvent, OutboxMessage, SagaStep, utcnow
 from models import order as lifecycle
-from models.outbox import SAGA_COMPENSATE, outbox_row
+from models.outbox import SAGA_COMPENSATE, SAGA_RESUME, outbox_row
 from models.saga_log import FAILED, RETRYING, RUNNING, SUCCEEDED, event_payload
 from observability.logging import correlation_id
 from progress import (OPERATORS, Notification, order_room, queue_notification,
@@ -62,6 +62,8 @@ _STEP_STATUS = select(STEPS.c.status).where(STEPS.c.order_id == bindparam("b_id"
                                             STEPS.c.name == bindparam("b_name"),
                                             STEPS.c.run == bindparam("b_run"))
 _INSERT_EVENTS = EVENTS.insert()
+_LAST_EVENT_DETAIL = (select(EVENTS.c.detail).where(EVENTS.c.order_id == bindparam("b_id"))
+                      .order_by(EVENTS.c.seq.desc()).limit(1))
 _BUMP_SEQ = (update(ORDERS).where(ORDERS.c.id == bindparam("b_id"))
              .values(last_event_seq=bindparam("b_seq"), updated_at=bindparam("b_now")))
 _INSERT_OUTBOX = insert(OutboxMessage.__table__)
@@ -203,6 +205,27 @@ class SagaTx:
         self.event(detail=cancel_reason or failure)
         self.conn.execute(_INSERT_OUTBOX, outbox_row(
             SAGA_COMPENSATE, {"order_id": str(self.order.id)}, correlation=self.order.correlation_id))
+
+    def last_event_detail(self) -> str:
+        """The ``detail`` of the order's latest recorded event ("" if none or empty)."""
+        return self.conn.execute(_LAST_EVENT_DETAIL, {"b_id": self.order.id}).scalar() or ""
+
+    def queue_resume(self) -> bool:
+        """Queue, through the outbox, the message that carries the saga on from
+        where it stands (``saga.compensate`` while compensating, else the forward
+        canvas from its first step, whose finished steps pass through). False,
+        and nothing queued, when the order is in no state a saga message moves
+        (final, parked for payment, needing an operator)."""
+        status = self.order.status
+        if status == lifecycle.COMPENSATING:
+            topic, payload = SAGA_COMPENSATE, {"order_id": str(self.order.id)}
+        elif status in lifecycle.IN_FLIGHT:
+            topic, payload = SAGA_RESUME, {"order_id": str(self.order.id), "from_step": None}
+        else:
+            return False
+        self.conn.execute(_INSERT_OUTBOX, outbox_row(topic, payload,
+                                                     correlation=self.order.correlation_id))
+        return True
 
     # -- the step log and events ---------------------------------------------------
     def step_status(self, name: str, run: int | None = None) -> str | None:
