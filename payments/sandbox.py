@@ -19,9 +19,9 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import JSON, Connection, Numeric, String, bindparam, insert, select
+from sqlalchemy import JSON, Connection, Numeric, String, bindparam, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from models.db import UTCDateTime, make_engine, utcnow
@@ -84,8 +84,7 @@ class SandboxProvider:
 
     def __init__(self, database_url: str, latency_ms: int = 0):
         engine = make_engine(database_url)
-        SandboxBase.metadata.create_all(engine, checkfirst=True)
-        _add_reference_column(engine)
+        _create_tables(engine)
         self._engine = engine
         self._count = _count_statement(engine.dialect.name)
         self._latency = latency_ms / 1000.0
@@ -190,19 +189,38 @@ def _authorization_outcome(token: str) -> ProviderResult:
     return ProviderResult(False, decline_code="card_declined")
 
 
-def _add_reference_column(engine) -> None:
-    """Sandboxes made before ``reference`` existed get the column and its index,
-    filled from each operation's recorded result."""
-    from sqlalchemy import inspect, text
+def _create_tables(engine, attempts: int = 3) -> None:
+    """Create the sandbox's tables if missing, one process at a time: worker
+    processes starting together on a fresh database raced to ``CREATE TABLE``,
+    and the loser's ``DuplicateTable`` failed its order. On PostgreSQL a
+    transaction-scoped advisory lock serializes them (DDL is transactional: the
+    next one in sees the tables). SQLite has no such lock: a create that finds
+    the table made meanwhile ("already exists") looks again."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text(
+                        "SELECT pg_advisory_xact_lock(hashtext('orion.payments.sandbox'))"))
+                SandboxBase.metadata.create_all(conn, checkfirst=True)
+                _add_reference_column(conn)
+            return
+        except OperationalError as exc:
+            if attempt == attempts or "already exists" not in str(exc):
+                raise
 
-    if "reference" in {c["name"] for c in inspect(engine).get_columns("sandbox_operations")}:
+
+def _add_reference_column(conn) -> None:
+    """Sandboxes made before ``reference`` existed get the column and its index,
+    filled from each operation's recorded result (in the caller's transaction)."""
+    from sqlalchemy import inspect
+
+    if "reference" in {c["name"] for c in inspect(conn).get_columns("sandbox_operations")}:
         return
-    with engine.begin() as conn:
-        conn.execute(text("ALTER TABLE sandbox_operations ADD COLUMN reference VARCHAR(64)"))
-        conn.execute(text("CREATE INDEX IF NOT EXISTS ix_sandbox_operations_reference "
-                          "ON sandbox_operations (reference)"))
-    with engine.begin() as conn:
-        rows = conn.execute(select(SandboxOperation.idempotency_key, SandboxOperation.result)).all()
-        for key, result in rows:
-            conn.execute(text("UPDATE sandbox_operations SET reference = :r WHERE idempotency_key = :k"),
-                         {"r": (result or {}).get("reference"), "k": key})
+    conn.execute(text("ALTER TABLE sandbox_operations ADD COLUMN reference VARCHAR(64)"))
+    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_sandbox_operations_reference "
+                      "ON sandbox_operations (reference)"))
+    rows = conn.execute(select(SandboxOperation.idempotency_key, SandboxOperation.result)).all()
+    for key, result in rows:
+        conn.execute(text("UPDATE sandbox_operations SET reference = :r WHERE idempotency_key = :k"),
+                     {"r": (result or {}).get("reference"), "k": key})
