@@ -154,19 +154,53 @@ def banner(settings: Settings, names: list[str]) -> str:
     return "\n".join(lines)
 
 
+RESTART_BACKOFF_MAX_S = 30.0
+STABLE_AFTER_S = 60.0  # a process up this long has its backoff reset
+STARTUP_S = 10.0  # a process that exits this soon after the launch did not start at all
+
+
 def supervise(procs: dict[str, list[str]], settings: Settings) -> int:
+    """Run ``procs`` until SIGINT or SIGTERM, then stop them all (SIGTERM, 20 s, SIGKILL).
+
+    A process that exits on its own is started again after a backoff (1 s, 2 s,
+    4 s ... capped at ``RESTART_BACKOFF_MAX_S``; back to 1 s once it has run
+    ``STABLE_AFTER_S``), as supervisord or a container's restart policy would,
+    and the others keep running: a crashed worker must not take the API and the
+    dashboards down with it. A process that exits within ``STARTUP_S`` of the
+    launch did not start (a port in use, a bad setting): everything stops and
+    the launcher returns 1, so the user sees it at once. Otherwise returns 0.
+    """
     running = {name: subprocess.Popen(cmd, cwd=REPO_ROOT) for name, cmd in procs.items()}
+    launched = time.monotonic()
+    started = {name: launched for name in running}
+    backoff = {name: 1.0 for name in running}
+    restart_at: dict[str, float] = {}
     print(banner(settings, list(running)), flush=True)
     stop = {"now": False}
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.update(now=True))
     code = 0
     while not stop["now"]:
-        dead = [(n, p.returncode) for n, p in running.items() if p.poll() is not None]
-        if dead:
-            print(f"launcher: {dead[0][0]} exited with {dead[0][1]}; stopping the rest", flush=True)
-            code = 1
-            break
+        now = time.monotonic()
+        for name, proc in running.items():
+            if name in restart_at or proc.poll() is None:
+                continue
+            if started[name] == launched and now - launched < STARTUP_S:
+                print(f"launcher: {name} exited with {proc.returncode} at start-up; "
+                      "stopping the rest", flush=True)
+                code, stop["now"] = 1, True
+                break
+            if now - started[name] >= STABLE_AFTER_S:
+                backoff[name] = 1.0
+            restart_at[name] = now + backoff[name]
+            print(f"launcher: {name} exited with {proc.returncode}; restarting it in "
+                  f"{backoff[name]:.0f} s", flush=True)
+            backoff[name] = min(backoff[name] * 2, RESTART_BACKOFF_MAX_S)
+        for name, due in list(restart_at.items()):
+            if now >= due:
+                del restart_at[name]
+                running[name], started[name] = subprocess.Popen(procs[name], cwd=REPO_ROOT), now
+                print(f"launcher: {name} restarted (pid {running[name].pid})", flush=True)
         time.sleep(0.5)
     for proc in running.values():
         if proc.poll() is None:

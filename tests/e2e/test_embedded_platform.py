@@ -5,7 +5,10 @@ ports, then acts as a customer over HTTP.
 """
 from __future__ import annotations
 
+import os
+import signal
 import uuid
+from pathlib import Path
 
 import requests
 
@@ -87,3 +90,36 @@ def test_the_platform_s_data_files_are_readable_by_their_owner_only(platform):
         assert (data_dir / name).stat().st_mode & 0o077 == 0, name
     mails = list((data_dir / "mail").rglob("*.eml"))
     assert all(path.stat().st_mode & 0o077 == 0 for path in mails)
+
+
+def _child_with(parent: int, needle: str) -> int | None:
+    """The pid of ``parent``'s child whose command line contains ``needle`` (from /proc)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):  # gone meanwhile
+            continue
+        if ppid == parent and needle in cmdline:
+            return int(entry.name)
+    return None
+
+
+def test_a_crashed_worker_is_restarted_while_the_rest_keeps_serving(platform):
+    """kill -9 of the worker: the launcher starts it again, the API never stops
+    answering, and orders complete again (issue 9: the launcher used to stop
+    every process when one died)."""
+    base, launcher = platform["base"], platform["proc"]
+    crashed = _child_with(launcher.pid, "orion@")
+    assert crashed is not None
+    os.kill(crashed, signal.SIGKILL)
+    assert requests.get(f"{base}/readyz", timeout=5).status_code == 200
+    restarted = eventually(lambda: _child_with(launcher.pid, "orion@") not in (None, crashed)
+                           and _child_with(launcher.pid, "orion@"), timeout=30)
+    assert launcher.poll() is None and restarted != crashed
+    assert requests.get(f"{base}/readyz", timeout=5).status_code == 200
+    headers = customer(base)
+    order_id = place(base, headers, in_stock_sku(base), "tok_visa")
+    assert final(base, headers, order_id)["status"] == "completed"
