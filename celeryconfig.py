@@ -77,14 +77,6 @@ _queues = {
     "saga.create_shipment": FULFILMENT_QUEUE, "saga.cancel_shipment": FULFILMENT_QUEUE,
     "saga.send_confirmation_email": NOTIFY_QUEUE, "saga.send_cancellation_email": NOTIFY_QUEUE,
 }
-# Each saga task's queue and message priority (tasks.saga.task_priorities). A
-# route names its queue even when it is the default: Celery's chord_unlock (the
-# embedded default's file:// backend) reads the queue from the route.
-task_routes = {
-    name: {"priority": priority, "queue": _queues.get(name, SAGA_QUEUE),
-           "routing_key": _queues.get(name, SAGA_QUEUE)}
-    for name, priority in task_priorities().items()
-}
 
 # Task events feed Flower. kombu's filesystem transport lists and sorts its
 # whole folder for every message it reads, so in the embedded default the
@@ -114,3 +106,16 @@ beat_schedule = {task: {"task": task, **_every(seconds)} for task, seconds in (
     ("scheduled.redrive_stalled_sagas", _settings.saga_redrive_every_s),
 )}
 beat_schedule_filename = str(_settings.data_dir / "celerybeat-schedule")
+
+# Each saga task's queue and message priority (tasks.saga.task_priorities). A
+# route names its queue even when it is the default: Celery's chord_unlock (the
+# embedded default's file:// backend) reads the queue from the route. Beat jobs
+# go at the top priority: sent with an expiry of one period, they expired unrun
+# behind a backlog of sagas at priority 0, the safety nets first of all.
+task_routes = {
+    **{name: {"priority": priority, "queue": _queues.get(name, SAGA_QUEUE),
+              "routing_key": _queues.get(name, SAGA_QUEUE)}
+       for name, priority in task_priorities().items()},
+    **{name: {"priority": MAX_PRIORITY, "queue": SAGA_QUEUE, "routing_key": SAGA_QUEUE}
+       for name in beat_schedule},
+}
