@@ -18,7 +18,7 @@ from sqlalchemy import bindparam, insert, select, update
 
 from mail import smtp, templates
 from models import EmailMessage, Order, OrderLine, User, unit_of_work, utcnow
-from models.fulfilment import EMAIL_SENDING, EMAIL_SENT
+from models.fulfilment import EMAIL_REFUSED, EMAIL_SENDING, EMAIL_SENT
 
 # smtp.send gives up after 10 s; a claim older than this belongs to a dead attempt.
 CLAIM_TIMEOUT = timedelta(seconds=15)
@@ -43,6 +43,7 @@ _CLAIM = (update(EMAILS).where(EMAILS.c.id == bindparam("b_id"))
 _RELEASE = update(EMAILS).where(EMAILS.c.id == bindparam("b_id")).values(claimed_at=None)
 _MARK_SENT = (update(EMAILS).where(EMAILS.c.id == bindparam("b_id"))
               .values(status=EMAIL_SENT, sent_at=bindparam("b_now")))
+_MARK_REFUSED = update(EMAILS).where(EMAILS.c.id == bindparam("b_id")).values(status=EMAIL_REFUSED)
 
 
 class ClaimedElsewhere(Exception):
@@ -75,13 +76,13 @@ class _OrderView:
 
 def claim(db, order_id: uuid.UUID, template: str) -> OutgoingEmail | None:
     """The email ``template`` of order ``order_id``, rendered on first use and claimed;
-    None when it was sent already. Raises ClaimedElsewhere when another attempt
+    None when it was sent already (or refused for good). Raises ClaimedElsewhere when another attempt
     claimed it less than ``CLAIM_TIMEOUT`` ago, KeyError for an unknown template."""
     now = utcnow()
     row = db.execute(_FIND, {"b_id": order_id, "b_template": template}).one()
     if row.m_id is None:
         return _render(db, row, template, now)
-    if row.m_status == EMAIL_SENT:
+    if row.m_status in (EMAIL_SENT, EMAIL_REFUSED):
         return None
     if row.m_claimed_at is not None and now - row.m_claimed_at < CLAIM_TIMEOUT:
         raise ClaimedElsewhere(f"{template} for {order_id} is being sent by another attempt")
@@ -108,6 +109,12 @@ def send_claimed(message: OutgoingEmail, correlation: str | None) -> None:
 
 def mark_sent(db, message: OutgoingEmail) -> None:
     db.execute(_MARK_SENT, {"b_id": message.id, "b_now": utcnow()})
+
+
+def mark_refused(db, message: OutgoingEmail) -> None:
+    """The SMTP server refused ``message`` for good (``mail.smtp.MailRefused``): it is
+    never sent again (``claim`` answers None)."""
+    db.execute(_MARK_REFUSED, {"b_id": message.id})
 
 
 def _render(db, order, template: str, now) -> OutgoingEmail:

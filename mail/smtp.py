@@ -19,6 +19,30 @@ from email.policy import compat32
 from config import get_settings
 
 TRANSIENT_SMTP_ERRORS = (smtplib.SMTPException, ConnectionError, TimeoutError, OSError)
+
+
+class MailRefused(Exception):
+    """The SMTP server refused this message for good: a 5yz ("permanent negative
+    completion", RFC 5321 §4.2.1) reply to ``RCPT TO`` for its recipient or to its
+    ``DATA``. Retrying cannot help. ``code``: the reply code; ``stage``:
+    ``recipient`` or ``message``. Not one of TRANSIENT_SMTP_ERRORS."""
+
+    def __init__(self, code: int, stage: str) -> None:
+        super().__init__(f"the mail server refused the {stage} ({code})")
+        self.code, self.stage = code, stage
+
+
+def _refusal(exc: BaseException) -> MailRefused | None:
+    """The permanent refusal ``exc`` reports, if it is one. A 5yz to ``MAIL FROM``
+    or to authentication is left transient: it is about Orion's own set-up (an
+    operator fixes it, and the retries or the safety net send the mail)."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in exc.recipients.values()]
+        if codes and all(500 <= code < 600 for code in codes):
+            return MailRefused(min(codes), "recipient")
+    elif isinstance(exc, smtplib.SMTPDataError) and 500 <= exc.smtp_code < 600:
+        return MailRefused(exc.smtp_code, "message")
+    return None
 MESSAGES_PER_CONNECTION = 100
 IDLE_CHECK_S = 5.0
 # A send gives up after SEND_TIMEOUT_S; the NOOP before it and the QUIT after the
@@ -35,8 +59,9 @@ def send(message, correlation_id: str | None = None) -> None:
     """Deliver ``message`` (``mail.outbox.OutgoingEmail``) to the configured SMTP server.
 
     The Message-ID is fixed per outbox row, so a rare resend after a crash is
-    recognisable as the same message. Raises one of TRANSIENT_SMTP_ERRORS; the
-    connection is closed then, and the next call opens a new one.
+    recognisable as the same message. Raises MailRefused when the server refuses
+    it for good, else one of TRANSIENT_SMTP_ERRORS; the connection is closed
+    then, and the next call opens a new one.
     """
     settings = get_settings()
     raw = _mime(message, settings.mail_from, correlation_id)
@@ -46,8 +71,11 @@ def send(message, correlation_id: str | None = None) -> None:
             client.send_message(raw)
         else:
             client.sendmail(settings.mail_from, [message.to_address], raw)
-    except BaseException:
+    except BaseException as exc:
         _drop()
+        refused = _refusal(exc)
+        if refused is not None:
+            raise refused from exc
         raise
     _connection["sent"] += 1
     _connection["last_used"] = time.monotonic()

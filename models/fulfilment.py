@@ -11,6 +11,8 @@ from models.db import Base, utcnow
 
 SHIPMENT_CREATED, SHIPMENT_CANCELLED = "created", "cancelled"
 EMAIL_PENDING, EMAIL_SENDING, EMAIL_SENT = "pending", "sending", "sent"
+# The SMTP server refused it for good (a 5yz reply): never sent again.
+EMAIL_REFUSED = "refused"
 
 
 class Shipment(Base):

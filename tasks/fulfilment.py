@@ -6,6 +6,7 @@ sent over SMTP, then marked sent; a redelivered task finds it sent and stops.
 """
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import Counter
 
@@ -13,6 +14,7 @@ from celery import shared_task
 from sqlalchemy import bindparam, func, insert, select, update
 
 from mail import outbox, templates
+from mail.smtp import MailRefused
 from models import OrderLine, Reservation, Shipment, utcnow
 from models import order as lifecycle
 from models.catalog import CONSUMED, HELD, change_on_hand, ship_all
@@ -20,10 +22,12 @@ from models.fulfilment import SHIPMENT_CANCELLED, SHIPMENT_CREATED
 from models.saga_log import RUNNING, SUCCEEDED
 from observability.logging import correlation_id
 from tasks.base import CompensationTask, Halt, SagaTask, StepNotReady
+from tasks.journal import SagaTx
 
 CONFIRMABLE = (lifecycle.CONFIRMED, lifecycle.SHIPPED, lifecycle.COMPLETED)
 CANCELLED_OR_FAILED = (lifecycle.CANCELLED, lifecycle.FAILED)
 LINES, RESERVATIONS, SHIPMENTS = OrderLine.__table__, Reservation.__table__, Shipment.__table__
+log = logging.getLogger(__name__)
 
 
 _SHIPMENT_OF = select(SHIPMENTS.c.id).where(SHIPMENTS.c.order_id == bindparam("b_id"),
@@ -45,7 +49,21 @@ class _HaltBranch(Exception):
     """Inside a chord header a branch must not vanish; it reports ``halted`` instead."""
 
 
-@shared_task(bind=True, base=SagaTask, name="saga.send_confirmation_email")
+class NotificationTask(SagaTask):
+    """The confirmation email: it runs after the pivot (the capture), beside the
+    parcels. If it fails for good (SMTP down past the retry budget) nothing is
+    undone: the step stays failed, the order keeps its payment and parcels, and
+    the safety net re-drives it (the email is tried again) after
+    ``SAGA_REDRIVE_AFTER_SECONDS``. A refused address is not a failure at all
+    (``_deliver``)."""
+
+    abstract = True
+
+    def after_failure(self, tx: SagaTx, exc: BaseException) -> None:
+        return None
+
+
+@shared_task(bind=True, base=NotificationTask, name="saga.send_confirmation_email")
 def send_confirmation_email(self, order_id: str, run: int) -> dict:
     """Email the customer that the order is confirmed (chord header; never halts the chord)."""
     sent = _deliver(self, order_id, templates.CONFIRMATION, "send_confirmation_email", CONFIRMABLE)
@@ -75,7 +93,17 @@ def _deliver(task, order_id: str, template: str, step_name: str, statuses) -> bo
             return False
         tx.record_step(step_name, task.step_kind, task.attempt, RUNNING, event=False)
         correlation = correlation_id() or tx.order.correlation_id
-    outbox.send_claimed(message, correlation)
+    try:
+        outbox.send_claimed(message, correlation)
+    except MailRefused as refused:
+        # A bounce, like a declined card: an outcome, not a fault. The email is
+        # never tried again, and the saga goes on without it.
+        log.warning("%s for order %s refused for good: %s", template, order_id, refused)
+        with task.locked(order_id) as tx:
+            outbox.mark_refused(tx.conn, message)
+            tx.record_step(step_name, task.step_kind, task.attempt, SUCCEEDED,
+                           f"{template} not delivered: {refused}")
+        return False
     with task.locked(order_id) as tx:
         outbox.mark_sent(tx.conn, message)
         tx.record_step(step_name, task.step_kind, task.attempt, SUCCEEDED,

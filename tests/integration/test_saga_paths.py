@@ -331,3 +331,24 @@ def test_no_customer_free_text_reaches_an_email(uid, inbox):
     [mail] = eventually(lambda: inbox.to(user.email))
     body = mail.get_content()
     assert body.startswith("Hello,") and "evil.example" not in body and "prize" not in body
+
+
+def test_a_refused_confirmation_email_is_not_retried_and_the_order_completes(inbox, uid):
+    """A 550 for the recipient is permanent (RFC 5321 §4.2.1): the email is marked
+    refused and never tried again, nothing is refunded, and the order completes
+    (issue 9: it was retried as transient, then compensated or left ``shipped``)."""
+    user, sku = customer(uid), product(uid, on_hand=5)
+    inbox.refuse(user.email)
+    order_id = place(user, [(sku, 1)])
+    order = wait_for(order_id)
+    assert order.status == "completed"
+    assert [p.kind for p in payments(order_id, "capture")] == ["capture"]
+    assert not payments(order_id, "refund")
+    email = [s for s in steps(order_id) if s.name == "send_confirmation_email"]
+    assert [(s.status, s.attempt) for s in email] == [("succeeded", 1)]
+    with unit_of_work() as session:
+        rows = list(session.scalars(select(EmailMessage).where(EmailMessage.order_id == order_id)))
+    assert [(row.template, row.status) for row in rows] == [("order_confirmation", "refused")]
+    assert any("not delivered: the mail server refused the recipient (550)" in (e.detail or "")
+               for e in events(order_id))
+    assert inbox.to(user.email) == []

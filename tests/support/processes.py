@@ -113,7 +113,21 @@ class Inbox:
 
     def __init__(self) -> None:
         self._messages: list[Message] = []
+        self._refused: set[str] = set()
         self._lock = threading.Lock()
+
+    def refuse(self, address: str) -> None:
+        """Answer ``RCPT TO`` for ``address`` with 550 from now on, as a real relay
+        does for a mailbox that does not exist (RFC 5321 §4.2.2)."""
+        with self._lock:
+            self._refused.add(address.lower())
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        with self._lock:
+            if address.lower() in self._refused:
+                return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         with self._lock:
