@@ -1,0 +1,346 @@
+"""Faults injected into a running Orion, and a checker that counts what was lost,
+done twice or wrongly compensated (after the checker of Jepsen's RabbitMQ analysis).
+
+    python -m bench.faults                                   # every fault in FAULTS
+    python -m bench.faults --faults kill-children,redis-pause --rate 4
+
+For each fault: a fresh database with a small catalog, and web, outbox relay,
+worker, beat and SMTP sink started as ``./run.sh`` starts them in services mode
+(on a RabbitMQ vhost, PostgreSQL database and Redis database of their own, with
+the safety net's timeouts shortened so that it acts within the run). Orders of
+2 lines, ``tok_visa`` and ample stock, are placed at ``--rate`` per second
+through ``POST /api/v1/orders`` (open loop: a slow answer does not slow the
+arrivals). After ``--before`` seconds the fault is injected; it is healed
+``--duration`` seconds later; orders keep coming for ``--after`` seconds. Then
+the run waits until every accepted order is final (``--quiet-timeout``) and checks:
+
+- **lost**: an order answered 202 that is not final;
+- **duplicated**: two approved captures or refunds at the payment provider for
+  one order, one email received twice by the SMTP sink for one order and
+  template, and the stock audit (``services.audit``: on-hand against the ledger,
+  reserved against held reservations), whose violations are stock moved twice;
+- **wrong**: an order that did not complete (every order here can: a refund or
+  ``failed`` is a wrong compensation);
+- **recovery**: seconds from the heal until the last order placed before it was final.
+
+Orders refused at the door during an outage (503) are counted, not lost: the
+client was told. Writes ``bench/results/faults.json`` and prints the table that
+``docs/reliability.md`` keeps.
+
+The faults act on this machine's RabbitMQ, PostgreSQL and Redis (``rabbitmqctl``,
+``redis-cli``, ``pg_terminate_backend`` of the run's own database), so run it on a
+machine where nothing else depends on them for the few seconds of each fault.
+"""
+from __future__ import annotations
+
+import argparse
+import email
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from bench.harness import (BENCH_DB, create_customers, fresh_database, login_all,
+                           outbox_relay, services_env, smtp_sink, spawn, stop, table, temp_dir,
+                           wait_for_log, web_server, worker_command, write_results)
+
+SAFETY_NET = {  # the safety net within a run's minutes, not the production defaults
+    "SAGA_REDRIVE_AFTER_SECONDS": "30", "SAGA_REDRIVE_EVERY_SECONDS": "5",
+    "OUTBOX_STALE_SECONDS": "10", "OUTBOX_SWEEP_SECONDS": "5",
+    "SAGA_STEP_MAX_RETRIES": "8", "SAGA_RETRY_BACKOFF_MAX": "8",
+}
+FINAL = ("completed", "cancelled", "failed")
+
+
+@dataclass
+class Platform:
+    """The run's processes; ``worker`` can be replaced by a fault's heal."""
+
+    env: dict
+    log_dir: Path
+    worker: subprocess.Popen | None = None
+    restarts: int = 0
+
+    def start_worker(self) -> None:
+        log = self.log_dir / f"worker-{self.restarts}.log"
+        self.worker = spawn(worker_command(concurrency=2), self.env, log)
+        wait_for_log(self.worker, log, b" ready.")
+        self.restarts += 1
+
+
+# -- the fault catalogue: name -> (inject, heal) -----------------------------------
+def _sh(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+
+
+def _kill_children(p: Platform) -> None:
+    import psutil
+
+    for child in psutil.Process(p.worker.pid).children():
+        child.send_signal(signal.SIGKILL)
+
+
+def _kill_worker(p: Platform) -> None:
+    os.killpg(p.worker.pid, signal.SIGKILL)
+    p.worker.wait()
+
+
+def _terminate_pg(p: Platform) -> None:
+    _sh("psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-Atc",
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        f"WHERE datname = '{BENCH_DB}' AND pid <> pg_backend_pid()")
+
+
+FAULTS: dict[str, tuple[Callable[[Platform], None], Callable[[Platform], None], str]] = {
+    "kill-children": (_kill_children, lambda p: None,
+                      "kill -9 of the worker's pool processes (Celery starts new ones)"),
+    "kill-worker": (_kill_worker, lambda p: p.start_worker(),
+                    "kill -9 of the whole worker (main process and pool); a new one is started"),
+    "pg-terminate": (_terminate_pg, lambda p: None,
+                     "pg_terminate_backend of every connection to the run's database"),
+    "redis-kill": (lambda p: _sh("redis-cli", "CLIENT", "KILL", "TYPE", "normal"), lambda p: None,
+                   "Redis CLIENT KILL of every client connection"),
+    "redis-pause": (lambda p: _sh("redis-cli", "CLIENT", "PAUSE", "600000", "ALL"),
+                    lambda p: _sh("redis-cli", "CLIENT", "UNPAUSE"),
+                    "Redis answers no one for --duration seconds (CLIENT PAUSE ALL)"),
+    "rabbitmq-restart": (lambda p: _sh("rabbitmqctl", "-q", "stop_app"),
+                         lambda p: _sh("rabbitmqctl", "-q", "start_app"),
+                         "RabbitMQ's application stopped for --duration seconds, then started"),
+}
+
+
+# -- load ----------------------------------------------------------------------------
+@dataclass
+class Load:
+    """Open-loop order placement at ``rate`` per second until stopped."""
+
+    base: str
+    tokens: list[str]
+    skus: list[str]
+    rate: float
+    accepted: list[tuple[str, float]] = field(default_factory=list)  # (order id, placed at)
+    refused: Counter = field(default_factory=Counter)  # status or exception name
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        import requests
+
+        rng, pool = random.Random(7), ThreadPoolExecutor(32)
+        lock = threading.Lock()
+
+        def place(i: int) -> None:
+            body = {"lines": [{"sku": sku, "quantity": 1} for sku in rng.sample(self.skus, 2)],
+                    "shipping_address": {"name": "Fault Customer", "line1": "1 Fault Street",
+                                         "city": "London", "postal_code": "E1 6AN", "country": "GB"},
+                    "payment": {"token": "tok_visa"}}
+            headers = {"Authorization": f"Bearer {self.tokens[i % len(self.tokens)]}",
+                       "Idempotency-Key": f"fault-{os.getpid()}-{i}"}
+            placed = time.time()
+            try:
+                reply = requests.post(f"{self.base}/api/v1/orders", json=body, headers=headers,
+                                      timeout=30)
+                outcome = reply.status_code
+            except requests.RequestException as exc:
+                outcome = type(exc).__name__
+            with lock:
+                if outcome == 202:
+                    self.accepted.append((reply.json()["id"], placed))
+                else:
+                    self.refused[str(outcome)] += 1
+
+        start, i = time.monotonic(), 0
+        while not self._stop.is_set():
+            due = start + i / self.rate
+            if time.monotonic() < due:
+                time.sleep(min(0.05, due - time.monotonic()))
+                continue
+            pool.submit(place, i)
+            i += 1
+        pool.shutdown(wait=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+# -- the checker -------------------------------------------------------------------------
+def check(env: dict, mail_dir: Path, accepted: list[tuple[str, float]], heal_at: float) -> dict:
+    """Lost, duplicated and wrong orders among ``accepted``; recovery after ``heal_at``."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.orm import Session
+
+    from services.audit import STOCK_CHECKS, audit
+
+    ids = [order_id for order_id, _ in accepted]
+    engine = create_engine(env["DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT id::text, status, finished_at FROM orders "
+                                     "WHERE id::text = ANY(:ids)"), {"ids": ids}).all()
+            doubled = conn.execute(text("""
+                SELECT a.target, c.operation, count(*) FROM sandbox_operations a
+                JOIN sandbox_operations c ON c.target = a.reference
+                  OR (c.operation = 'refund' AND c.target IN (
+                      SELECT k.reference FROM sandbox_operations k WHERE k.target = a.reference))
+                WHERE a.operation = 'authorize' AND c.operation IN ('capture', 'refund')
+                  AND (c.result ->> 'approved') = 'true' AND a.target = ANY(:ids)
+                GROUP BY a.target, c.operation HAVING count(*) > 1"""), {"ids": ids}).all()
+        with Session(engine) as session:
+            violations = audit(session, checks=STOCK_CHECKS)["violations"]
+    finally:
+        engine.dispose()
+    status = {row[0]: row[1] for row in rows}
+    before_heal = {order_id for order_id, placed in accepted if placed < heal_at}
+    finished = [row[2] for row in rows if row[0] in before_heal and row[2] is not None]
+    emails = Counter()
+    for path in mail_dir.glob("*.eml"):
+        message = email.message_from_bytes(path.read_bytes())
+        emails[(message["X-Orion-Order"], message["X-Orion-Template"])] += 1
+    lost = [order_id for order_id in ids if status.get(order_id) not in FINAL]
+    wrong = [order_id for order_id in ids if status.get(order_id) in ("cancelled", "failed")]
+    twice = [key for key, n in emails.items() if n > 1 and key[0] in status]
+    recovery = (max(finished).timestamp() - heal_at) if finished and not lost else None
+    return {"orders": len(ids), "lost": len(lost), "duplicated": len(doubled) + len(twice),
+            "wrong": len(wrong), "audit": sum(len(v) for v in violations.values()),
+            "recovery_s": None if recovery is None else round(max(recovery, 0.0), 1),
+            "lost_ids": lost[:20], "wrong_ids": wrong[:20],
+            "duplicates": [list(map(str, d)) for d in doubled][:20] + [list(k) for k in twice][:20],
+            "violations": {k: v[:5] for k, v in violations.items() if v}}
+
+
+def _catalog(env: dict, skus: int) -> list[str]:
+    """``skus`` products with ample stock (on hand through the ledger, so the audit balances)."""
+    from bench.harness import run_py
+
+    code = f"""
+import json
+from decimal import Decimal
+from models import unit_of_work
+from models.catalog import Inventory, Product, change_on_hand
+skus = [f"FAULT{{i:03d}}" for i in range({skus})]
+with unit_of_work() as s:
+    s.add_all([Product(sku=sku, name=f"Fault product {{sku}}", unit_price=Decimal("2.50"))
+               for sku in skus])
+    s.flush()
+    s.add_all([Inventory(sku=sku, on_hand=0, reserved=0) for sku in skus])
+    s.flush()
+    for sku in skus:
+        change_on_hand(s, sku, 1_000_000, "fault-suite stock", "faults")
+print(json.dumps(skus))
+"""
+    return json.loads(run_py(env, code).strip().splitlines()[-1])
+
+
+def _wait_final(env: dict, ids: list[str], timeout: float) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(env["DATABASE_URL"])
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            try:
+                with engine.connect() as conn:
+                    open_ = conn.scalar(text("SELECT count(*) FROM orders WHERE id::text = ANY(:ids) "
+                                             "AND status NOT IN ('completed', 'cancelled', 'failed')"),
+                                        {"ids": ids})
+                if open_ == 0:
+                    return
+            except Exception:  # noqa: BLE001 - the database may be the fault
+                pass
+            time.sleep(1)
+    finally:
+        engine.dispose()
+
+
+def run_fault(name: str, args: argparse.Namespace) -> dict:
+    inject, heal, _ = FAULTS[name]
+    data_dir = temp_dir(f"faults-{name}")
+    env = services_env(data_dir, **SAFETY_NET, SMTP_PORT=str(_free_port()),
+                       MAX_OPEN_ORDERS="100000", MAX_OPEN_UNITS="100000000")
+    os.environ.update(env)
+    print(f"faults: {name}: preparing {BENCH_DB} in {data_dir}", flush=True)
+    fresh_database(env, catalog=False)
+    skus = _catalog(env, 40)
+    customers = create_customers(env, 40)
+    platform = Platform(env, data_dir)
+    with ExitStack() as stack:
+        stack.enter_context(smtp_sink(env, data_dir))
+        stack.enter_context(outbox_relay(env, data_dir))
+        web = stack.enter_context(web_server(env, data_dir))
+        beat = spawn([sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", "info",
+                      "-s", str(data_dir / "celerybeat-schedule")], env, data_dir / "beat.log")
+        stack.callback(stop, beat)
+        platform.start_worker()
+        stack.callback(lambda: platform.worker and stop(platform.worker))
+        load = Load(web.base_url, login_all(web.base_url, customers), skus, args.rate)
+        loader = threading.Thread(target=load.run, daemon=True)
+        loader.start()
+        time.sleep(args.before)
+        print(f"faults: {name}: inject", flush=True)
+        inject(platform)
+        time.sleep(args.duration)
+        heal(platform)
+        heal_at = time.time()
+        print(f"faults: {name}: healed", flush=True)
+        time.sleep(args.after)
+        load.stop()
+        loader.join(timeout=60)
+        ids = [order_id for order_id, _ in load.accepted]
+        _wait_final(env, ids, args.quiet_timeout)
+        result = check(env, data_dir / "mail", load.accepted, heal_at)
+    result.update(fault=name, refused=dict(load.refused), log_dir=str(data_dir))
+    return result
+
+
+def _free_port() -> int:
+    from bench.harness import free_port
+
+    return free_port()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--faults", default=",".join(FAULTS),
+                        help=f"comma-separated, of: {', '.join(FAULTS)}")
+    parser.add_argument("--rate", type=float, default=4.0, help="orders per second")
+    parser.add_argument("--before", type=float, default=8.0, help="seconds of load before the fault")
+    parser.add_argument("--duration", type=float, default=20.0,
+                        help="seconds the fault lasts (for faults that are healed)")
+    parser.add_argument("--after", type=float, default=8.0, help="seconds of load after the heal")
+    parser.add_argument("--quiet-timeout", type=float, default=240.0,
+                        help="seconds to wait for every accepted order to be final")
+    parser.add_argument("--out", default="faults")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.faults.split(",") if n.strip()]
+    unknown = [n for n in names if n not in FAULTS]
+    if unknown:
+        parser.error(f"unknown fault(s) {', '.join(unknown)}; known: {', '.join(FAULTS)}")
+    results = []
+    for name in names:
+        results.append(run_fault(name, args))
+        print(json.dumps({k: results[-1][k] for k in ("fault", "orders", "lost", "duplicated",
+                                                      "wrong", "audit", "recovery_s")}), flush=True)
+    write_results(args.out, {"at": datetime.now(timezone.utc).isoformat(), "args": vars(args),
+                             "results": results})
+    print(table(results, [("fault", "fault"), ("orders", "orders"), ("refused", "refused at the door"),
+                          ("lost", "lost"), ("duplicated", "duplicated"), ("wrong", "wrong"),
+                          ("audit", "audit violations"), ("recovery_s", "recovery s")]))
+    bad = [r["fault"] for r in results if r["lost"] or r["duplicated"] or r["wrong"] or r["audit"]]
+    if bad:
+        print(f"faults: guarantees broken under {', '.join(bad)} (details in bench/results/"
+              f"{args.out}.json)", file=sys.stderr)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
