@@ -69,6 +69,7 @@ class Platform:
 
     env: dict
     log_dir: Path
+    duration: float = 0.0
     worker: subprocess.Popen | None = None
     restarts: int = 0
 
@@ -111,9 +112,10 @@ FAULTS: dict[str, tuple[Callable[[Platform], None], Callable[[Platform], None], 
                      "pg_terminate_backend of every connection to the run's database"),
     "redis-kill": (lambda p: _sh("redis-cli", "CLIENT", "KILL", "TYPE", "normal"), lambda p: None,
                    "Redis CLIENT KILL of every client connection"),
-    "redis-pause": (lambda p: _sh("redis-cli", "CLIENT", "PAUSE", "600000", "ALL"),
-                    lambda p: _sh("redis-cli", "CLIENT", "UNPAUSE"),
-                    "Redis answers no one for --duration seconds (CLIENT PAUSE ALL)"),
+    # The pause ends by itself: Redis 7.0 holds even a new client's CLIENT UNPAUSE.
+    "redis-pause": (lambda p: _sh("redis-cli", "CLIENT", "PAUSE", str(int(p.duration * 1000)), "ALL"),
+                    lambda p: None,
+                    "Redis answers no one for --duration seconds (CLIENT PAUSE ... ALL)"),
     "rabbitmq-restart": (lambda p: _sh("rabbitmqctl", "-q", "stop_app"),
                          lambda p: _sh("rabbitmqctl", "-q", "start_app"),
                          "RabbitMQ's application stopped for --duration seconds, then started"),
@@ -272,7 +274,7 @@ def run_fault(name: str, args: argparse.Namespace) -> dict:
     fresh_database(env, catalog=False)
     skus = _catalog(env, 40)
     customers = create_customers(env, 40)
-    platform = Platform(env, data_dir)
+    platform = Platform(env, data_dir, duration=args.duration)
     with ExitStack() as stack:
         stack.enter_context(smtp_sink(env, data_dir))
         stack.enter_context(outbox_relay(env, data_dir))
@@ -327,15 +329,25 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown fault(s) {', '.join(unknown)}; known: {', '.join(FAULTS)}")
     results = []
     for name in names:
-        results.append(run_fault(name, args))
+        try:
+            results.append(run_fault(name, args))
+        except Exception as exc:  # noqa: BLE001 - one fault's harness failing ends not the rest
+            print(f"faults: {name}: the run itself failed: {type(exc).__name__}: {exc}",
+                  file=sys.stderr, flush=True)
+            results.append({"fault": name, "error": f"{type(exc).__name__}: {exc}"[:500]})
+            continue
         print(json.dumps({k: results[-1][k] for k in ("fault", "orders", "lost", "duplicated",
                                                       "wrong", "audit", "recovery_s")}), flush=True)
+        write_results(args.out, {"at": datetime.now(timezone.utc).isoformat(), "args": vars(args),
+                                 "results": results})
     write_results(args.out, {"at": datetime.now(timezone.utc).isoformat(), "args": vars(args),
                              "results": results})
     print(table(results, [("fault", "fault"), ("orders", "orders"), ("refused", "refused at the door"),
                           ("lost", "lost"), ("duplicated", "duplicated"), ("wrong", "wrong"),
-                          ("audit", "audit violations"), ("recovery_s", "recovery s")]))
-    bad = [r["fault"] for r in results if r["lost"] or r["duplicated"] or r["wrong"] or r["audit"]]
+                          ("audit", "audit violations"), ("recovery_s", "recovery s"),
+                          ("error", "error")]))
+    bad = [r["fault"] for r in results
+           if r.get("error") or r["lost"] or r["duplicated"] or r["wrong"] or r["audit"]]
     if bad:
         print(f"faults: guarantees broken under {', '.join(bad)} (details in bench/results/"
               f"{args.out}.json)", file=sys.stderr)

@@ -72,6 +72,7 @@ class Settings:
     payment_latency_ms: int
     sandbox_database_url: str
     step_max_retries: int
+    max_deliveries: int
     retry_backoff_max_s: int
     reservation_hold_s: int
     outbox_sweep_s: float
@@ -172,6 +173,7 @@ class Settings:
             payment_latency_ms=_int(env, "PAYMENT_LATENCY_MS", 20),
             sandbox_database_url=sandbox_url,
             step_max_retries=_int(env, "SAGA_STEP_MAX_RETRIES", 10),
+            max_deliveries=_int(env, "SAGA_MAX_DELIVERIES", 5),
             retry_backoff_max_s=_int(env, "SAGA_RETRY_BACKOFF_MAX", 30),
             reservation_hold_s=hold_s,
             outbox_sweep_s=_float(env, "OUTBOX_SWEEP_SECONDS", 10.0),

@@ -33,6 +33,11 @@ NOT_SENT = "next step not sent"
 _COMMITTED: deque[str] = deque(maxlen=64)
 
 
+class PoisonMessage(Exception):
+    """A message delivered ``SAGA_MAX_DELIVERIES`` times without its task finishing:
+    each delivery killed its worker process (or the worker). Not transient."""
+
+
 class StepNotReady(Exception):
     """The step must wait for something another task is doing; retry later."""
 
@@ -65,6 +70,8 @@ class SagaTask(Task):
     def __call__(self, *args, **kwargs):
         if self.request.id in _COMMITTED:  # a retry or redelivery of it: not yet, again
             _COMMITTED.remove(self.request.id)
+        if (self.request.delivery_info or {}).get("redelivered"):
+            _count_delivery(self.request.id, self.name)
         try:
             result = super().__call__(*args, **kwargs)
         except TRANSIENT_ERRORS as exc:
@@ -216,6 +223,44 @@ class CompensationTask(SagaTask):
         if tx.order.status == lifecycle.COMPENSATING:
             tx.transition_to(lifecycle.COMPENSATION_FAILED)
             tx.event(detail=f"compensation failed: {public_error(exc)}")
+
+
+_redis: dict = {}  # pid -> client
+
+
+def _count_delivery(task_id: str, name: str) -> None:
+    """Count one more delivery of a redelivered message (RabbitMQ's classic queues
+    keep no count: a message that kills its worker process on every delivery would
+    come back for ever). Raises PoisonMessage past ``SAGA_MAX_DELIVERIES``, which
+    fails the step for good (``on_failure``: compensation where the order allows).
+    Counted in Redis (``orion:deliveries:<task id>``, kept a day); without Redis,
+    or with Redis down, the message just runs: the filesystem transport of the
+    embedded default never redelivers."""
+    import os
+
+    import redis
+
+    url = _settings.redis_url
+    if not url:
+        return
+    client = _redis.get(os.getpid())
+    if client is None:
+        _redis.clear()
+        client = _redis[os.getpid()] = redis.Redis.from_url(url, socket_timeout=2,
+                                                            socket_connect_timeout=2)
+    key = f"orion:deliveries:{task_id}"
+    try:
+        pipe = client.pipeline()
+        pipe.incr(key)
+        pipe.expire(key, 86400)
+        deliveries = pipe.execute()[0] + 1  # the first delivery was not counted
+    except redis.RedisError as exc:
+        log.warning("could not count the deliveries of %s %s: %s", name, task_id, exc)
+        return
+    if deliveries > _settings.max_deliveries:
+        raise PoisonMessage(f"{name} delivered {deliveries} times without finishing")
+    log.warning("%s %s delivered again (delivery %d of at most %d)", name, task_id,
+                deliveries, _settings.max_deliveries)
 
 
 def _emit(tx: SagaTx) -> None:

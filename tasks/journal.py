@@ -408,7 +408,10 @@ def _public_error_kinds() -> tuple:
     from mail.smtp import TRANSIENT_SMTP_ERRORS
     from payments import ProviderError, TransientProviderError
 
+    from tasks.base import PoisonMessage
+
     return (
+        (PoisonMessage, "step crashed its worker repeatedly"),
         (TransientProviderError, "payment provider unavailable"),
         (ProviderError, "payment provider refused the request"),
         ((SoftTimeLimitExceeded, TimeLimitExceeded), "step timed out"),
