@@ -13,6 +13,8 @@ from models.db import Base, utcnow
 from observability.logging import CORRELATION_HEADER, correlation_id
 
 SAGA_START, SAGA_RESUME, SAGA_COMPENSATE = "saga.start", "saga.resume", "saga.compensate"
+# The cancellation email of a final order, sent again (services.safety_net).
+CANCELLATION_EMAIL = "saga.send_cancellation_email"
 
 
 class OutboxMessage(Base):

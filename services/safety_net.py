@@ -24,11 +24,13 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from models import HELD, Order, OrderEvent, Reservation, record_event, unit_of_work, utcnow
+from models import (HELD, Order, OrderEvent, Reservation, SagaStep, record_event, unit_of_work,
+                    utcnow)
 from models import order as lifecycle
 from models.catalog import RELEASED, release_all
 from models.db import is_postgres
-from models.outbox import enqueue
+from models.outbox import CANCELLATION_EMAIL, enqueue
+from models.saga_log import SUCCEEDED
 from services.compensation import begin_compensation
 from services.ordering import redrive_message
 
@@ -56,6 +58,48 @@ def redrive_stalled_sagas(after_s: float, limit: int = 100) -> list[str]:
             enqueue(session, topic, payload, correlation=order.correlation_id)
         ids = [str(order.id) for order in orders]
     return ids
+
+
+EMAIL_RESENT_DETAIL = "safety net: cancellation email sent again"
+EMAIL_LOOKBACK = timedelta(days=7)  # older final orders are not emailed any more
+
+
+def resend_cancellation_emails(after_s: float, limit: int = 100) -> list[str]:
+    """Queue the cancellation email again for up to ``limit`` orders that ended
+    ``cancelled`` or ``failed`` more than ``after_s`` seconds (and less than
+    ``EMAIL_LOOKBACK``) ago without it: their ``send_cancellation_email`` ran out
+    of retries (the mail server down longer than the budget), and a final order
+    is no saga for ``redrive_stalled_sagas``. Each gets an order event; one
+    that got one within ``REPEAT_FACTOR`` timeouts is left alone. Returns their ids.
+    The email outbox row (one per order and template) keeps it from going twice."""
+    now = utcnow()
+    succeeded = (select(SagaStep.id).where(SagaStep.order_id == Order.id,
+                                           SagaStep.run == Order.saga_run,
+                                           SagaStep.name == "send_cancellation_email",
+                                           SagaStep.status == SUCCEEDED))
+    with unit_of_work() as session:
+        query = (select(Order).where(Order.status.in_((lifecycle.CANCELLED, lifecycle.FAILED)),
+                                     Order.finished_at < now - timedelta(seconds=after_s),
+                                     Order.finished_at > now - EMAIL_LOOKBACK,
+                                     ~succeeded.exists())
+                 .order_by(Order.finished_at).limit(limit).with_for_update())
+        if is_postgres(session):
+            query = query.with_for_update(skip_locked=True)
+        orders = [order for order in session.scalars(query)
+                  if not _last_event_within(session, order, EMAIL_RESENT_DETAIL, after_s)]
+        for order in orders:
+            record_event(session, order, detail=EMAIL_RESENT_DETAIL)
+            enqueue(session, CANCELLATION_EMAIL, {"order_id": str(order.id)},
+                    correlation=order.correlation_id)
+        ids = [str(order.id) for order in orders]
+    return ids
+
+
+def _last_event_within(session, order: Order, detail: str, after_s: float) -> bool:
+    last = session.scalar(select(OrderEvent).where(OrderEvent.order_id == order.id)
+                          .order_by(OrderEvent.seq.desc()).limit(1))
+    return (last is not None and (last.detail or "").startswith(detail)
+            and utcnow() - last.at < timedelta(seconds=after_s * REPEAT_FACTOR))
 
 
 def _redriven_lately(session, order: Order, after_s: float) -> bool:

@@ -89,7 +89,9 @@ def _deliver(task, order_id: str, template: str, step_name: str, statuses) -> bo
             message = outbox.claim(tx.conn, tx.order.id, template)
         except outbox.ClaimedElsewhere as exc:
             raise StepNotReady(str(exc)) from None
-        if message is None:
+        if message is None:  # sent (or refused) before, e.g. in an earlier run
+            tx.record_step(step_name, task.step_kind, task.attempt, SUCCEEDED,
+                           f"{template} sent before", event=False)
             return False
         tx.record_step(step_name, task.step_kind, task.attempt, RUNNING, event=False)
         correlation = correlation_id() or tx.order.correlation_id

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Row
 from config import get_settings
 from models import Order, OrderLine, OutboxMessage, utcnow
 from models.db import get_engine
-from models.outbox import SAGA_COMPENSATE, SAGA_RESUME, SAGA_START
+from models.outbox import CANCELLATION_EMAIL, SAGA_COMPENSATE, SAGA_RESUME, SAGA_START
 
 log = logging.getLogger(__name__)
 BROKER_ERRORS = (BrokerError, KombuError, ConnectionError, OSError)
@@ -87,6 +87,8 @@ def _signature_for(conn: Connection, row: Row):
     order_id = payload["order_id"]
     if row.topic == SAGA_COMPENSATE:
         return app.signature("saga.compensate", args=(order_id,), ignore_result=True)
+    if row.topic == CANCELLATION_EMAIL:
+        return app.signature(CANCELLATION_EMAIL, args=(order_id,), ignore_result=True)
     if row.topic not in (SAGA_START, SAGA_RESUME):
         raise ValueError(f"unknown outbox topic {row.topic!r}")
     run, warehouses = payload.get("run"), payload.get("warehouses")

@@ -11,17 +11,25 @@ from mail.smtp import TRANSIENT_SMTP_ERRORS
 from models import read_only
 from services import payment_window, restocking
 from services.audit import STOCK_CHECKS, audit
-from services.safety_net import redrive_stalled_sagas, release_lapsed_holds
+from services.safety_net import (redrive_stalled_sagas, release_lapsed_holds,
+                                 resend_cancellation_emails)
 
 log = logging.getLogger(__name__)
 
 
 @shared_task(name="scheduled.redrive_stalled_sagas", ignore_result=True)
 def redrive_stalled(after_s: float | None = None) -> int:
-    """Re-drive sagas unchanged for ``SAGA_REDRIVE_AFTER_SECONDS``; how many it re-drove."""
-    ids = redrive_stalled_sagas(get_settings().saga_redrive_after_s if after_s is None else after_s)
+    """Re-drive sagas unchanged for ``SAGA_REDRIVE_AFTER_SECONDS``, and queue again the
+    cancellation emails of final orders that ran out of retries
+    (``services.safety_net``); how many sagas it re-drove."""
+    after_s = get_settings().saga_redrive_after_s if after_s is None else after_s
+    ids = redrive_stalled_sagas(after_s)
     if ids:
         log.warning("safety net: re-drove %d stalled saga(s): %s", len(ids), ", ".join(ids))
+    emails = resend_cancellation_emails(after_s)
+    if emails:
+        log.warning("safety net: cancellation email sent again for %d order(s): %s", len(emails),
+                    ", ".join(emails))
     return len(ids)
 
 

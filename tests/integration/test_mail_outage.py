@@ -43,3 +43,25 @@ def test_a_confirmation_email_that_fails_for_good_undoes_nothing_and_is_sent_lat
     assert order.status == "completed"
     assert kinds(order_id) == ["authorization", "capture"]
     assert len(eventually(lambda: inbox.to(user.email))) == 1
+
+
+def test_a_cancellation_email_that_ran_out_of_retries_is_sent_by_the_safety_net(inbox, uid):
+    """The order is final by the time its cancellation email gives up, so no saga
+    re-drive comes for it: the safety net's sweep queues the email again, once."""
+    from services.safety_net import resend_cancellation_emails
+
+    user, sku = customer(uid), product(uid, on_hand=5)
+    env = {**FAST_RETRIES, "SAGA_STEP_MAX_RETRIES": "1", "SMTP_PORT": NOBODY_LISTENS}
+    with celery_worker(env):
+        order_id = place(user, [(sku, 1)], token="tok_chargeDeclined")
+        order = wait_for(order_id)
+        eventually(lambda: step_status(order_id, "send_cancellation_email") == "failed", timeout=60)
+    assert (order.status, order.cancel_reason) == ("cancelled", "payment_declined")
+    assert inbox.to(user.email) == []
+
+    with celery_worker(FAST_RETRIES):
+        assert str(order_id) in resend_cancellation_emails(after_s=0)
+        eventually(lambda: step_status(order_id, "send_cancellation_email") == "succeeded")
+        assert str(order_id) not in resend_cancellation_emails(after_s=0)
+    (received,) = inbox.to(user.email)
+    assert "cancelled" in received["Subject"]
