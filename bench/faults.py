@@ -71,6 +71,7 @@ class Platform:
     log_dir: Path
     duration: float = 0.0
     worker: subprocess.Popen | None = None
+    saved: dict = field(default_factory=dict)  # what a fault's heal needs from its injection
     restarts: int = 0
 
     def start_worker(self) -> None:
@@ -103,6 +104,41 @@ def _terminate_pg(p: Platform) -> None:
         f"WHERE datname = '{BENCH_DB}' AND pid <> pg_backend_pid()")
 
 
+def _pg_cluster(action: str, *extra: str) -> None:
+    (version,) = sorted(os.listdir("/etc/postgresql"))[-1:]
+    _sh("pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action, *extra)
+
+
+def _redis_shutdown(p: Platform) -> None:
+    """Note how this Redis runs, then stop it without saving (its data is lost)."""
+    def get(name: str) -> str:
+        out = subprocess.run(["redis-cli", "CONFIG", "GET", name], check=True, capture_output=True,
+                             text=True, timeout=30).stdout.split("\n")
+        return out[1] if len(out) > 1 else ""
+    p.saved["redis"] = {name: get(name) for name in ("port", "bind", "dir", "logfile")}
+    subprocess.run(["redis-cli", "SHUTDOWN", "NOSAVE"], capture_output=True, timeout=30)
+
+
+def _redis_start(p: Platform) -> None:
+    conf = p.saved["redis"]
+    _sh("redis-server", "--daemonize", "yes", "--port", conf["port"] or "6379",
+        "--bind", *(conf["bind"] or "127.0.0.1").split(), "--save", "", "--appendonly", "no",
+        "--dir", conf["dir"] or "/tmp", "--logfile", conf["logfile"])
+    deadline = time.monotonic() + 30
+    while subprocess.run(["redis-cli", "PING"], capture_output=True).returncode != 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError("redis-server did not come back")
+        time.sleep(0.2)
+
+
+def _memory_alarm(p: Platform) -> None:
+    out = subprocess.run(["rabbitmqctl", "-q", "eval",
+                          "vm_memory_monitor:get_vm_memory_high_watermark()."],
+                         check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+    p.saved["watermark"] = out if out.replace(".", "", 1).isdigit() else "0.4"
+    _sh("rabbitmqctl", "-q", "set_vm_memory_high_watermark", "0")
+
+
 FAULTS: dict[str, tuple[Callable[[Platform], None], Callable[[Platform], None], str]] = {
     "kill-children": (_kill_children, lambda p: None,
                       "kill -9 of the worker's pool processes (Celery starts new ones)"),
@@ -119,6 +155,16 @@ FAULTS: dict[str, tuple[Callable[[Platform], None], Callable[[Platform], None], 
     "rabbitmq-restart": (lambda p: _sh("rabbitmqctl", "-q", "stop_app"),
                          lambda p: _sh("rabbitmqctl", "-q", "start_app"),
                          "RabbitMQ's application stopped for --duration seconds, then started"),
+    "rabbitmq-memory-alarm": (_memory_alarm,
+                              lambda p: _sh("rabbitmqctl", "-q", "set_vm_memory_high_watermark",
+                                            p.saved["watermark"]),
+                              "RabbitMQ blocks every publisher for --duration seconds (memory "
+                              "high watermark 0), then its watermark is put back"),
+    "redis-restart": (_redis_shutdown, _redis_start,
+                      "Redis shut down without saving for --duration seconds, then started "
+                      "empty (chord counters and revocations lost)"),
+    "pg-stop": (lambda p: _pg_cluster("stop", "-m", "immediate"), lambda p: _pg_cluster("start"),
+                "PostgreSQL stopped (immediate mode) for --duration seconds, then started"),
 }
 
 

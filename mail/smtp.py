@@ -33,16 +33,26 @@ class MailRefused(Exception):
 
 
 def _refusal(exc: BaseException) -> MailRefused | None:
-    """The permanent refusal ``exc`` reports, if it is one. A 5yz to ``MAIL FROM``
-    or to authentication is left transient: it is about Orion's own set-up (an
-    operator fixes it, and the retries or the safety net send the mail)."""
+    """The permanent refusal ``exc`` reports, if it is one. Left transient, as
+    about Orion's own set-up (an operator fixes it, and the retries or the safety
+    net send the mail): a 5yz to ``MAIL FROM`` or to authentication, and a 5yz
+    with an enhanced status code of class 5.7 (RFC 3463: security or policy, e.g.
+    "5.7.1 relaying denied", "5.7.0 authentication required")."""
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
-        codes = [code for code, _ in exc.recipients.values()]
-        if codes and all(500 <= code < 600 for code in codes):
-            return MailRefused(min(codes), "recipient")
-    elif isinstance(exc, smtplib.SMTPDataError) and 500 <= exc.smtp_code < 600:
+        replies = list(exc.recipients.values())
+        if replies and all(500 <= code < 600 and not _policy(text) for code, text in replies):
+            return MailRefused(min(code for code, _ in replies), "recipient")
+    elif (isinstance(exc, smtplib.SMTPDataError) and 500 <= exc.smtp_code < 600
+          and not _policy(exc.smtp_error)):
         return MailRefused(exc.smtp_code, "message")
     return None
+
+
+def _policy(text: bytes | str) -> bool:
+    """The reply text starts with an enhanced status code of class 5.7 (RFC 3463 §3.8)."""
+    if isinstance(text, bytes):
+        text = text.decode("ascii", "replace")
+    return text.lstrip().startswith("5.7.")
 MESSAGES_PER_CONNECTION = 100
 IDLE_CHECK_S = 5.0
 # A send gives up after SEND_TIMEOUT_S; the NOOP before it and the QUIT after the

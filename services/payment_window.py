@@ -16,6 +16,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from mail import outbox, templates
+from mail.smtp import MailRefused
 from observability.logging import correlation_id
 from models import Order, record_event, unit_of_work, utcnow
 from models import order as lifecycle
@@ -45,8 +46,9 @@ def due_reminders(ages_s: tuple[float, ...], window_s: float) -> list[tuple[str,
 def send_reminder(order_id: str, step: int) -> bool:
     """Send reminder ``step`` unless it went out already or the order moved on.
 
-    True when sent. Raises one of ``smtp.TRANSIENT_SMTP_ERRORS`` (the claim is
-    given back, so the next run tries again).
+    True when sent; False also when the mail server refused it for good
+    (``smtp.MailRefused``: the row is marked refused). Raises one of
+    ``smtp.TRANSIENT_SMTP_ERRORS`` (the claim is given back, so the next run tries again).
     """
     with unit_of_work() as session:
         order = lock_order(session, order_id)
@@ -58,7 +60,14 @@ def send_reminder(order_id: str, step: int) -> bool:
             return False
         if message is None:
             return False
-    outbox.send_claimed(message, correlation_id() or order.correlation_id)
+    try:
+        outbox.send_claimed(message, correlation_id() or order.correlation_id)
+    except MailRefused as refused:  # for good: never tried again, the sweep goes on
+        with unit_of_work() as session:
+            order = lock_order(session, order_id)
+            outbox.mark_refused(session, message)
+            record_event(session, order, detail=f"payment reminder {step} not delivered: {refused}")
+        return False
     with unit_of_work() as session:
         order = lock_order(session, order_id)
         outbox.mark_sent(session, message)

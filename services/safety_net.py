@@ -11,8 +11,9 @@ however many sweeps run (and a second time only after three more: a saga
 queued behind a broker backlog should not get ever more copies of its chain);
 rows are claimed with ``FOR UPDATE SKIP LOCKED``, so two sweepers at once (a
 second beat by mistake) never take the same order.
-``failed``, ``compensation_failed`` and ``awaiting_payment`` orders are left to
-operators and to the payment window.
+``compensation_failed`` orders are re-driven too, with a doubling backoff;
+``failed`` and ``awaiting_payment`` orders are left to operators and to the
+payment window.
 
 Reservations whose hold lapsed (``release_lapsed_holds``) are the other net.
 """
@@ -22,7 +23,7 @@ import logging
 from collections import Counter
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from models import (HELD, Order, OrderEvent, Reservation, SagaStep, record_event, unit_of_work,
                     utcnow)
@@ -41,16 +42,27 @@ STALLABLE = (lifecycle.PENDING, lifecycle.STOCK_RESERVED, lifecycle.PAYMENT_AUTH
              lifecycle.CONFIRMED, lifecycle.SHIPPED, lifecycle.COMPENSATING)
 
 
+COMPENSATION_BACKOFF_MAX = timedelta(hours=24)
+
+
 def redrive_stalled_sagas(after_s: float, limit: int = 100) -> list[str]:
-    """Re-drive up to ``limit`` orders unchanged for ``after_s`` seconds; their ids."""
+    """Re-drive up to ``limit`` orders unchanged for ``after_s`` seconds; their ids.
+
+    ``compensation_failed`` orders too, with a backoff: after ``after_s`` ×
+    2^(re-drives so far) of quiet, at most ``COMPENSATION_BACKOFF_MAX`` (an undo
+    that failed for good, e.g. a provider down for hours, is tried again without
+    waiting for an operator, and without a loop that hammers the provider)."""
     cutoff = utcnow() - timedelta(seconds=after_s)
     with unit_of_work() as session:
-        query = (select(Order).where(Order.status.in_(STALLABLE), Order.updated_at < cutoff)
+        query = (select(Order).where(Order.status.in_((*STALLABLE, lifecycle.COMPENSATION_FAILED)),
+                                     Order.updated_at < cutoff)
                  .order_by(Order.updated_at).limit(limit).with_for_update())
         if is_postgres(session):
             query = query.with_for_update(skip_locked=True)
         orders = [order for order in session.scalars(query)
-                  if not _redriven_lately(session, order, after_s)]
+                  if not (_compensation_backing_off(session, order, after_s)
+                          if order.status == lifecycle.COMPENSATION_FAILED
+                          else _redriven_lately(session, order, after_s))]
         for order in orders:
             idle = int((utcnow() - order.updated_at).total_seconds())
             topic, payload = redrive_message(order)
@@ -86,7 +98,7 @@ def resend_cancellation_emails(after_s: float, limit: int = 100) -> list[str]:
         if is_postgres(session):
             query = query.with_for_update(skip_locked=True)
         orders = [order for order in session.scalars(query)
-                  if not _last_event_within(session, order, EMAIL_RESENT_DETAIL, after_s)]
+                  if not _event_within(session, order, EMAIL_RESENT_DETAIL, after_s)]
         for order in orders:
             record_event(session, order, detail=EMAIL_RESENT_DETAIL)
             enqueue(session, CANCELLATION_EMAIL, {"order_id": str(order.id)},
@@ -95,11 +107,22 @@ def resend_cancellation_emails(after_s: float, limit: int = 100) -> list[str]:
     return ids
 
 
-def _last_event_within(session, order: Order, detail: str, after_s: float) -> bool:
-    last = session.scalar(select(OrderEvent).where(OrderEvent.order_id == order.id)
-                          .order_by(OrderEvent.seq.desc()).limit(1))
-    return (last is not None and (last.detail or "").startswith(detail)
-            and utcnow() - last.at < timedelta(seconds=after_s * REPEAT_FACTOR))
+def _event_within(session, order: Order, detail: str, after_s: float) -> bool:
+    """The order has an event whose detail starts with ``detail`` in the last
+    ``REPEAT_FACTOR`` × ``after_s`` seconds (the re-sent email's own retry events
+    may have come after it)."""
+    since = utcnow() - timedelta(seconds=after_s * REPEAT_FACTOR)
+    return session.scalar(select(OrderEvent.id).where(
+        OrderEvent.order_id == order.id, OrderEvent.detail.startswith(detail),
+        OrderEvent.at >= since).limit(1)) is not None
+
+
+def _compensation_backing_off(session, order: Order, after_s: float) -> bool:
+    """A ``compensation_failed`` order re-driven n times already waits ``after_s`` × 2^n."""
+    redrives = session.scalar(select(func.count()).select_from(OrderEvent).where(
+        OrderEvent.order_id == order.id, OrderEvent.detail.startswith(REDRIVE_DETAIL)))
+    wait = min(timedelta(seconds=after_s * 2 ** min(redrives, 30)), COMPENSATION_BACKOFF_MAX)
+    return utcnow() - order.updated_at < wait
 
 
 def _redriven_lately(session, order: Order, after_s: float) -> bool:

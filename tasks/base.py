@@ -70,8 +70,8 @@ class SagaTask(Task):
     def __call__(self, *args, **kwargs):
         if self.request.id in _COMMITTED:  # a retry or redelivery of it: not yet, again
             _COMMITTED.remove(self.request.id)
-        if (self.request.delivery_info or {}).get("redelivered"):
-            _count_delivery(self.request.id, self.name)
+        counted = ((self.request.delivery_info or {}).get("redelivered")
+                   and _count_delivery(self.request.id, self.name))
         try:
             result = super().__call__(*args, **kwargs)
         except TRANSIENT_ERRORS as exc:
@@ -81,10 +81,14 @@ class SagaTask(Task):
             # another child must not overtake its own "retrying" entry.
             self._note_retry(args, exc)
             raise self.retry(exc=exc, countdown=self.backoff(self.request.retries))
+        finally:
+            if counted:  # this delivery finished (well or not): it crashed nothing
+                _forget_deliveries(self.request.id)
         # The step's transaction has committed. Celery sends the chain's next
         # message (and reports a chord part to the result backend) only after
-        # this returns; a failure there reaches ``on_failure`` too (by then
-        # without this request's context), and must not be taken for the step's.
+        # this returns; a failure there reaches ``on_failure`` too (on the path
+        # for errors other than kombu's, without this request's context), and
+        # must not be taken for the step's.
         _COMMITTED.append(self.request.id)
         return result
 
@@ -160,7 +164,7 @@ class SagaTask(Task):
         Unless the step itself succeeded and what failed is sending the saga's next
         message (the broker or the result backend down after the commit): then
         nothing is undone (``_resume``)."""
-        if task_id in _COMMITTED:
+        if task_id in _COMMITTED or (isinstance(exc, PoisonMessage) and self._succeeded(args)):
             self._resume(args, exc)
             return
         log.error("saga step %s failed for good for order %s: %s", self.name, _order_arg(args),
@@ -174,6 +178,15 @@ class SagaTask(Task):
             tx.record_step(self.step_name(args), self.step_kind, self.attempt, FAILED,
                            error=public_error(exc))
             self.after_failure(tx, exc)
+
+    def _succeeded(self, args: tuple) -> bool:
+        """This step is recorded as succeeded in the order's current run (what crashed
+        its worker came after the commit)."""
+        try:
+            with self.locked(_order_arg(args)) as tx:
+                return tx.step_status(self.step_name(args)) == SUCCEEDED
+        except (OperationalError, PoolTimeout):
+            return False
 
     def _resume(self, args: tuple, exc: BaseException) -> None:
         """The step committed but its successor was not sent: record it on the order
@@ -228,26 +241,23 @@ class CompensationTask(SagaTask):
 _redis: dict = {}  # pid -> client
 
 
-def _count_delivery(task_id: str, name: str) -> None:
-    """Count one more delivery of a redelivered message (RabbitMQ's classic queues
-    keep no count: a message that kills its worker process on every delivery would
-    come back for ever). Raises PoisonMessage past ``SAGA_MAX_DELIVERIES``, which
-    fails the step for good (``on_failure``: compensation where the order allows).
-    Counted in Redis (``orion:deliveries:<task id>``, kept a day); without Redis,
-    or with Redis down, the message just runs: the filesystem transport of the
-    embedded default never redelivers."""
-    import os
+def _count_delivery(task_id: str, name: str) -> bool:
+    """Count one more delivery of a redelivered message that no delivery has finished
+    (RabbitMQ's classic queues keep no count: a message that kills its worker
+    process on every delivery would come back for ever). The count is forgotten
+    as soon as a delivery finishes (``_forget_deliveries``), so only deliveries
+    that died in a row add up: crashes, or worker and broker restarts.
 
+    Raises PoisonMessage past ``SAGA_MAX_DELIVERIES``, which fails the step for
+    good (``on_failure``: compensation where the order allows, unless the step had
+    committed). Counted in Redis (``orion:deliveries:<task id>``, kept a day);
+    returns False, counting nothing, without Redis or with Redis down (the
+    message just runs; the embedded default's transport never redelivers)."""
     import redis
 
-    url = _settings.redis_url
-    if not url:
-        return
-    client = _redis.get(os.getpid())
+    client = _redis_client()
     if client is None:
-        _redis.clear()
-        client = _redis[os.getpid()] = redis.Redis.from_url(url, socket_timeout=2,
-                                                            socket_connect_timeout=2)
+        return False
     key = f"orion:deliveries:{task_id}"
     try:
         pipe = client.pipeline()
@@ -256,11 +266,39 @@ def _count_delivery(task_id: str, name: str) -> None:
         deliveries = pipe.execute()[0] + 1  # the first delivery was not counted
     except redis.RedisError as exc:
         log.warning("could not count the deliveries of %s %s: %s", name, task_id, exc)
-        return
+        return False
     if deliveries > _settings.max_deliveries:
         raise PoisonMessage(f"{name} delivered {deliveries} times without finishing")
     log.warning("%s %s delivered again (delivery %d of at most %d)", name, task_id,
                 deliveries, _settings.max_deliveries)
+    return True
+
+
+def _forget_deliveries(task_id: str) -> None:
+    import redis
+
+    client = _redis_client()
+    try:
+        if client is not None:
+            client.delete(f"orion:deliveries:{task_id}")
+    except redis.RedisError as exc:  # it expires within a day anyway
+        log.warning("could not forget the deliveries of %s: %s", task_id, exc)
+
+
+def _redis_client():
+    """This process's Redis client for delivery counts (None without ``REDIS_URL``)."""
+    import os
+
+    import redis
+
+    if not _settings.redis_url:
+        return None
+    client = _redis.get(os.getpid())
+    if client is None:
+        _redis.clear()
+        client = _redis[os.getpid()] = redis.Redis.from_url(
+            _settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    return client
 
 
 def _emit(tx: SagaTx) -> None:

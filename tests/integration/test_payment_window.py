@@ -112,3 +112,22 @@ def test_a_lapsed_stock_hold_expires_its_parked_order(worker, uid):
     order = wait_for(order_id)
     assert (order.status, order.cancel_reason) == ("cancelled", "payment_expired")
     assert stock(sku) == (10, 0)
+
+
+def test_a_refused_reminder_is_marked_refused_and_the_others_still_go(worker, inbox, uid):
+    """A 550 for one customer's address: that reminder is refused for good, and the
+    sweep goes on to the other parked orders."""
+    refused_user, _, refused_order = park(f"{uid}r")
+    other_user, _, other_order = park(f"{uid}o")
+    inbox.refuse(refused_user.email)
+    parked_for(refused_order, 2 * HOUR)
+    parked_for(other_order, 2 * HOUR)
+    run_job("scheduled.send_payment_reminders")
+    eventually(lambda: len(inbox.to(other_user.email)) == 1)
+    with unit_of_work() as session:
+        statuses = dict(session.execute(select(EmailMessage.order_id, EmailMessage.status).where(
+            EmailMessage.order_id.in_([refused_order, other_order]),
+            EmailMessage.template.startswith("payment_reminder"))).all())
+    assert statuses == {refused_order: "refused", other_order: "sent"}
+    run_job("scheduled.send_payment_reminders")  # a refused reminder is not tried again
+    assert inbox.to(refused_user.email) == [] and len(inbox.to(other_user.email)) == 1

@@ -156,3 +156,34 @@ def test_a_saga_re_driven_already_waits_three_timeouts_before_the_next(uid):
     assert str(order_id) in redrive_stalled_sagas(AFTER_S)
     assert redrives(order_id) == 2
     purge()
+
+
+def test_a_failed_compensation_is_retried_with_a_doubling_backoff(inbox, uid):
+    """``compensation_failed`` used to wait for an operator for ever (issue 9): the
+    sweep re-drives it after the timeout, then after twice that, and so on."""
+    purge()
+    user, sku = customer(uid), product(uid, on_hand=10)
+    order_id = place(user, [(sku, 1)])  # no worker yet: it stays pending
+
+    def fail_compensation(idle_s: float) -> None:
+        with unit_of_work() as session:
+            session.execute(update(Order).where(Order.id == order_id).values(
+                status="compensation_failed", cancel_reason="customer_request",
+                updated_at=utcnow() - timedelta(seconds=idle_s)))
+
+    fail_compensation(AFTER_S + 10)
+    assert str(order_id) in redrive_stalled_sagas(AFTER_S)
+    with unit_of_work() as session:
+        assert session.get(Order, order_id).status == "compensating"
+    assert redrives(order_id) == 1
+
+    fail_compensation(AFTER_S * 1.5)  # failed again: now it waits 2 × AFTER_S
+    assert str(order_id) not in redrive_stalled_sagas(AFTER_S)
+    fail_compensation(AFTER_S * 2 + 10)
+    assert str(order_id) in redrive_stalled_sagas(AFTER_S)
+    assert redrives(order_id) == 2
+
+    with celery_worker(purge=False):  # the re-drives' saga.compensate messages wait in the queue
+        order = wait_for(order_id, timeout=60)
+    assert (order.status, order.cancel_reason) == ("cancelled", "customer_request")
+    assert stock(sku) == (10, 0)

@@ -23,6 +23,8 @@ def test_a_5yz_for_the_recipient_or_the_message_is_a_refusal(exc, expected):
     smtplib.SMTPRecipientsRefused({"a@x.example": (450, b"mailbox busy")}),
     smtplib.SMTPDataError(451, b"local error"),
     smtplib.SMTPSenderRefused(550, b"sender not allowed", "orion@x.example"),  # Orion's set-up
+    smtplib.SMTPRecipientsRefused({"a@x.example": (550, b"5.7.1 relaying denied")}),  # ditto
+    smtplib.SMTPDataError(554, b"5.7.0 authentication required"),
     smtplib.SMTPServerDisconnected("gone"),
     ConnectionRefusedError(),
 ])
