@@ -166,9 +166,10 @@ def supervise(procs: dict[str, list[str]], settings: Settings) -> int:
     4 s ... capped at ``RESTART_BACKOFF_MAX_S``; back to 1 s once it has run
     ``STABLE_AFTER_S``), as supervisord or a container's restart policy would,
     and the others keep running: a crashed worker must not take the API and the
-    dashboards down with it. A process that exits within ``STARTUP_S`` of the
-    launch did not start (a port in use, a bad setting): everything stops and
-    the launcher returns 1, so the user sees it at once. Otherwise returns 0.
+    dashboards down with it. A process that exits with an error code within
+    ``STARTUP_S`` of the launch did not start (a port in use, a bad setting):
+    everything stops and the launcher returns 1, so the user sees it at once (one
+    killed by a signal is restarted). Otherwise returns 0.
     """
     running = {name: subprocess.Popen(cmd, cwd=REPO_ROOT) for name, cmd in procs.items()}
     launched = time.monotonic()
@@ -185,7 +186,7 @@ def supervise(procs: dict[str, list[str]], settings: Settings) -> int:
         for name, proc in running.items():
             if name in restart_at or proc.poll() is None:
                 continue
-            if started[name] == launched and now - launched < STARTUP_S:
+            if started[name] == launched and now - launched < STARTUP_S and proc.returncode > 0:
                 print(f"launcher: {name} exited with {proc.returncode} at start-up; "
                       "stopping the rest", flush=True)
                 code, stop["now"] = 1, True
