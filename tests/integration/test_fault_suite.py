@@ -29,7 +29,8 @@ def test_kill_9_of_the_worker_s_pool_loses_and_duplicates_nothing():
     assert (result["lost"], result["duplicated"], result["wrong"], result["audit"]) == (0, 0, 0, 0)
 
     # The checker, fed one of the run's orders whose email is now delivered twice
-    # and one order that never existed, counts both.
+    # and whose authorization now has a second approved capture at the provider,
+    # and one order that never existed, counts all three.
     import email
 
     from bench.faults import check
@@ -40,6 +41,28 @@ def test_kill_9_of_the_worker_s_pool_loses_and_duplicates_nothing():
     sample = sorted(mail.glob("*.eml"))[0]
     order_id = email.message_from_bytes(sample.read_bytes())["X-Orion-Order"]
     shutil.copy(sample, mail / "duplicate.eml")
+    env = services_env(log_dir)
+    _capture_again(env["DATABASE_URL"], order_id)
     now = time.time()
-    again = check(services_env(log_dir), mail, [(order_id, now), (str(uuid.uuid4()), now)], now)
-    assert (again["lost"], again["duplicated"], again["wrong"]) == (1, 1, 0)
+    again = check(env, mail, [(order_id, now), (str(uuid.uuid4()), now)], now)
+    assert (again["lost"], again["duplicated"], again["wrong"]) == (1, 2, 0)
+
+
+def _capture_again(database_url: str, order_id: str) -> None:
+    """A second approved capture of the order's authorization, under another key, as
+    a provider that charged twice would have recorded it."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("""
+                INSERT INTO sandbox_operations (idempotency_key, operation, target, token, amount,
+                                                result, reference, created_at)
+                SELECT 'checker-test-' || c.idempotency_key, c.operation, c.target, c.token,
+                       c.amount, c.result, 'ca_checker_test', now()
+                FROM sandbox_operations c JOIN sandbox_operations a ON c.target = a.reference
+                WHERE a.operation = 'authorize' AND a.target = :order AND c.operation = 'capture'
+                """), {"order": order_id})
+    finally:
+        engine.dispose()
