@@ -93,8 +93,11 @@ def void_authorization(self, order_id: str) -> None:
             result = get_provider().void(key, auth.provider_reference)
             _record(conn, order, VOID, key, result.reference, auth.id, auth.amount, auth.currency)
             voided += 1
+        # An undo that found nothing to undo stays in the step log only: in the
+        # customer's timeline it read as money having moved.
         tx.record_step("void_authorization", self.step_kind, self.attempt, SUCCEEDED,
-                       f"{voided} authorization(s) voided", started_at=started)
+                       f"{voided} authorization(s) voided", started_at=started,
+                       event=voided > 0)
 
 
 @shared_task(bind=True, base=CompensationTask, name="saga.refund_payment")
@@ -113,7 +116,7 @@ def refund_payment(self, order_id: str) -> None:
                     capture.currency)
         tx.record_step("refund_payment", self.step_kind, self.attempt, SUCCEEDED,
                        f"refunded {capture.amount}" if capture else "nothing captured",
-                       started_at=started)
+                       started_at=started, event=capture is not None)
 
 
 def _record(conn, order, kind: str, key: str, reference: str | None, parent_id: int | None,

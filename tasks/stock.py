@@ -141,4 +141,4 @@ def release_stock(self, order_id: str) -> None:
                             .where(RESERVATIONS.c.id.in_([r.id for r in held]))
                             .values(status=RELEASED, closed_at=utcnow()))
         tx.record_step("release_stock", self.step_kind, self.attempt, SUCCEEDED,
-                       f"{sum(units.values())} unit(s) released")
+                       f"{sum(units.values())} unit(s) released", event=bool(held))

@@ -90,6 +90,12 @@ def test_hard_decline_compensates_and_cancels(uid, inbox):
     assert stock(sku) == (10, 0)
     assert count(Reservation, Reservation.order_id == order_id, Reservation.status == "held") == 0
     assert "cancelled" in mail["Subject"] and "declined" in mail.get_content()
+    # Undos that undid nothing are in the step log, not in the customer's timeline
+    # (issue 11: "↩ refund_payment · nothing captured" read as money having moved).
+    undone = [e.step for e in events(order_id) if e.step in ("refund_payment", "void_authorization",
+                                                              "release_stock")]
+    assert undone == ["release_stock"]
+    assert {s.name for s in steps(order_id)} >= {"refund_payment", "void_authorization"}
 
 
 def test_soft_decline_waits_for_payment_then_completes(uid, inbox):
