@@ -139,6 +139,21 @@ def _memory_alarm(p: Platform) -> None:
     _sh("rabbitmqctl", "-q", "set_vm_memory_high_watermark", "0")
 
 
+def _second_beat(p: Platform) -> None:
+    p.saved["beat"] = spawn([sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", "info",
+                             "-s", str(p.log_dir / "celerybeat-schedule-2")],
+                            p.env, p.log_dir / "beat-2.log")
+
+
+def _restart_storm(p: Platform) -> None:
+    """kill -9 of the whole worker and a new one, every few seconds, for --duration seconds."""
+    deadline = time.monotonic() + p.duration
+    while time.monotonic() < deadline:
+        _kill_worker(p)
+        p.start_worker()
+        time.sleep(2)
+
+
 FAULTS: dict[str, tuple[Callable[[Platform], None], Callable[[Platform], None], str]] = {
     "kill-children": (_kill_children, lambda p: None,
                       "kill -9 of the worker's pool processes (Celery starts new ones)"),
@@ -165,6 +180,11 @@ FAULTS: dict[str, tuple[Callable[[Platform], None], Callable[[Platform], None], 
                       "empty (chord counters and revocations lost)"),
     "pg-stop": (lambda p: _pg_cluster("stop", "-m", "immediate"), lambda p: _pg_cluster("start"),
                 "PostgreSQL stopped (immediate mode) for --duration seconds, then started"),
+    "two-beats": (_second_beat, lambda p: stop(p.saved["beat"]),
+                  "a second beat process for --duration seconds (every job sent twice)"),
+    "restart-storm": (_restart_storm, lambda p: None,
+                      "the worker killed (-9) and started again, over and over, for --duration "
+                      "seconds"),
 }
 
 
@@ -336,7 +356,8 @@ def run_fault(name: str, args: argparse.Namespace) -> dict:
         time.sleep(args.before)
         print(f"faults: {name}: inject", flush=True)
         inject(platform)
-        time.sleep(args.duration)
+        if name != "restart-storm":  # the storm lasts --duration by itself
+            time.sleep(args.duration)
         heal(platform)
         heal_at = time.time()
         print(f"faults: {name}: healed", flush=True)
