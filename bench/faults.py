@@ -333,8 +333,8 @@ def _wait_final(env: dict, ids: list[str], timeout: float) -> None:
 def run_fault(name: str, args: argparse.Namespace) -> dict:
     inject, heal, _ = FAULTS[name]
     data_dir = temp_dir(f"faults-{name}")
-    env = services_env(data_dir, **SAFETY_NET, SMTP_PORT=str(_free_port()),
-                       MAX_OPEN_ORDERS="100000", MAX_OPEN_UNITS="100000000")
+    env = services_env(data_dir, **SAFETY_NET, MAX_OPEN_ORDERS="100000",
+                       MAX_OPEN_UNITS="100000000")
     os.environ.update(env)
     print(f"faults: {name}: preparing {BENCH_DB} in {data_dir}", flush=True)
     fresh_database(env, catalog=False)
@@ -369,12 +369,6 @@ def run_fault(name: str, args: argparse.Namespace) -> dict:
         result = check(env, data_dir / "mail", load.accepted, heal_at)
     result.update(fault=name, refused=dict(load.refused), log_dir=str(data_dir))
     return result
-
-
-def _free_port() -> int:
-    from bench.harness import free_port
-
-    return free_port()
 
 
 def main(argv: list[str] | None = None) -> int:

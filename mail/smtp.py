@@ -53,6 +53,8 @@ def _policy(text: bytes | str) -> bool:
     if isinstance(text, bytes):
         text = text.decode("ascii", "replace")
     return text.lstrip().startswith("5.7.")
+
+
 MESSAGES_PER_CONNECTION = 100
 IDLE_CHECK_S = 5.0
 # A send gives up after SEND_TIMEOUT_S; the NOOP before it and the QUIT after the

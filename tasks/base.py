@@ -4,11 +4,13 @@ happens when a step fails for good (compensation) or a compensation does
 from __future__ import annotations
 
 import logging
+import os
 import random
 from collections import deque
 from contextlib import contextmanager
 from typing import Iterator
 
+import redis
 from celery import Task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 from kombu.exceptions import OperationalError as BrokerUnavailable
@@ -253,8 +255,6 @@ def _count_delivery(task_id: str, name: str) -> bool:
     committed). Counted in Redis (``orion:deliveries:<task id>``, kept a day);
     returns False, counting nothing, without Redis or with Redis down (the
     message just runs; the embedded default's transport never redelivers)."""
-    import redis
-
     client = _redis_client()
     if client is None:
         return False
@@ -275,8 +275,6 @@ def _count_delivery(task_id: str, name: str) -> bool:
 
 
 def _forget_deliveries(task_id: str) -> None:
-    import redis
-
     client = _redis_client()
     try:
         if client is not None:
@@ -287,10 +285,6 @@ def _forget_deliveries(task_id: str) -> None:
 
 def _redis_client():
     """This process's Redis client for delivery counts (None without ``REDIS_URL``)."""
-    import os
-
-    import redis
-
     if not _settings.redis_url:
         return None
     client = _redis.get(os.getpid())

@@ -8,11 +8,10 @@ import time
 
 import psutil
 
+from models import Order, unit_of_work
 from tests.integration.test_saga_faults import kinds, stock
 from tests.support.factories import customer, place, product, wait_for
 from tests.support.processes import celery_worker
-
-from models import Order, unit_of_work
 
 
 def status(order_id) -> str:
