@@ -6,7 +6,8 @@ web process, saga steps and retries in the worker's pool processes. With
 process writes its samples there and ``/metrics`` merges them (prometheus-client's
 multiprocess mode); with ``METRICS_ROOT`` (docker-compose), every folder below it,
 one per container. Figures that live in the database
-(orders by status, the outbox backlog and its age) are read when scraped.
+(orders by status, the outbox backlog and its age) are read when scraped, and
+so is each queue's depth on the broker.
 """
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ def scrape() -> tuple[bytes, str]:
     else:
         registry = _SingleProcess()
     registry.register(DatabaseCollector())
+    registry.register(QueueCollector())
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
@@ -89,3 +91,25 @@ class _SingleProcess(CollectorRegistry):
     def collect(self):
         yield from REGISTRY.collect()
         yield from super().collect()
+
+
+class QueueCollector:
+    """Messages waiting and consumers per queue, read from the broker at scrape time
+    (nothing when the broker cannot be reached: the scrape still answers)."""
+
+    def collect(self):
+        from observability.queues import queue_depths
+
+        depths = queue_depths()
+        if depths is None:
+            return
+        messages = GaugeMetricFamily("orion_queue_messages",
+                                     "Messages ready in a broker queue, not yet delivered",
+                                     labels=["queue"])
+        consumers = GaugeMetricFamily("orion_queue_consumers", "Consumers of a broker queue",
+                                      labels=["queue"])
+        for name, depth in sorted(depths.items()):
+            messages.add_metric([name], depth["messages"])
+            consumers.add_metric([name], depth["consumers"])
+        yield messages
+        yield consumers

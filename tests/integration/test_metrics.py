@@ -61,6 +61,10 @@ def test_metrics_cover_http_orders_saga_steps_retries_and_outbox(web, uid):
     assert value(found, "orion_task_retries_total", task="saga.authorize_payment") >= 2
     assert value(found, "orion_outbox_backlog") is not None
     assert value(found, "orion_outbox_oldest_age_seconds") is not None
+    # Queue depth from the broker: the test worker consumes every Orion queue.
+    for queue in ("orion.saga", "orion.fulfilment", "orion.notify"):
+        assert value(found, "orion_queue_consumers", queue=queue) >= 1
+        assert value(found, "orion_queue_messages", queue=queue) >= 0
 
 
 def test_the_inventory_audit_exposes_a_violation_as_a_metric(web, worker, uid):

@@ -1,0 +1,44 @@
+"""Queue depth on the broker: how many messages wait in each of Orion's queues
+and how many consumers read them, for ``/metrics`` and the operator page."""
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def queue_depths(app=None, timeout_s: float = 2.0) -> dict[str, dict[str, int]] | None:
+    """``{queue name: {"messages": n, "consumers": n}}`` for every queue in
+    ``task_queues``, read with a passive declare (nothing is created).
+
+    ``messages`` counts the messages ready for delivery (RabbitMQ's
+    ``messages_ready``; those a consumer holds unacknowledged are not in it).
+    Returns None when the broker cannot be reached within ``timeout_s`` seconds,
+    so a scrape never fails or hangs because the broker is down. A queue that
+    does not exist yet is left out.
+    """
+    if app is None:
+        from worker import app
+    from amqp.exceptions import AMQPError, NotFound
+    from kombu.exceptions import KombuError
+
+    depths: dict[str, dict[str, int]] = {}
+    try:
+        with app.connection_for_read(connect_timeout=timeout_s) as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, timeout=timeout_s)
+            for queue in app.conf.task_queues:
+                channel = conn.channel()
+                try:
+                    _, messages, consumers = channel.queue_declare(queue.name, passive=True)
+                except NotFound:
+                    continue
+                finally:
+                    try:
+                        channel.close()
+                    except Exception:  # noqa: BLE001 - a failed passive declare closes it
+                        pass
+                depths[queue.name] = {"messages": messages, "consumers": consumers}
+    except (OSError, KombuError, AMQPError) as exc:
+        log.warning("queue depths: broker not reachable: %s", exc)
+        return None
+    return depths
