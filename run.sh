@@ -2,7 +2,8 @@
 # Orion's entry point.
 #   ./run.sh            install (first time) and start the whole platform, embedded default
 #   ./run.sh test       run the test suite (needs PostgreSQL, RabbitMQ and Redis on local ports)
-#   ./run.sh replay ... replay the dataset through the running platform (python -m tools.replay)
+#   ./run.sh COMMAND    any other command of Orion's command line, e.g. ./run.sh replay ...
+#                       (the same as .venv/bin/orion COMMAND; ./run.sh --help lists them)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -11,10 +12,14 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 stamp=.venv/.requirements.sha256
-want=$(sha256sum requirements.txt | cut -d' ' -f1)
+want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r requirements.txt
+  # Orion itself, editable, for the ``orion`` command (pyproject.toml); the pins above
+  # already hold its dependencies.
+  .venv/bin/python -m pip install -q --no-deps -e . 2>&1 | grep -v -e '^\s*$' -e '!!' -e '\*\*\*' \
+    -e 'BuildBackendWarning' -e 'careful with folders' -e 'may take precedence' -e 'with strategy' || true
   echo "$want" > "$stamp"
 fi
 
@@ -48,9 +53,6 @@ ensure_test_tools() {
 cmd=${1:-up}
 [ $# -gt 0 ] && shift
 case "$cmd" in
-  up)      exec .venv/bin/python -m tools.launch "$@" ;;
-  test)    ensure_test_tools; exec .venv/bin/python -m pytest "$@" ;;
-  replay)  exec .venv/bin/python -m tools.replay "$@" ;;
-  catalog) exec .venv/bin/python -m tools.catalog "$@" ;;
-  *) echo "usage: ./run.sh [up|test|replay|catalog] [args...]" >&2; exit 2 ;;
+  test) ensure_test_tools; exec .venv/bin/python -m pytest "$@" ;;
+  *)    exec .venv/bin/orion "$cmd" "$@" ;;
 esac

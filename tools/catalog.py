@@ -1,6 +1,6 @@
 """Import the bundled catalog: products, initial stock and its ledger rows.
 
-``python -m tools.catalog [--data PATH] [--database-url URL]``
+``orion catalog [--data PATH] [--database-url URL]`` (or ``python -m tools.catalog``)
 
 Idempotent: products are upserted (name, price, currency); inventory rows are
 only ever inserted, each with its ``initial stock`` ledger row (SPEC guarantee
@@ -9,7 +9,6 @@ docs/replay.md. Exits 1 with a one-line message on bad input or a database error
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -19,11 +18,13 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Iterable
 
+import click
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from models.catalog import warehouse_for
+from tools.clicommon import run as run_command
 from tools.retail_data import (DataError, Invoice, default_data_path, is_product_code,
                                read_invoices, sale_lines)
 
@@ -228,15 +229,15 @@ def summary(data: Path, facts: Scan, entries: list[Entry], unpriced: list[str],
     ])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.catalog", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=None,
-                        help="dataset (default: $ORION_DATASET or the bundled file)")
-    parser.add_argument("--database-url", default=None, help="default: the settings' DATABASE_URL")
-    args = parser.parse_args(argv)
+@click.command("catalog")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="dataset (default: $ORION_DATASET or the bundled file)")
+@click.option("--database-url", metavar="URL", default=None, help="default: the settings' DATABASE_URL")
+def command(data: Path | None, database_url: str | None) -> int:
+    """Import the catalog (products, prices, stock) from the Online Retail dataset."""
     try:
-        url = args.database_url or _settings_url()
-        print(run(args.data or default_data_path(), url))
+        url = database_url or _settings_url()
+        print(run(data or default_data_path(), url))
     except DataError as exc:
         print(f"catalog: {exc}", file=sys.stderr)
         return 1
@@ -244,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"catalog: database error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(command, argv, "orion catalog")
 
 
 def _settings_url() -> str:

@@ -1,7 +1,13 @@
-"""Create the database if it is missing and migrate it with Alembic."""
+"""Create the database if it is missing and migrate it with Alembic.
+
+``orion migrate [--database-url URL]`` (or ``python -m tools.dbsetup``).
+"""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+
+import click
 
 from alembic import command
 from alembic.config import Config
@@ -45,14 +51,24 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
-def main() -> None:
+@click.command("migrate")
+@click.option("--database-url", metavar="URL", default=None, help="default: the settings' DATABASE_URL")
+def migrate(database_url: str | None) -> int:
+    """Create the database if it is missing and migrate it to the newest revision."""
     from config import get_settings
 
-    url = get_settings().database_url
+    url = database_url or get_settings().database_url
     ensure_database(url)
     upgrade(url)
     print(f"database ready: {make_url(url).render_as_string(hide_password=True)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tools.clicommon import run
+
+    return run(migrate, argv, "orion migrate")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,13 +1,12 @@
 """Start the whole platform: SMTP sink, web, outbox relay, worker, beat and Flower, in the
-foreground, until Ctrl-C (or until one of them dies, which stops the rest).
+foreground, until Ctrl-C; a process that crashes is restarted with backoff (``supervise``).
 
-``python -m tools.launch [--no-flower] [--no-smtp-sink] [--no-beat] [--no-catalog]``
-(``./run.sh`` calls it). The mode comes from ``ORION_MODE``: ``embedded`` by
+``orion up [--no-flower] [--no-smtp-sink] [--no-beat] [--no-catalog]`` (``./run.sh``
+calls it; also ``python -m tools.launch``). The mode comes from ``ORION_MODE``: ``embedded`` by
 default, needing no servers.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import signal
@@ -15,6 +14,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
+
+import click
 
 from config import ConfigError, flower_basic_auth, get_settings, prepare_data_dir
 from config.settings import REPO_ROOT, Settings
@@ -33,7 +35,7 @@ def clear_stale_bindings(settings: Settings) -> None:
             Path(folder).mkdir(parents=True)
 
 
-def commands(settings: Settings, args: argparse.Namespace) -> dict[str, list[str]]:
+def commands(settings: Settings, args: SimpleNamespace) -> dict[str, list[str]]:
     py, celery = sys.executable, [sys.executable, "-m", "celery", "-A", "worker"]
     queues = "orion.saga,orion.fulfilment,orion.notify"
     procs = {
@@ -113,7 +115,7 @@ def wait_healthy(proc: subprocess.Popen, base_url: str, log: Path, timeout: floa
         time.sleep(0.2)
 
 
-def prepare(settings: Settings, args: argparse.Namespace) -> None:
+def prepare(settings: Settings, args: SimpleNamespace) -> None:
     from tools.dbsetup import ensure_database, upgrade
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -214,11 +216,15 @@ def supervise(procs: dict[str, list[str]], settings: Settings) -> int:
     return code
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for flag in ("--no-flower", "--no-smtp-sink", "--no-beat", "--no-catalog"):
-        parser.add_argument(flag, action="store_true")
-    args = parser.parse_args(argv)
+@click.command("up")
+@click.option("--no-flower", is_flag=True, help="do not start Flower")
+@click.option("--no-smtp-sink", is_flag=True, help="do not start the SMTP sink (a real relay is set)")
+@click.option("--no-beat", is_flag=True, help="do not start Celery beat (another host runs it)")
+@click.option("--no-catalog", is_flag=True, help="do not import the catalog into an empty database")
+def command(**flags: bool) -> int:
+    """Start the whole platform in the foreground until Ctrl-C: SMTP sink, web, outbox
+    relay, worker, beat and Flower. A crashed process is restarted with backoff."""
+    args = SimpleNamespace(**flags)
     os.chdir(REPO_ROOT)
     # Files the platform creates (SQLite databases, broker and relay folders,
     # mail, the Flower password) are readable by their owner only: they hold
@@ -232,6 +238,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"launch: {exc}", file=sys.stderr)
         return 2
     return supervise(commands(settings, args), settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tools.clicommon import run
+
+    return run(command, argv, "orion up")
 
 
 if __name__ == "__main__":

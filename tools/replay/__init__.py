@@ -1,8 +1,8 @@
 """Replay the Online Retail invoices through Orion's HTTP API, each customer as themselves.
 
-``python -m tools.replay --base-url http://127.0.0.1:8000 --limit 2000 --concurrency 8
+``orion replay --base-url http://127.0.0.1:8000 --limit 2000 --concurrency 8
 [--speed 0] [--data PATH] [--password PW] [--timeout 600] [--tokens SPEC] [--poll-rate 20]
-[--json-out FILE]``
+[--json-out FILE]`` (or ``python -m tools.replay``)
 
 Three parts, one module each: ``plan`` (``tools.replay.plan``, pure: invoices ->
 order and cancel actions, in file order), ``Replay`` (``tools.replay.client``,
@@ -13,12 +13,13 @@ docs/replay.md explains the summary. Exit status 0 when every order is final, el
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections import Counter
-
 from pathlib import Path
+from types import SimpleNamespace
+
+import click
 
 from tools.replay.client import (API_PREFIX, CANCELLABLE, FINAL, POLL_INTERVAL_S,
                                  REPAY_TOKEN, Accounts, Api, ApiError, OrderState, Replay, Tally,
@@ -28,6 +29,7 @@ from tools.replay.plan import (DEFAULT_TOKENS, GUEST_EMAIL, MAX_CANDIDATES,
                                order_action, parse_tokens, plan, shipping_address)
 from tools.replay.summary import (parse_time, percentile, render, summarize,
                                   timings)
+from tools.clicommon import run
 from tools.retail_data import DataError, default_data_path, read_invoices
 
 __all__ = [  # the three parts, re-exported for callers of ``tools.replay``
@@ -41,41 +43,38 @@ __all__ = [  # the three parts, re-exported for callers of ``tools.replay``
 
 # ---------------------------------------------------------------- command line
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tools.replay", description=__doc__.splitlines()[0])
-    parser.add_argument("--base-url", default="http://127.0.0.1:8000")
-    parser.add_argument("--limit", type=int, default=2000,
-                        help="invoices that yield an order or a cancellation (0: all)")
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--speed", type=float, default=0.0,
-                        help="compress the invoices' time gaps N times (0: no pauses)")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="dataset (default: $ORION_DATASET or the bundled file)")
-    parser.add_argument("--password", default="replay-customer-password",
-                        help="every replay customer's password")
-    parser.add_argument("--timeout", type=float, default=600.0,
-                        help="seconds to wait for final states after placing")
-    parser.add_argument("--tokens", default=DEFAULT_TOKENS,
-                        help="payment token mix, token=share,...")
-    parser.add_argument("--poll-rate", type=float, default=20.0,
-                        help="at most this many status GETs a second while waiting (0: unpaced)")
-    parser.add_argument("--json-out", type=Path, default=None,
-                        help="also write the summary as JSON here")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="only plan: print the invoice counts, send nothing")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
+def _token_mix(ctx: click.Context, param: click.Parameter, value: str) -> dict:
     try:
-        args.mix = parse_tokens(args.tokens)
+        return parse_tokens(value)
     except ValueError as exc:
-        parser.error(f"--tokens: {exc}")
-    if args.concurrency < 1 or args.speed < 0 or args.timeout < 0:
-        parser.error("--concurrency must be >= 1, --speed and --timeout >= 0")
-    return args
+        raise click.BadParameter(str(exc)) from None
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+@click.command("replay")
+@click.option("--base-url", default="http://127.0.0.1:8000", show_default=True)
+@click.option("--limit", type=click.IntRange(min=0), default=2000, show_default=True,
+              help="invoices that yield an order or a cancellation (0: all)")
+@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--speed", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="compress the invoices' time gaps N times (0: no pauses)")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="dataset (default: $ORION_DATASET or the bundled file)")
+@click.option("--password", default="replay-customer-password", show_default=True,
+              help="every replay customer's password")
+@click.option("--timeout", type=click.FloatRange(min=0), default=600.0, show_default=True,
+              help="seconds to wait for final states after placing")
+@click.option("--tokens", "mix", default=DEFAULT_TOKENS, show_default=True, callback=_token_mix,
+              help="payment token mix, token=share,...")
+@click.option("--poll-rate", type=click.FloatRange(min=0), default=20.0, show_default=True,
+              help="at most this many status GETs a second while waiting (0: unpaced)")
+@click.option("--json-out", type=click.Path(path_type=Path), default=None,
+              help="also write the summary as JSON here")
+@click.option("--dry-run", is_flag=True, help="only plan: print the invoice counts, send nothing")
+@click.option("--no-progress", is_flag=True, help="no progress bars")
+def command(**options) -> int:
+    """Replay the Online Retail invoices through a running Orion's HTTP API, each
+    customer as themselves; exit 0 when every order is final."""
+    args = SimpleNamespace(**options)
     try:
         actions, stats = plan(read_invoices(args.data or default_data_path()), args.limit, args.mix)
     except DataError as exc:
@@ -100,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json_out:
         args.json_out.write_text(json.dumps(summary, indent=2) + "\n")
     return 0 if summary["all_final"] else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(command, argv, "orion replay")
 
 
 if __name__ == "__main__":
