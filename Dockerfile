@@ -1,5 +1,5 @@
 # Orion: one image for web, worker, beat, Flower and the SMTP sink (docker-compose.yml
-# picks the command). Python deps from requirements.txt (pinned), the dashboards'
+# picks the command; `orion` is on the PATH for the operator commands). Python deps from requirements.txt (pinned), the dashboards'
 # Socket.IO client from package-lock.json (npm ci at build time, served locally).
 # The folders compose mounts volumes on exist here, owned by the user the
 # processes run as, so a fresh named volume takes that owner.
@@ -19,6 +19,8 @@ WORKDIR /app
 COPY requirements.txt package.json package-lock.json ./
 RUN pip install --no-cache-dir -r requirements.txt && npm ci --no-audit --no-fund --omit=dev
 COPY . .
+# The orion command line (pyproject.toml), editable so it runs the code in /app.
+RUN pip install --no-cache-dir --no-deps -e .
 
 USER orion
 ENTRYPOINT ["/app/deploy/entrypoint.sh"]
