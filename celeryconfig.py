@@ -38,6 +38,11 @@ event_serializer = "json"
 timezone = "UTC"
 enable_utc = True
 
+# Messages a worker cannot or must not run (undecodable, an unknown task, arguments
+# that do not fit, poison) go to the dead-letter queue instead of being dropped
+# (worker.dead_letter; ``orion dlq`` inspects and replays them).
+worker_consumer = "worker.dead_letter:DeadLetteringConsumer"
+
 task_acks_late = True
 task_reject_on_worker_lost = True
 task_acks_on_failure_or_timeout = True

@@ -9,7 +9,8 @@ log = logging.getLogger(__name__)
 
 def queue_depths(app=None, timeout_s: float = 2.0) -> dict[str, dict[str, int]] | None:
     """``{queue name: {"messages": n, "consumers": n}}`` for every queue in
-    ``task_queues``, read with a passive declare (nothing is created).
+    ``task_queues`` and the dead-letter queue (``orion.dead_letter``), read with a
+    passive declare (nothing is created).
 
     ``messages`` counts the messages ready for delivery (RabbitMQ's
     ``messages_ready``; those a consumer holds unacknowledged are not in it).
@@ -19,6 +20,7 @@ def queue_depths(app=None, timeout_s: float = 2.0) -> dict[str, dict[str, int]] 
     """
     if app is None:
         from worker import app
+    from worker.dead_letter import DEAD_LETTER
     from amqp.exceptions import AMQPError, NotFound
     from kombu.exceptions import KombuError
 
@@ -26,10 +28,10 @@ def queue_depths(app=None, timeout_s: float = 2.0) -> dict[str, dict[str, int]] 
     try:
         with app.connection_for_read(connect_timeout=timeout_s) as conn:
             conn.ensure_connection(max_retries=1, interval_start=0, timeout=timeout_s)
-            for queue in app.conf.task_queues:
+            for name in [q.name for q in app.conf.task_queues] + [DEAD_LETTER]:
                 channel = conn.channel()
                 try:
-                    _, messages, consumers = channel.queue_declare(queue.name, passive=True)
+                    _, messages, consumers = channel.queue_declare(name, passive=True)
                 except NotFound:
                     continue
                 finally:
@@ -37,7 +39,7 @@ def queue_depths(app=None, timeout_s: float = 2.0) -> dict[str, dict[str, int]] 
                         channel.close()
                     except Exception:  # noqa: BLE001 - a failed passive declare closes it
                         pass
-                depths[queue.name] = {"messages": messages, "consumers": consumers}
+                depths[name] = {"messages": messages, "consumers": consumers}
     except (OSError, KombuError, AMQPError) as exc:
         log.warning("queue depths: broker not reachable: %s", exc)
         return None

@@ -274,6 +274,19 @@ def _count_delivery(task_id: str, name: str) -> bool:
     return True
 
 
+def will_be_poison(task_id: str) -> bool:
+    """Whether the next delivery of this redelivered message is the one
+    ``_count_delivery`` refuses as poison (read only; False without Redis)."""
+    client = _redis_client()
+    if client is None:
+        return False
+    try:
+        counted = int(client.get(f"orion:deliveries:{task_id}") or 0)
+    except redis.RedisError:
+        return False
+    return counted + 2 > _settings.max_deliveries  # this delivery, and the first (uncounted)
+
+
 def _forget_deliveries(task_id: str) -> None:
     client = _redis_client()
     try:

@@ -8,6 +8,7 @@
     orion audit [--json]                check SPEC's guarantees over the database
     orion retry ORDER_ID...             re-drive sagas (as the operator's Retry)
     orion migrate                       create the database if needed and migrate it
+    orion dlq list|replay|purge         the dead-letter queue (tools.dlq)
 
 ``python -m tools`` is the same command line. Each command's ``--help`` gives its
 options; settings come from the environment (README, "Configuration").
@@ -32,6 +33,7 @@ COMMANDS = {
     "audit": ("tools.audit", "command"),
     "retry": ("tools.retry", "command"),
     "migrate": ("tools.dbsetup", "migrate"),
+    "dlq": ("tools.dlq", "group"),
 }
 SUMMARIES = {
     "up": "Start the whole platform in the foreground (embedded default: no servers).",
@@ -42,6 +44,7 @@ SUMMARIES = {
     "audit": "Check SPEC's guarantees over the database (exit 1 on a violation).",
     "retry": "Re-drive sagas, as the operator's Retry does.",
     "migrate": "Create the database if it is missing and migrate it.",
+    "dlq": "Inspect, replay and purge the dead-letter queue.",
 }
 
 

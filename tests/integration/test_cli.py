@@ -50,7 +50,7 @@ def test_retry_redrives_a_stuck_saga_and_names_what_it_cannot(uid):
 
 ORION = Path(sys.executable).with_name("orion")  # pip install -e . (./run.sh does it)
 COMMANDS = ("up", "create-operator", "create-customer", "catalog", "replay", "audit", "retry",
-            "migrate")
+            "migrate", "dlq")
 
 
 def orion(*args: str, **env: str) -> subprocess.CompletedProcess:

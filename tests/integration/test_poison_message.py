@@ -1,6 +1,6 @@
 """A message that kills its worker process on every delivery: RabbitMQ's classic
 queues redeliver it for ever, so Orion counts the deliveries and fails the step
-for good past ``SAGA_MAX_DELIVERIES`` (issue 9). Its own module: no other worker
+for good past ``SAGA_MAX_DELIVERIES``, keeping a copy in the dead-letter queue (issue 9). Its own module: no other worker
 may run beside this one."""
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import psutil
 from models import Order, unit_of_work
 from tests.integration.test_saga_faults import kinds, stock
 from tests.support.factories import customer, place, product, wait_for
+from tests.integration.test_dead_letter import dlq, listed
 from tests.support.processes import celery_worker
 
 
@@ -48,3 +49,9 @@ def test_a_step_that_crashes_its_worker_every_time_fails_after_the_delivery_limi
     assert "delivered again (delivery 3 of at most 3)" in log
     assert kinds(order_id) in (["authorization", "void"], [])  # the hold, if any, voided
     assert stock(sku) == (10, 0)
+    # A copy of the message is kept in the dead-letter queue for the operator.
+    copies = [row for row in listed() if row["task"] == "saga.authorize_payment"
+              and str(order_id) in row["args"]]
+    assert [row["reason"] for row in copies] == ["poison"]
+    assert copies[0]["routing_key"] == "orion.saga"
+    assert dlq("purge", copies[0]["id"]).returncode == 0
