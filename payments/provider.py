@@ -66,5 +66,29 @@ def get_provider() -> PaymentProvider:
     from config import get_settings
     from payments.sandbox import SandboxProvider
 
+    from config.failpoints import ACTIVE
+
     settings = get_settings()
-    return SandboxProvider(settings.sandbox_database_url, settings.payment_latency_ms)
+    provider = SandboxProvider(settings.sandbox_database_url, settings.payment_latency_ms)
+    return _WithFailpoints(provider) if ACTIVE else provider
+
+
+class _WithFailpoints:
+    """A provider with the fault suite's failpoints around each call
+    (``provider.<call>:before`` and ``:after``, keyed by the idempotency key)."""
+
+    def __init__(self, provider: PaymentProvider) -> None:
+        self._provider = provider
+
+    def __getattr__(self, name: str):
+        call = getattr(self._provider, name)
+        if name not in ("authorize", "capture", "void", "refund"):
+            return call
+        from config.failpoints import failpoint
+
+        def with_failpoints(key: str, *args, **kwargs) -> ProviderResult:
+            failpoint(f"provider.{name}:before", key)
+            result = call(key, *args, **kwargs)
+            failpoint(f"provider.{name}:after", key)
+            return result
+        return with_failpoints

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from config import get_settings
+from config.failpoints import failpoint
 from mail.smtp import TRANSIENT_SMTP_ERRORS
 from models import order as lifecycle
 from models.db import get_engine
@@ -92,6 +93,7 @@ class SagaTask(Task):
         # for errors other than kombu's, without this request's context), and
         # must not be taken for the step's.
         _COMMITTED.append(self.request.id)
+        failpoint(f"{self.name}:after_commit", self.request.id)
         return result
 
     @property

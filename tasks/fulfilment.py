@@ -13,6 +13,7 @@ from collections import Counter
 from celery import shared_task
 from sqlalchemy import bindparam, func, insert, select, update
 
+from config.failpoints import failpoint
 from mail import outbox, templates
 from mail.smtp import MailRefused
 from models import OrderLine, Reservation, Shipment, utcnow
@@ -106,6 +107,7 @@ def _deliver(task, order_id: str, template: str, step_name: str, statuses) -> bo
             tx.record_step(step_name, task.step_kind, task.attempt, SUCCEEDED,
                            f"{template} not delivered: {refused}")
         return False
+    failpoint("email:after_smtp", str(message.id))
     with task.locked(order_id) as tx:
         outbox.mark_sent(tx.conn, message)
         tx.record_step(step_name, task.step_kind, task.attempt, SUCCEEDED,
