@@ -206,6 +206,17 @@ def test_pods_run_unprivileged_with_resources_and_no_service_links(objects):
             assert "memory" in container["resources"]["limits"], name
 
 
+def test_orion_writes_only_to_its_own_volumes(objects):
+    """The root filesystem is read-only: /tmp, $HOME (gunicorn's control socket) and
+    ORION_DATA_DIR are emptyDirs or claims; the image's user is uid 10001, home /home/orion."""
+    data_dir = named(objects, "ConfigMap", "orion-config")["data"]["ORION_DATA_DIR"]
+    assert "useradd --create-home --uid 10001 orion" in (ROOT / "Dockerfile").read_text()
+    for name, container in orion_containers(objects).items():
+        assert pod_specs(objects)[name]["securityContext"]["runAsUser"] == 10001, name
+        mounts = {mount["mountPath"] for mount in container["volumeMounts"]}
+        assert {"/tmp", "/home/orion", data_dir} <= mounts, name
+
+
 def test_worker_shutdown_outlasts_the_task_time_limit(objects):
     import celeryconfig
 
