@@ -7,7 +7,7 @@ its CRDs, vendored in ``deploy/k8s/schemas`` (see the README there).
 from __future__ import annotations
 
 import copy
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import jsonschema
@@ -58,7 +58,7 @@ def validate(obj: dict) -> None:
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
 
 
-@lru_cache(maxsize=None)
+@cache
 def keda_crd(kind: str) -> dict:
     """The vendored CRD document that defines ``kind`` (``KEDA_CRDS``)."""
     return documents(K8S / "schemas" / KEDA_CRDS[kind])[0]

@@ -14,10 +14,20 @@ import pytest
 import yaml
 
 from config import Settings
-from tests.support.k8s import (K8S, KEDA_CRDS, KUBERNETES_VERSION, ROOT, documents, env_names,
-                               keda_crd, kustomization, load_manifests, pod_specs, secret_refs,
-                               validate)
-from tests.unit.test_compose import compose  # noqa: F401  (the fixture)
+from tests.support.k8s import (
+    K8S,
+    KEDA_CRDS,
+    KUBERNETES_VERSION,
+    ROOT,
+    documents,
+    env_names,
+    keda_crd,
+    kustomization,
+    load_manifests,
+    pod_specs,
+    secret_refs,
+    validate,
+)
 from tests.unit.test_readme import variables_read
 
 ORION_IMAGE = "orion"
@@ -110,8 +120,11 @@ def test_kustomization_lists_every_manifest_and_no_example():
 @pytest.mark.skipif(not shutil.which("kubectl"), reason="kubectl (with its kustomize) is not installed")
 def test_kubectl_kustomize_renders_what_the_tests_check(objects):
     rendered = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, check=True)
-    identity = lambda obj: (obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace"))  # noqa: E731
     assert sorted(map(identity, yaml.safe_load_all(rendered.stdout))) == sorted(map(identity, objects))
+
+
+def identity(obj: dict) -> tuple:
+    return obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace")
 
 
 def test_keda_scales_the_worker_on_exactly_orions_queues(objects):
@@ -132,7 +145,8 @@ def test_keda_scales_the_worker_on_exactly_orions_queues(objects):
     assert "replicas" not in named(objects, "Deployment", "orion-worker")["spec"], "KEDA owns the count"
 
 
-def test_each_process_runs_what_compose_runs(objects, compose):  # noqa: F811
+def test_each_process_runs_what_compose_runs(objects):
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     containers = orion_containers(objects)
     assert set(containers) == set(COMPOSE_SERVICE)
     for name, container in containers.items():
