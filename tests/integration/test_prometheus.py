@@ -55,6 +55,7 @@ def dashboard_queries() -> list[str]:
     exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
     for name, value in GRAFANA_VARIABLES.items():
         exprs = [expr.replace(name, value) for expr in exprs]
+    assert exprs and not [expr for expr in exprs if "$" in expr], "a variable the test does not fill"
     return exprs
 
 

@@ -65,16 +65,22 @@ def _strip_comparison(part: str) -> str:
     return part
 
 
-def missing(base: str, expr: str, must_be_empty: bool = False) -> str | None:
+def missing(base: str, expr: str, must_be_empty: bool = False, settle_s: float = 3.0) -> str | None:
     """None when ``expr`` returns at least one series from the Prometheus at ``base``
     (or none at all, with ``must_be_empty``); else what is wrong, for the report.
-    An expression Prometheus refuses (a syntax error) raises AssertionError."""
-    result = query(base, expr)
-    if must_be_empty and result:
-        return f"{expr}: {len(result)} series, expected none"
-    if not must_be_empty and not result:
-        return f"{expr}: no series"
-    return None
+
+    Asked again for ``settle_s`` seconds before reporting: a scrape that timed out
+    marks every series of the target stale until the next one. An expression
+    Prometheus refuses (a syntax error) raises AssertionError.
+    """
+    deadline = time.monotonic() + settle_s
+    while True:
+        result = query(base, expr)
+        if bool(result) != must_be_empty:
+            return None
+        if time.monotonic() > deadline:
+            return f"{expr}: {len(result)} series, expected none" if must_be_empty else f"{expr}: no series"
+        time.sleep(0.5)
 
 
 def query(base: str, expr: str) -> list[dict]:

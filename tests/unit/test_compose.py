@@ -172,9 +172,10 @@ def test_grafana_provisions_the_prometheus_data_source_and_the_dashboard(compose
     grafana = ROOT / "deploy" / "grafana"
     mounts = dict(volume.split(":")[1::-1] for volume in compose["grafana"]["volumes"])
     assert mounts["/etc/grafana/provisioning"] == "./deploy/grafana/provisioning"
-    [source] = yaml.safe_load((grafana / "provisioning/datasources/prometheus.yml").read_text())["datasources"]
+    provisioning = grafana / "provisioning"
+    [source] = yaml.safe_load((provisioning / "datasources/prometheus.yml").read_text())["datasources"]
     assert source["url"] == "http://prometheus:9090" and "9090:9090" in compose["prometheus"]["ports"][0]
-    [provider] = yaml.safe_load((grafana / "provisioning/dashboards/orion.yml").read_text())["providers"]
+    [provider] = yaml.safe_load((provisioning / "dashboards/orion.yml").read_text())["providers"]
     assert mounts[provider["options"]["path"]] == "./deploy/grafana/dashboards"
     dashboard = json.loads((grafana / "dashboards" / "orion.json").read_text())
     sources = {target["datasource"]["uid"] for panel in dashboard["panels"] for target in panel["targets"]}
