@@ -35,19 +35,29 @@ if [ "$(cat "$npm_stamp" 2>/dev/null)" != "$npm_want" ]; then
 fi
 
 # Test tools from Debian: Chromium for the browser tests (Playwright's own download
-# is not reachable), and a compose tool to check docker-compose.yml (no engine runs it).
-apt_install() { # command, package
+# is not reachable), a compose tool to check docker-compose.yml (no engine runs it),
+# and Prometheus with promtool for tests/integration/test_prometheus.py.
+apt_install() { # command, package, [apt-get option]
   command -v "$1" >/dev/null && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null \
-      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q ${3:-} "$2" >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q ${3:-} "$2" >/dev/null; }
   else
     echo "run.sh: the tests need $1 (apt-get install $2)" >&2
+  fi
+}
+no_service() { # the package's own service, started by its installation: stopped and disabled
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now "$1" >/dev/null 2>&1 || true
+  elif [ -x "/etc/init.d/$1" ]; then
+    "/etc/init.d/$1" stop >/dev/null 2>&1 || true
   fi
 }
 ensure_test_tools() {
   apt_install chromium chromium
   docker compose version >/dev/null 2>&1 || apt_install docker-compose docker-compose
+  # The test runs its own Prometheus on a free port; the package's would listen on 9090.
+  command -v promtool >/dev/null || { apt_install promtool prometheus --no-install-recommends; no_service prometheus; }
 }
 
 cmd=${1:-up}

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, String, UniqueConstraint, Uuid
@@ -45,6 +45,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 CANCELLABLE = frozenset({PENDING, STOCK_RESERVED, AWAITING_PAYMENT, PAYMENT_AUTHORIZED, CONFIRMED})
 # Where the forward saga has a next step to run (not parked for payment, not final).
 IN_FLIGHT = frozenset({PENDING, STOCK_RESERVED, PAYMENT_AUTHORIZED, CONFIRMED, SHIPPED})
+# Where a saga runs forward or backward; such an order unchanged for long is stuck.
+SAGA_RUNNING = IN_FLIGHT | {COMPENSATING}
 
 
 class InvalidTransition(Exception):
@@ -137,6 +139,13 @@ class OrderLine(Base):
     warehouse: Mapped[str] = mapped_column(String(8))  # the product's, at order time
 
     order: Mapped[Order] = relationship(back_populates="lines")
+
+
+def stuck(now: datetime, after_s: int):
+    """SQL condition: the order's saga runs (``SAGA_RUNNING``) but the order has not
+    changed for ``after_s`` seconds before ``now``. The operator overview lists these
+    orders and ``/metrics`` counts them (``orion_sagas_stuck``)."""
+    return Order.status.in_(sorted(SAGA_RUNNING)) & (Order.updated_at < now - timedelta(seconds=after_s))
 
 
 def lock_order(session, order_id) -> Order:

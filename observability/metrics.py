@@ -38,14 +38,19 @@ INVENTORY_AUDIT_TIME = Gauge("orion_inventory_audit_last_run_timestamp_seconds",
 
 
 class DatabaseCollector:
-    """Orders by status and the outbox backlog, read from the database at scrape time."""
+    """Orders by status, stuck sagas and the outbox backlog, read from the database
+    at scrape time."""
 
     def collect(self):
+        from config import get_settings
         from models import Order, OutboxMessage, read_only, utcnow
-        from models.order import STATUSES
+        from models.order import STATUSES, stuck
 
+        after_s = get_settings().stuck_after_s
         with read_only() as session:
             counts = dict(session.execute(select(Order.status, func.count()).group_by(Order.status)).all())
+            stuck_count = session.scalar(select(func.count()).select_from(Order)
+                                         .where(stuck(utcnow(), after_s)))
             backlog, oldest = session.execute(
                 select(func.count(), func.min(OutboxMessage.created_at))
                 .where(OutboxMessage.dispatched_at.is_(None))).one()
@@ -53,6 +58,9 @@ class DatabaseCollector:
         for status in STATUSES:
             orders.add_metric([status], counts.get(status, 0))
         yield orders
+        yield GaugeMetricFamily("orion_sagas_stuck", "Orders in flight or compensating, unchanged "
+                                "for STUCK_AFTER_SECONDS (the operator overview's stuck list)",
+                                value=stuck_count)
         yield GaugeMetricFamily("orion_outbox_backlog", "Outbox rows not yet published", value=backlog)
         age = (utcnow() - oldest).total_seconds() if oldest else 0.0
         yield GaugeMetricFamily("orion_outbox_oldest_age_seconds",

@@ -2,8 +2,6 @@
 in a step, SKUs below their reorder point, and where Flower is."""
 from __future__ import annotations
 
-from datetime import timedelta
-
 from flask import Blueprint
 from marshmallow import Schema, fields
 from sqlalchemy import func, select
@@ -16,8 +14,6 @@ from web.apidoc import authenticate, response
 
 bp = Blueprint("operator", __name__)
 STUCK_LIMIT = 50
-IN_FLIGHT = (lifecycle.PENDING, lifecycle.STOCK_RESERVED, lifecycle.PAYMENT_AUTHORIZED,
-             lifecycle.CONFIRMED, lifecycle.SHIPPED, lifecycle.COMPENSATING)
 
 
 class StuckOrderSchema(Schema):
@@ -66,8 +62,7 @@ def _counts(session) -> dict[str, int]:
 def _stuck(session, after_s: int) -> list[dict]:
     now = utcnow()
     orders = session.scalars(
-        select(Order).where(Order.status.in_(IN_FLIGHT),
-                            Order.updated_at < now - timedelta(seconds=after_s))
+        select(Order).where(lifecycle.stuck(now, after_s))
         .order_by(Order.updated_at).limit(STUCK_LIMIT)).all()
     return [_stuck_row(session, order, now) for order in orders]
 

@@ -2,13 +2,16 @@
 prometheus-client multiprocess folder, as the launcher runs them."""
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
-from models import Inventory, unit_of_work
-from tests.support.factories import customer, eventually, order_body, product, wait_for
+from config import get_settings
+from models import Inventory, Order, unit_of_work, utcnow
+from tests.support.factories import customer, eventually, order_body, place, product, wait_for
 from tests.support.processes import web_server
 from worker import app as celery_app
 
@@ -86,3 +89,28 @@ def test_the_inventory_audit_exposes_a_violation_as_a_metric(web, worker, uid):
             session.execute(update(Inventory).where(Inventory.sku == sku).values(reserved=0))
     assert run_audit()["reserved_mismatch"] == before
     assert value(samples(web), "orion_inventory_audit_violations", check="reserved_mismatch") == before
+
+
+def test_stuck_sagas_are_the_running_orders_unchanged_for_stuck_after_seconds(web, uid):
+    """The operator overview's definition: an order whose saga runs (forward or
+    compensating) unchanged for STUCK_AFTER_SECONDS counts; a fresh one, one parked
+    for payment and a final one do not. Compared with the count before, as other
+    tests may leave stuck orders behind."""
+    user, sku = customer(uid), product(uid, on_hand=10)
+    orders = [place(user, [(sku, 1)]) for _ in range(5)]
+    for order_id in orders:
+        assert wait_for(order_id).status == "completed"
+    before = value(samples(web), "orion_sagas_stuck")
+    long_ago = utcnow() - timedelta(seconds=get_settings().stuck_after_s + 5)
+    states = zip(orders, [("confirmed", long_ago), ("compensating", long_ago), ("confirmed", utcnow()),
+                          ("awaiting_payment", long_ago), ("completed", long_ago)])
+    try:
+        with unit_of_work() as session:
+            for order_id, (status, updated_at) in states:
+                session.execute(update(Order).where(Order.id == order_id)
+                                .values(status=status, updated_at=updated_at))
+        assert value(samples(web), "orion_sagas_stuck") == before + 2
+    finally:
+        with unit_of_work() as session:
+            session.execute(update(Order).where(Order.id.in_(orders)).values(status="completed"))
+    assert value(samples(web), "orion_sagas_stuck") == before

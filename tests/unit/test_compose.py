@@ -3,6 +3,7 @@ gives each process are the ones Orion reads (no Docker engine runs here, so the
 file is checked, not started)."""
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -18,7 +19,8 @@ from tests.unit.test_readme import variables_read
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = {"JWT_SECRET_KEY": "test-secret-of-at-least-32-bytes-0123", "POSTGRES_PASSWORD": "pg-secret",
            "RABBITMQ_PASSWORD": "mq-secret", "FLOWER_BASIC_AUTH": "ops:flower-secret",
-           "REDIS_PASSWORD": "redis-secret"}
+           "REDIS_PASSWORD": "redis-secret", "METRICS_TOKEN": "metrics-secret",
+           "GRAFANA_ADMIN_PASSWORD": "grafana-secret"}
 ORION = ("migrate", "web", "relay", "worker", "beat", "flower", "smtp")
 INTERPOLATION = re.compile(r"\$\{(\w+):\?[^}]*\}")
 DEFAULTED = re.compile(r"\$\{(\w+):-([^}]*)\}")
@@ -46,7 +48,8 @@ def test_the_compose_tool_accepts_the_file():
 
 
 def test_every_process_of_spec_runs_beside_its_dependencies(compose):
-    assert set(compose) == {"postgres", "rabbitmq", "rabbitmq-setup", "redis", "proxy", *ORION}
+    assert set(compose) == {"postgres", "rabbitmq", "rabbitmq-setup", "redis", "proxy", *ORION,
+                            "prometheus", "grafana"}
     assert compose["worker"]["command"][:4] == ["celery", "-A", "worker", "worker"]
     assert compose["relay"]["command"] == ["python", "-m", "worker.relay"]
     assert compose["beat"]["command"][:4] == ["celery", "-A", "worker", "beat"]
@@ -146,3 +149,35 @@ def test_secrets_go_only_where_they_are_used(compose):
     assert SECRETS["REDIS_PASSWORD"] in compose["redis"]["command"]
     for name in ("web", "worker", "relay", "beat"):
         assert f":{SECRETS['REDIS_PASSWORD']}@redis:6379" in env(compose[name])["REDIS_URL"], name
+
+
+def test_prometheus_scrapes_the_web_with_its_metrics_token_and_loads_the_rules(compose):
+    """The token the web checks is the one Prometheus sends: the entrypoint writes
+    it to the credentials file prometheus.yml names (Prometheus expands no variables)."""
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    [job] = config["scrape_configs"]
+    web = Settings.from_env(env(compose["web"]))
+    assert job["static_configs"] == [{"targets": [f"web:{web.web_port}"]}]
+    assert web.metrics_token == env(compose["prometheus"])["METRICS_TOKEN"] == SECRETS["METRICS_TOKEN"]
+    credentials = job["authorization"]["credentials_file"]
+    assert f'"$$METRICS_TOKEN" > {credentials} ' in compose["prometheus"]["entrypoint"][2]
+    assert any(credentials.startswith(path + "/") for path in compose["prometheus"]["tmpfs"])
+    mounts = dict(volume.split(":")[1::-1] for volume in compose["prometheus"]["volumes"])
+    assert mounts["/etc/prometheus/prometheus.yml"] == "./deploy/prometheus/prometheus.yml"
+    assert config["rule_files"] == ["/etc/prometheus/rules/*.yml"]
+    assert mounts["/etc/prometheus/rules"] == "./deploy/prometheus/rules"
+
+
+def test_grafana_provisions_the_prometheus_data_source_and_the_dashboard(compose):
+    grafana = ROOT / "deploy" / "grafana"
+    mounts = dict(volume.split(":")[1::-1] for volume in compose["grafana"]["volumes"])
+    assert mounts["/etc/grafana/provisioning"] == "./deploy/grafana/provisioning"
+    provisioning = grafana / "provisioning"
+    [source] = yaml.safe_load((provisioning / "datasources/prometheus.yml").read_text())["datasources"]
+    assert source["url"] == "http://prometheus:9090" and "9090:9090" in compose["prometheus"]["ports"][0]
+    [provider] = yaml.safe_load((provisioning / "dashboards/orion.yml").read_text())["providers"]
+    assert mounts[provider["options"]["path"]] == "./deploy/grafana/dashboards"
+    dashboard = json.loads((grafana / "dashboards" / "orion.json").read_text())
+    sources = {target["datasource"]["uid"] for panel in dashboard["panels"] for target in panel["targets"]}
+    assert sources == {source["uid"]}
+    assert env(compose["grafana"])["GF_SECURITY_ADMIN_PASSWORD"] == SECRETS["GRAFANA_ADMIN_PASSWORD"]
