@@ -23,15 +23,23 @@ class QueueUpgradeBlocked(RuntimeError):
 
 
 def ensure_queues(app: Celery) -> list[str]:
-    """Declare every queue in ``app.conf.task_queues``; returns the names re-declared.
+    """Declare every queue in ``app.conf.task_queues``, and the dead-letter queue;
+    returns the names re-declared.
 
     Raises QueueUpgradeBlocked naming the queue and its message count when an
     old queue is not empty. A transport without queue arguments (the embedded
     filesystem broker) just declares them.
     """
+    from worker.dead_letter import dead_letter_queue
+
     redeclared: list[str] = []
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=3)
+        channel = conn.channel()
+        try:  # where the worker puts what it cannot run (worker.dead_letter)
+            dead_letter_queue(channel).declare()
+        finally:
+            channel.close()
         for queue in app.conf.task_queues:
             channel = conn.channel()
             try:
