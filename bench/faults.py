@@ -21,7 +21,10 @@ the run waits until every accepted order is final (``--quiet-timeout``) and chec
   reserved against held reservations), whose violations are stock moved twice;
 - **wrong**: an order that did not complete (every order here can: a refund or
   ``failed`` is a wrong compensation);
-- **recovery**: seconds from the heal until the last order placed before it was final.
+- **recovery**: seconds from the heal until the last order placed before it was final;
+- **resent** (reported, not a violation): an email received again with the same
+  Message-ID, the resend SMTP leaves possible when a worker dies between the
+  server's 250 and "sent" being recorded.
 
 Orders refused at the door during an outage (503) are counted, not lost: the
 client was told. Writes ``bench/results/faults.json`` and prints the table that
@@ -52,7 +55,7 @@ from pathlib import Path
 from typing import Callable
 
 from bench.harness import (BENCH_DB, create_customers, fresh_database, login_all,
-                           outbox_relay, services_env, smtp_sink, spawn, stop, table, temp_dir,
+                           outbox_relay, services_env, spawn, stop, table, temp_dir,
                            wait_for_log, web_server, worker_command, write_results)
 
 SAFETY_NET = {  # the safety net within a run's minutes, not the production defaults
@@ -73,12 +76,33 @@ class Platform:
     worker: subprocess.Popen | None = None
     saved: dict = field(default_factory=dict)  # what a fault's heal needs from its injection
     restarts: int = 0
+    customers: list[str] = field(default_factory=list)  # their emails
+    smtp: subprocess.Popen | None = None
 
-    def start_worker(self) -> None:
+    def start_worker(self, wait: bool = True, extra: tuple[str, ...] = (), **env: str) -> None:
+        """A worker as the launcher starts it (``env``: variables added for this one;
+        ``wait``: until it is consuming)."""
         log = self.log_dir / f"worker-{self.restarts}.log"
-        self.worker = spawn(worker_command(concurrency=2), self.env, log)
-        wait_for_log(self.worker, log, b" ready.")
+        self.worker = spawn(worker_command(concurrency=2, extra=extra), {**self.env, **env}, log)
+        self.saved["worker_log"] = log
         self.restarts += 1
+        if wait:
+            wait_for_log(self.worker, log, b" ready.")
+
+    def replace_worker(self, wait: bool = True, extra: tuple[str, ...] = (), **env: str) -> None:
+        """Stop the worker as an operator would (warm shutdown, then -9) and start another."""
+        stop(self.worker, timeout=30)
+        self.start_worker(wait, extra, **env)
+
+    @property
+    def refuse_file(self) -> Path:
+        return self.log_dir / "smtp-refuse.txt"
+
+    def start_smtp(self) -> None:
+        self.smtp = spawn([sys.executable, "-m", "bench.smtp_server", "--port", self.env["SMTP_PORT"],
+                           "--dir", str(self.log_dir / "mail"), "--refuse-file",
+                           str(self.refuse_file)], self.env, self.log_dir / "smtp.log")
+        wait_for_log(self.smtp, self.log_dir / "smtp.log", b"SMTP server on")
 
 
 # -- the fault catalogue: name -> (inject, heal) -----------------------------------
@@ -154,6 +178,31 @@ def _restart_storm(p: Platform) -> None:
         time.sleep(2)
 
 
+# Crash points (config.failpoints) while the fault lasts: each fires at most once per message.
+CRASH_POINTS = ("provider.*:before=0.1,provider.*:after=0.1,saga.*:after_commit=0.05,"
+                "email:after_smtp=0.1")
+SMTP_DOWN_S = 75.0  # past the confirmation email's retry budget under SAFETY_NET (~50 s)
+
+
+def _smtp_down(p: Platform) -> None:
+    """The mail server gone for longer than an email's retries last."""
+    stop(p.smtp)
+    time.sleep(max(p.duration, SMTP_DOWN_S))
+
+
+def _broker_down_at_start(p: Platform) -> None:
+    """RabbitMQ stopped, and a new worker started while it is down."""
+    _sh("rabbitmqctl", "-q", "stop_app")
+    os.killpg(p.worker.pid, signal.SIGKILL)
+    p.worker.wait()
+    p.start_worker(wait=False)
+
+
+def _broker_up(p: Platform) -> None:
+    _sh("rabbitmqctl", "-q", "start_app")
+    wait_for_log(p.worker, p.saved["worker_log"], b" ready.", timeout=120)
+
+
 FAULTS: dict[str, tuple[Callable[[Platform], None], Callable[[Platform], None], str]] = {
     "kill-children": (_kill_children, lambda p: None,
                       "kill -9 of the worker's pool processes (Celery starts new ones)"),
@@ -185,7 +234,28 @@ FAULTS: dict[str, tuple[Callable[[Platform], None], Callable[[Platform], None], 
     "restart-storm": (_restart_storm, lambda p: None,
                       "the worker killed (-9) and started again, over and over, for --duration "
                       "seconds"),
+    "crash-points": (lambda p: p.replace_worker(ORION_FAILPOINTS=CRASH_POINTS),
+                     lambda p: p.replace_worker(),
+                     "worker processes kill themselves (-9) at the saga's crash points: around "
+                     "provider calls, after a step's commit, after SMTP took an email "
+                     f"({CRASH_POINTS})"),
+    "time-limit": (lambda p: p.replace_worker(extra=("--time-limit", "2", "--soft-time-limit", "600"),
+                                              PAYMENT_LATENCY_MS="3000"),
+                   lambda p: p.replace_worker(),
+                   "payment calls take 3 s under a hard time limit of 2 s: the pool process "
+                   "running a step is killed by the time limit"),
+    "broker-down-at-start": (_broker_down_at_start, _broker_up,
+                             "RabbitMQ stopped, the worker killed (-9) and a new one started while "
+                             "it is down; RabbitMQ started after --duration seconds"),
+    "smtp-down": (_smtp_down, lambda p: p.start_smtp(),
+                  f"the SMTP server stopped for {SMTP_DOWN_S:g} s (past an email's retries), "
+                  "then started"),
+    "smtp-refuse": (lambda p: p.refuse_file.write_text("\n".join(p.customers) + "\n"),
+                    lambda p: p.refuse_file.unlink(),
+                    "the SMTP server refuses every customer's address (550 5.1.1) for --duration "
+                    "seconds: their emails are refused for good, their orders must complete"),
 }
+SELF_TIMED = ("restart-storm", "smtp-down")  # faults that last as long as they need themselves
 
 
 # -- load ----------------------------------------------------------------------------
@@ -270,16 +340,23 @@ def check(env: dict, mail_dir: Path, accepted: list[tuple[str, float]], heal_at:
     status = {row[0]: row[1] for row in rows}
     before_heal = {order_id for order_id, placed in accepted if placed < heal_at}
     finished = [row[2] for row in rows if row[0] in before_heal and row[2] is not None]
-    emails = Counter()
+    emails: dict[tuple[str, str], list[str]] = {}
     for path in mail_dir.glob("*.eml"):
         message = email.message_from_bytes(path.read_bytes())
-        emails[(message["X-Orion-Order"], message["X-Orion-Template"])] += 1
+        emails.setdefault((message["X-Orion-Order"], message["X-Orion-Template"]), []).append(
+            message["Message-ID"])
     lost = [order_id for order_id in ids if status.get(order_id) not in FINAL]
     wrong = [order_id for order_id in ids if status.get(order_id) in ("cancelled", "failed")]
-    twice = [key for key, n in emails.items() if n > 1 and key[0] in status]
+    # Two different emails for one order and template are a duplicate; the same
+    # message (one Message-ID) received again after a crash between the server's
+    # 250 and "sent" being recorded is the resend SMTP allows, counted apart.
+    twice = [key for key, ids_ in emails.items() if len(set(ids_)) > 1 and key[0] in status]
+    resent = [key for key, ids_ in emails.items()
+              if len(ids_) > 1 and len(set(ids_)) == 1 and key[0] in status]
     recovery = (max(finished).timestamp() - heal_at) if finished and not lost else None
     return {"orders": len(ids), "lost": len(lost), "duplicated": len(doubled) + len(twice),
             "wrong": len(wrong), "audit": sum(len(v) for v in violations.values()),
+            "resent": len(resent),
             "recovery_s": None if recovery is None else round(max(recovery, 0.0), 1),
             "lost_ids": lost[:20], "wrong_ids": wrong[:20],
             "duplicates": [list(map(str, d)) for d in doubled][:20] + [list(k) for k in twice][:20],
@@ -340,9 +417,10 @@ def run_fault(name: str, args: argparse.Namespace) -> dict:
     fresh_database(env, catalog=False)
     skus = _catalog(env, 40)
     customers = create_customers(env, 40)
-    platform = Platform(env, data_dir, duration=args.duration)
+    platform = Platform(env, data_dir, duration=args.duration, customers=customers)
     with ExitStack() as stack:
-        stack.enter_context(smtp_sink(env, data_dir))
+        platform.start_smtp()
+        stack.callback(lambda: platform.smtp and stop(platform.smtp))
         stack.enter_context(outbox_relay(env, data_dir))
         web = stack.enter_context(web_server(env, data_dir))
         beat = spawn([sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", "info",
@@ -356,7 +434,7 @@ def run_fault(name: str, args: argparse.Namespace) -> dict:
         time.sleep(args.before)
         print(f"faults: {name}: inject", flush=True)
         inject(platform)
-        if name != "restart-storm":  # the storm lasts --duration by itself
+        if name not in SELF_TIMED:
             time.sleep(args.duration)
         heal(platform)
         heal_at = time.time()
@@ -405,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
                              "results": results})
     print(table(results, [("fault", "fault"), ("orders", "orders"), ("refused", "refused at the door"),
                           ("lost", "lost"), ("duplicated", "duplicated"), ("wrong", "wrong"),
-                          ("audit", "audit violations"), ("recovery_s", "recovery s"),
+                          ("audit", "audit violations"), ("resent", "emails resent"),
+                          ("recovery_s", "recovery s"),
                           ("error", "error")]))
     bad = [r["fault"] for r in results
            if r.get("error") or r["lost"] or r["duplicated"] or r["wrong"] or r["audit"]]

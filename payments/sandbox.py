@@ -189,6 +189,18 @@ def _authorization_outcome(token: str) -> ProviderResult:
     return ProviderResult(False, decline_code="card_declined")
 
 
+def create_schema(database_url: str) -> None:
+    """Create the sandbox's tables in its own database (``PAYMENT_SANDBOX_URL``, the
+    embedded default's ``var/payment-sandbox.db``) if they are missing; ``orion
+    migrate`` and the launcher call it. Beside Orion's tables, the Alembic
+    migrations make them."""
+    engine = make_engine(database_url)
+    try:
+        _create_tables(engine)
+    finally:
+        engine.dispose()
+
+
 def _create_tables(engine, attempts: int = 3) -> None:
     """Create the sandbox's tables if missing, one process at a time: worker
     processes starting together on a fresh database raced to ``CREATE TABLE``,

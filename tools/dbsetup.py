@@ -51,15 +51,29 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
+def prepare_sandbox(database_url: str, sandbox_url: str) -> None:
+    """The payment sandbox's tables, where it has a database of its own (beside
+    Orion's tables, migration 0006 makes them)."""
+    if sandbox_url == database_url:
+        return
+    from payments.sandbox import create_schema
+
+    ensure_database(sandbox_url)
+    create_schema(sandbox_url)
+
+
 @click.command("migrate")
 @click.option("--database-url", metavar="URL", default=None, help="default: the settings' DATABASE_URL")
 def migrate(database_url: str | None) -> int:
     """Create the database if it is missing and migrate it to the newest revision."""
     from config import get_settings
 
-    url = database_url or get_settings().database_url
+    settings = get_settings()
+    url = database_url or settings.database_url
     ensure_database(url)
     upgrade(url)
+    if database_url is None:
+        prepare_sandbox(url, settings.sandbox_database_url)
     print(f"database ready: {make_url(url).render_as_string(hide_password=True)}")
     return 0
 

@@ -116,7 +116,7 @@ def wait_healthy(proc: subprocess.Popen, base_url: str, log: Path, timeout: floa
 
 
 def prepare(settings: Settings, args: SimpleNamespace) -> None:
-    from tools.dbsetup import ensure_database, upgrade
+    from tools.dbsetup import ensure_database, prepare_sandbox, upgrade
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     prepare_data_dir(settings)
@@ -125,6 +125,7 @@ def prepare(settings: Settings, args: SimpleNamespace) -> None:
     clear_stale_bindings(settings)
     ensure_database(settings.database_url)
     upgrade(settings.database_url)
+    prepare_sandbox(settings.database_url, settings.sandbox_database_url)
     if not args.no_catalog and _catalog_empty():
         subprocess.run([sys.executable, "-m", "tools.catalog"], cwd=REPO_ROOT, check=True)
 

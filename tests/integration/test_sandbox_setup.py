@@ -1,6 +1,7 @@
-"""The payment sandbox creates its tables on first use: several worker processes
-starting together on a fresh database must all come up (issue 9: with 6
-processes one got ``DuplicateTable``, which is not transient, and its order failed)."""
+"""The payment sandbox's tables: made by the migrations in services mode, and still
+on first use where they are missing (a sandbox database of its own), where several
+worker processes starting together must all come up (issue 9: with 6 processes one
+got ``DuplicateTable``, which is not transient, and its order failed)."""
 from __future__ import annotations
 
 import multiprocessing
@@ -57,3 +58,23 @@ def test_processes_starting_together_on_a_fresh_database_all_come_up(fresh_datab
     finally:
         engine.dispose()
     assert {"sandbox_operations", "sandbox_call_counts"} <= tables
+
+
+def test_the_migrations_create_the_sandbox_tables_as_the_sandbox_declares_them(fresh_database):
+    """In services mode the sandbox's tables are made by ``orion migrate`` (Alembic
+    0006), before any worker starts, in the shape ``payments.sandbox`` declares."""
+    from payments.sandbox import SandboxBase
+    from tools.dbsetup import upgrade
+
+    upgrade(fresh_database, "0005")
+    engine = create_engine(fresh_database)
+    try:
+        assert "sandbox_operations" not in inspect(engine).get_table_names()
+        upgrade(fresh_database)
+        found = inspect(engine)
+        for table in SandboxBase.metadata.sorted_tables:
+            assert {c["name"] for c in found.get_columns(table.name)} == set(table.columns.keys())
+            assert {tuple(i["column_names"]) for i in found.get_indexes(table.name)} == {
+                tuple(c.name for c in i.columns) for i in table.indexes}
+    finally:
+        engine.dispose()
