@@ -15,6 +15,7 @@ import sys
 
 import click
 
+from services.audit import audit  # noqa: F401 - also this module's API (tests import it here)
 from tools.clicommon import run
 
 
@@ -27,7 +28,6 @@ def command(database_url: str | None, as_json: bool) -> int:
 
     from config import get_settings
     from models.db import make_engine
-    from services.audit import audit
 
     engine = make_engine(database_url or get_settings().database_url)
     with sessionmaker(engine).begin() as session:

@@ -58,7 +58,9 @@ def body(schema: Schema, *, optional: bool = False):
     def decorator(view):
         facts = _facts(view)
         facts["body"], facts["body_optional"] = schema, optional
-        facts["responses"].update({413: "Body larger than 64 KiB", 422: "Invalid request"})
+        facts["responses"].update({400: "Body is not well-formed JSON", 413: "Body larger than 64 KiB",
+                                   415: "Content-Type is not application/json",
+                                   422: "Invalid request"})
 
         @wraps(view)
         def wrapper(*args, **kwargs):

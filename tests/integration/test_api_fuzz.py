@@ -1,8 +1,10 @@
-"""Schemathesis over Orion's own OpenAPI document: generated requests, valid and
-invalid, against every operation, as a customer and as an operator, on the real
-PostgreSQL and Redis; no answer may be a 5xx (the security issue's bar, shared
-with the fault issue). Logout operations are left out: they would end the token
-the rest uses."""
+"""Schemathesis over Orion's own OpenAPI document, with all of its checks: generated
+requests, valid and invalid, against every operation, as a customer and as an
+operator, on the real PostgreSQL and Redis. No answer may be a 5xx, and every
+answer must be one the document declares, in the shape it declares (status
+codes, content types, bodies, headers), with authentication enforced where the
+document asks for it (issue 9 and the security issue's bar). Logout operations
+are left out: they would end the token the rest uses."""
 from __future__ import annotations
 
 import uuid
@@ -23,6 +25,19 @@ schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app).exclude(
     path_regex=r"/auth/logout")
 schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
                                 deterministic=True)
+CURRENT: dict[str, str] = {}  # the token of the role under test
+
+
+@schema.auth(refresh_interval=None)
+class BearerToken:
+    """The role's access token, set where the document asks for bearerAuth, so that
+    schemathesis knows it and can leave it out or spoil it to check enforcement."""
+
+    def get(self, case, context) -> str:
+        return CURRENT.get("token", "none-yet")  # collection runs before any fixture
+
+    def set(self, case, data: str, context) -> None:
+        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
 
 
 @pytest.fixture(scope="module", params=["customer", "operator"])
@@ -31,15 +46,18 @@ def token(request) -> str:
     client = app.test_client()
     client.environ_base["REMOTE_ADDR"] = "10.251.0.2"
     reply = client.post("/api/v1/auth/login", json={"email": user.email, "password": PASSWORD})
-    return reply.get_json()["access_token"]
+    CURRENT["token"] = reply.get_json()["access_token"]
+    return CURRENT["token"]
 
 
 @schema.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-def test_no_generated_request_gets_a_server_error(case, token):
-    case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
+def test_every_answer_is_declared_and_none_is_a_server_error(case, token):
+    # A list's cursor is opaque: the document cannot say which strings the server
+    # issued, so a "valid" made-up one is rightly refused (422). Positive cases
+    # leave it out; negative ones still send anything.
+    if case.meta and case.meta.generation.mode.is_positive and case.query:
+        case.query.pop("cursor", None)
     # From an address of its own: its failed logins must not spend the
     # per-address budget of the other tests' clients.
-    response = case.call(environ_base={"REMOTE_ADDR": FUZZ_ADDRESS})
-    assert response.status_code < 500, (case.method, case.formatted_path, response.status_code,
-                                        response.text[:500])
+    case.call_and_validate(environ_base={"REMOTE_ADDR": FUZZ_ADDRESS})
