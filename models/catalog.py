@@ -6,15 +6,17 @@ Stock rules (SPEC guarantee 3): ``on_hand`` and ``reserved`` never go negative,
 """
 from __future__ import annotations
 
+import uuid
 import zlib
 from functools import lru_cache
 
 from datetime import datetime
-from typing import Mapping
+from typing import Any, Mapping
 from decimal import Decimal
 
-from sqlalchemy import (CheckConstraint, ForeignKey, Index, Integer, String, UniqueConstraint, Uuid, bindparam,
-                        case, insert, select, update)
+from sqlalchemy import (CheckConstraint, ForeignKey, Index, Integer, String, UniqueConstraint, Update, Uuid,
+                        bindparam, case, insert, select, update)
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.db import Base, utcnow
@@ -34,8 +36,9 @@ def warehouse_for(sku: str) -> str:
     return WAREHOUSES[zlib.crc32(sku.encode()) % len(WAREHOUSES)]
 
 
-def _default_warehouse(context) -> str:
-    return warehouse_for(context.get_current_parameters()["sku"])
+def _default_warehouse(context: DefaultExecutionContext) -> str:
+    # SQLAlchemy leaves get_current_parameters unannotated.
+    return warehouse_for(context.get_current_parameters()["sku"])  # type: ignore[no-untyped-call]
 
 
 class Product(Base):
@@ -93,7 +96,7 @@ class Reservation(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    order_id: Mapped[object] = mapped_column(Uuid, ForeignKey("orders.id"))
+    order_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("orders.id"))
     order_line_id: Mapped[int] = mapped_column(ForeignKey("order_lines.id"))
     run: Mapped[int] = mapped_column(default=1)
     sku: Mapped[str] = mapped_column(ForeignKey("products.sku"))
@@ -176,14 +179,15 @@ def change_on_hand(session: Session, sku: str, delta: int, reason: str, referenc
         _notify(session, "inventory.restocked", {"sku": sku, "quantity": delta})
     available = row.on_hand - row.reserved
     _note_if_low(session, sku, available, -delta - release_reserved, row.reorder_point)
-    return row.on_hand
+    on_hand: int = row.on_hand
+    return on_hand
 
 
 _INV = Inventory.__table__
 
 
 def _change_per_sku(delta: Mapping[str, int], *, on_hand: bool = False,
-                    reserved: bool = False) -> tuple:
+                    reserved: bool = False) -> tuple[Update, dict[str, str | int]]:
     """One ``UPDATE inventory`` adding ``delta[sku]`` (signed units) to each SKU's
     ``on_hand`` and/or ``reserved``, as ``(statement, parameters)`` for
     ``Connection.execute``: ``SET reserved = reserved + CASE WHEN sku = :s0 THEN
@@ -195,14 +199,14 @@ def _change_per_sku(delta: Mapping[str, int], *, on_hand: bool = False,
     than the executemany). The caller holds the rows' locks (``_LOCK_STOCK``, in
     SKU order), so the UPDATE's own row order cannot deadlock.
     """
-    parameters = {}
+    parameters: dict[str, str | int] = {}
     for i, sku in enumerate(sorted(delta)):
         parameters[f"s{i}"], parameters[f"u{i}"] = sku, delta[sku]
     return _per_sku_update(len(delta), on_hand, reserved), parameters
 
 
 @lru_cache(maxsize=256)
-def _per_sku_update(skus: int, on_hand: bool, reserved: bool):
+def _per_sku_update(skus: int, on_hand: bool, reserved: bool) -> Update:
     per_sku = case(*[(_INV.c.sku == bindparam(f"s{i}"), bindparam(f"u{i}", type_=Integer))
                      for i in range(skus)])
     changes = {}
@@ -227,5 +231,6 @@ def _note_if_low(session: Session, sku: str, available: int, drop: int, reorder_
                 {"sku": sku, "available": available, "reorder_point": reorder_point})
 
 
-def _notify(session: Session, event: str, payload: dict) -> None:
+def _notify(session: Session, event: str, payload: dict[str, Any]) -> None:
+
     queue_notification(session, Notification(event, payload, (OPERATORS,)))

@@ -4,9 +4,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, String, UniqueConstraint, Uuid
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from models.db import Base, utcnow
 
@@ -75,7 +76,7 @@ class Order(Base):
     currency: Mapped[str] = mapped_column(String(3), default="GBP")
     subtotal: Mapped[Decimal]
     total: Mapped[Decimal]
-    shipping_address: Mapped[dict] = mapped_column(JSON)
+    shipping_address: Mapped[dict[str, Any]] = mapped_column(JSON)
     payment_token: Mapped[str] = mapped_column(String(64))
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
@@ -139,7 +140,8 @@ class OrderLine(Base):
     order: Mapped[Order] = relationship(back_populates="lines")
 
 
-def lock_order(session, order_id) -> Order:
+def lock_order(session: Session, order_id: uuid.UUID | str) -> Order:
+
     """The order with ``SELECT ... FOR UPDATE``; raises NoResultFound if absent."""
     from sqlalchemy import select
 

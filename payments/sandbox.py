@@ -18,8 +18,9 @@ import time
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING, ClassVar
 
-from sqlalchemy import JSON, Connection, Numeric, String, bindparam, insert, select, text
+from sqlalchemy import JSON, Connection, Numeric, String, Table, bindparam, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -33,6 +34,9 @@ FLAKY_TIMEOUTS = 2
 
 class SandboxBase(DeclarativeBase):
     type_annotation_map = {Decimal: Numeric(12, 2), datetime: UTCDateTime()}
+
+    if TYPE_CHECKING:
+        __table__: ClassVar[Table]  # each model maps one Table (as models.db.Base)
 
 
 class SandboxOperation(SandboxBase):
