@@ -17,9 +17,9 @@ from decimal import Decimal
 from sqlalchemy import (CheckConstraint, ForeignKey, Index, Integer, String, UniqueConstraint, Update, Uuid,
                         bindparam, case, insert, select, update)
 from sqlalchemy.engine.default import DefaultExecutionContext
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-from models.db import Base, utcnow
+from models.db import Base, Transaction, utcnow
 from progress import OPERATORS, Notification, queue_notification
 
 HELD, RELEASED, CONSUMED = "held", "released", "consumed"
@@ -107,7 +107,7 @@ class Reservation(Base):
     closed_at: Mapped[datetime | None]
 
 
-def reserve_all(session: Session, wanted: Mapping[str, int]) -> list[str]:
+def reserve_all(session: Transaction, wanted: Mapping[str, int]) -> list[str]:
     """Hold ``wanted`` ({sku: units}) all or none; returns the SKUs short of stock
     (empty when everything was held).
 
@@ -133,7 +133,7 @@ def reserve_all(session: Session, wanted: Mapping[str, int]) -> list[str]:
     return []
 
 
-def release_all(session: Session, held: Mapping[str, int]) -> None:
+def release_all(session: Transaction, held: Mapping[str, int]) -> None:
     """Return ``held`` ({sku: units}) reserved units to available stock (rows
     locked in SKU order first, as ``reserve_all`` does)."""
     if held:
@@ -142,7 +142,7 @@ def release_all(session: Session, held: Mapping[str, int]) -> None:
         conn.execute(*_change_per_sku({sku: -units for sku, units in held.items()}, reserved=True))
 
 
-def ship_all(session: Session, units: Mapping[str, int], reference: str) -> None:
+def ship_all(session: Transaction, units: Mapping[str, int], reference: str) -> None:
     """Take ``units`` ({sku: units}, all of them reserved) out of stock for a shipment:
     ``on_hand`` and ``reserved`` fall together, one ledger row (``shipment``) per SKU."""
     if not units:
@@ -158,7 +158,7 @@ def ship_all(session: Session, units: Mapping[str, int], reference: str) -> None
          "reason": "shipment", "reference": reference, "at": now} for sku in skus])
 
 
-def change_on_hand(session: Session, sku: str, delta: int, reason: str, reference: str | None,
+def change_on_hand(session: Transaction, sku: str, delta: int, reason: str, reference: str | None,
                    *, release_reserved: int = 0) -> int:
     """Apply ``delta`` to ``on_hand`` (and drop ``release_reserved`` from ``reserved``), with a ledger row.
 
@@ -224,13 +224,12 @@ _LOCK_STOCK = (select(_INV.c.sku, _INV.c.on_hand, _INV.c.reserved, _INV.c.reorde
 _INSERT_LEDGER = insert(InventoryLedger.__table__)
 
 
-def _note_if_low(session: Session, sku: str, available: int, drop: int, reorder_point: int) -> None:
+def _note_if_low(session: Transaction, sku: str, available: int, drop: int, reorder_point: int) -> None:
     """Queue ``inventory.low`` when ``available`` fell through ``reorder_point`` by ``drop`` units."""
     if drop > 0 and available < reorder_point <= available + drop:
         _notify(session, "inventory.low",
                 {"sku": sku, "available": available, "reorder_point": reorder_point})
 
 
-def _notify(session: Session, event: str, payload: dict[str, Any]) -> None:
-
+def _notify(session: Transaction, event: str, payload: dict[str, Any]) -> None:
     queue_notification(session, Notification(event, payload, (OPERATORS,)))

@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from sqlalchemy import Connection, DateTime, Dialect, Engine, Numeric, Table, create_engine, event
+from sqlalchemy import (Connection, DateTime, Dialect, Engine, Executable, Numeric, Result, Table,
+                        create_engine, event)
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlalchemy.types import TypeDecorator
+from sqlalchemy.util.typing import TupleAny, Unpack
 
 from config import get_settings
 
@@ -198,6 +200,21 @@ def pg_arrays(table: Table, columns: Iterable[str], prefix: str) -> str:
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     return ", ".join(f"%({prefix}{name})s::{table.c[name].type.compile(dialect=dialect)}[]"
                      for name in columns)
+
+
+class Transaction(Protocol):
+    """What domain code written for a ``Session`` uses of it: its connection,
+    ``execute`` and ``info``. ``tasks.journal.SagaTx`` offers the same on a bare
+    ``Connection`` in its transaction."""
+
+    @property
+    def info(self) -> dict[Any, Any]: ...
+
+    def connection(self) -> Connection: ...
+
+    def execute(self, statement: Executable,
+                parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None, /
+                ) -> Result[Unpack[TupleAny]]: ...
 
 
 def is_postgres(session: Session) -> bool:

@@ -141,7 +141,6 @@ class OrderLine(Base):
 
 
 def lock_order(session: Session, order_id: uuid.UUID | str) -> Order:
-
     """The order with ``SELECT ... FOR UPDATE``; raises NoResultFound if absent."""
     from sqlalchemy import select
 

@@ -68,5 +68,4 @@ class User(Base):
         return self.role == OPERATOR
 
     def to_dict(self) -> dict[str, Any]:
-
         return {"id": self.id, "email": self.email, "name": self.name, "role": self.role}

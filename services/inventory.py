@@ -34,6 +34,5 @@ def adjust_stock(sku: str, delta: int, reason: str, actor: Actor) -> dict[str, A
 
 
 def stock_level(stock: Inventory) -> dict[str, Any]:
-
     return {"sku": stock.sku, "on_hand": stock.on_hand, "reserved": stock.reserved,
             "available": stock.available, "reorder_point": stock.reorder_point}

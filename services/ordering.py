@@ -315,7 +315,6 @@ def _was_captured(session: Session, order: Order) -> bool:
 
 
 def redrive_message(order: Order) -> tuple[str, dict[str, Any]]:
-
     """The outbox topic and payload that re-drive ``order`` (moving it first where
     a re-drive starts from another state: ``failed`` → ``pending`` with a new run,
     ``compensation_failed`` → ``compensating``)."""
