@@ -24,7 +24,7 @@ CORRELATION_KEY = "correlation_id"  # the log field
 CORRELATION_HEADER = "orion_correlation_id"
 _configured = False
 
-SHARED_PROCESSORS = [
+SHARED_PROCESSORS: list[structlog.typing.Processor] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,

@@ -27,6 +27,7 @@ import uuid
 from collections import defaultdict, deque
 from queue import Empty
 from time import monotonic
+from typing import Any
 
 from kombu.exceptions import ChannelError
 from kombu.transport import TRANSPORT_ALIASES, filesystem
@@ -47,7 +48,7 @@ class Channel(filesystem.Channel):
         self._listed: dict[str, deque[str]] = {}
         self._next_scan = 0.0
 
-    def _get(self, queue):
+    def _get(self, queue: str, timeout: float | None = None) -> Any:
         for _ in range(2):
             listed = self._listed.get(queue)
             while listed:
@@ -86,7 +87,9 @@ class Channel(filesystem.Channel):
             raise ChannelError(f"Cannot read file {path!r} from queue.") from exc
         return payload
 
-    def _put(self, queue, payload, **kwargs):
+    # kombu's stubs call this argument ``message`` in AbstractChannel and ``payload`` in
+    # filesystem.Channel, so no name satisfies both; kombu passes it by position.
+    def _put(self, queue: str, payload: dict[str, Any], **kwargs: Any) -> None:  # type: ignore[override]
         """Write the message beside the queue folder's files, then rename it in (atomic)."""
         name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
