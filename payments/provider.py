@@ -5,10 +5,11 @@ key with the first result and never charges twice (as Stripe's API does).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class ProviderError(Exception):
@@ -36,12 +37,12 @@ class ProviderResult:
     decline_code: str | None = None
     soft: bool = False
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"approved": self.approved, "reference": self.reference,
                 "decline_code": self.decline_code, "soft": self.soft}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ProviderResult":
+    def from_dict(cls, data: Mapping[str, Any]) -> "ProviderResult":
         return cls(**data)
 
 
