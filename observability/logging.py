@@ -63,7 +63,7 @@ def correlation_id() -> str | None:
     return structlog.contextvars.get_contextvars().get(CORRELATION_KEY)
 
 
-def bind_correlation(value: str | None, **extra) -> None:
+def bind_correlation(value: str | None, **extra: object) -> None:
     """Start a new log context (a request, a task) with ``value`` as its correlation id."""
     structlog.contextvars.clear_contextvars()
     if value:

@@ -3,11 +3,15 @@ and how many consumers read them, for ``/metrics`` and the operator page."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 log = logging.getLogger(__name__)
 
 
-def queue_depths(app=None, timeout_s: float = 2.0) -> dict[str, dict[str, int]] | None:
+def queue_depths(app: Celery | None = None, timeout_s: float = 2.0) -> dict[str, dict[str, int]] | None:
     """``{queue name: {"messages": n, "consumers": n}}`` for every queue in
     ``task_queues``, read with a passive declare (nothing is created).
 
@@ -18,23 +22,29 @@ def queue_depths(app=None, timeout_s: float = 2.0) -> dict[str, dict[str, int]] 
     does not exist yet is left out.
     """
     if app is None:
-        from worker import app
+        from worker import app as default_app
+
+        app = default_app
     from amqp.exceptions import AMQPError, NotFound
     from kombu.exceptions import KombuError
 
     depths: dict[str, dict[str, int]] = {}
     try:
         with app.connection_for_read(connect_timeout=timeout_s) as conn:
-            conn.ensure_connection(max_retries=1, interval_start=0, timeout=timeout_s)
+            # kombu's stubs want whole seconds; kombu takes a float.
+            conn.ensure_connection(max_retries=1, interval_start=0,
+                                   timeout=timeout_s)  # type: ignore[arg-type]
             for queue in app.conf.task_queues:
                 channel = conn.channel()
                 try:
-                    _, messages, consumers = channel.queue_declare(queue.name, passive=True)
+                    # kombu's stubs type the channel as the abstract StdChannel (see worker.queues).
+                    _, messages, consumers = channel.queue_declare(  # type: ignore[attr-defined]
+                        queue.name, passive=True)
                 except NotFound:
                     continue
                 finally:
                     try:
-                        channel.close()
+                        channel.close()  # type: ignore[attr-defined]
                     except Exception:  # noqa: BLE001 - a failed passive declare closes it
                         pass
                 depths[queue.name] = {"messages": messages, "consumers": consumers}

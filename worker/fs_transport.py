@@ -43,7 +43,7 @@ RESCAN_SECONDS = 0.02
 class Channel(filesystem.Channel):
     """A filesystem channel that remembers the files it listed, per queue."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._listed: dict[str, deque[str]] = {}
         self._next_scan = 0.0
@@ -104,7 +104,7 @@ class Channel(filesystem.Channel):
     def _scan_names(self) -> list[str]:
         return sorted(n for n in os.listdir(self.data_folder_in) if not n.startswith("."))
 
-    def _purge(self, queue):
+    def _purge(self, queue: str) -> int:
         self._listed.pop(queue, None)
         return super()._purge(queue)
 
