@@ -25,6 +25,7 @@ import logging
 import os
 import random
 import signal
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def parse(spec: str) -> tuple[tuple[str, float], ...]:
 
 
 ACTIVE = parse(os.environ.get("ORION_FAILPOINTS", ""))
-_redis: list = []
+_redis: list[tuple[int, Any]] = []  # (pid, client): one client per process
 
 
 def failpoint(point: str, key: str) -> None:

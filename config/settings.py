@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping, NotRequired, TypedDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEV_SECRET = "orion-dev-secret-change-me-0123456789abcdef"
@@ -103,8 +103,8 @@ class Settings:
     supplier_lead_time_s: float
     restock_every_s: float
     audit_every_s: float
-    broker_transport_options: dict = field(default_factory=dict)
-    socketio_transport_options: dict = field(default_factory=dict)
+    broker_transport_options: dict[str, Any] = field(default_factory=dict)
+    socketio_transport_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def embedded(self) -> bool:
@@ -251,7 +251,17 @@ def default_concurrency(mode: str) -> int:
     return 2 * (os.cpu_count() or 1) if mode == "services" else 2
 
 
-def _embedded_urls(data_dir: Path) -> dict:
+class _DefaultUrls(TypedDict):
+    """The URLs a mode uses where the environment names none."""
+
+    database_url: str
+    broker_url: str
+    result_backend: str
+    redis_url: str | None
+    sandbox_database_url: NotRequired[str]
+
+
+def _embedded_urls(data_dir: Path) -> _DefaultUrls:
     return {
         "database_url": f"sqlite:///{data_dir / 'orion.db'}",
         "sandbox_database_url": f"sqlite:///{data_dir / 'payment-sandbox.db'}",
@@ -261,7 +271,7 @@ def _embedded_urls(data_dir: Path) -> dict:
     }
 
 
-def _service_urls() -> dict:
+def _service_urls() -> _DefaultUrls:
     return {
         "database_url": "postgresql+psycopg://postgres@127.0.0.1:5432/orion",
         "broker_url": "amqp://guest:guest@127.0.0.1:5672//",
@@ -270,7 +280,7 @@ def _service_urls() -> dict:
     }
 
 
-def _transport_options(url: str, folder: Path) -> dict:
+def _transport_options(url: str, folder: Path) -> dict[str, Any]:
     """kombu transport options for ``url``; the filesystem transport needs its folders.
 
     One folder serves as both ``data_folder_in`` and ``data_folder_out`` so every
@@ -320,7 +330,7 @@ def flower_basic_auth(settings: Settings, env: Mapping[str, str] | None = None) 
     return value
 
 
-def _relay_options(url: str, folder: Path) -> dict:
+def _relay_options(url: str, folder: Path) -> dict[str, Any]:
     """The Socket.IO relay's transport options: on the filesystem, a short poll.
     The web process's listener reads its folder as fast as events arrive, so a
     poll lists a near-empty folder, and the interval bounds the relay's latency."""

@@ -11,10 +11,14 @@ bare connection and a beat job that works on a session share the code.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from decimal import Decimal
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, insert, select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.util.typing import TupleAny, Unpack
 
 from mail import smtp, templates
 from models import EmailMessage, Order, OrderLine, User, unit_of_work, utcnow
@@ -68,13 +72,13 @@ class _OrderView:
     """What a template reads of an order (``templates.render``)."""
 
     id: uuid.UUID
-    total: object
+    total: Decimal
     currency: str
     cancel_reason: str | None
-    lines: list
+    lines: Sequence[Row[Unpack[TupleAny]]]
 
 
-def claim(db, order_id: uuid.UUID, template: str) -> OutgoingEmail | None:
+def claim(db: Connection | Session, order_id: uuid.UUID, template: str) -> OutgoingEmail | None:
     """The email ``template`` of order ``order_id``, rendered on first use and claimed;
     None when it was sent already (or refused for good). Raises ClaimedElsewhere when another attempt
     claimed it less than ``CLAIM_TIMEOUT`` ago, KeyError for an unknown template."""
@@ -91,7 +95,7 @@ def claim(db, order_id: uuid.UUID, template: str) -> OutgoingEmail | None:
                          row.m_subject, row.m_body, row.m_message_id)
 
 
-def release(db, message_id: int) -> None:
+def release(db: Connection | Session, message_id: int) -> None:
     """Give a claim back after a failed send, so the next attempt need not wait."""
     db.execute(_RELEASE, {"b_id": message_id})
 
@@ -107,17 +111,18 @@ def send_claimed(message: OutgoingEmail, correlation: str | None) -> None:
         raise
 
 
-def mark_sent(db, message: OutgoingEmail) -> None:
+def mark_sent(db: Connection | Session, message: OutgoingEmail) -> None:
     db.execute(_MARK_SENT, {"b_id": message.id, "b_now": utcnow()})
 
 
-def mark_refused(db, message: OutgoingEmail) -> None:
+def mark_refused(db: Connection | Session, message: OutgoingEmail) -> None:
     """The SMTP server refused ``message`` for good (``mail.smtp.MailRefused``): it is
     never sent again (``claim`` answers None)."""
     db.execute(_MARK_REFUSED, {"b_id": message.id})
 
 
-def _render(db, order, template: str, now) -> OutgoingEmail:
+def _render(db: Connection | Session, order: Row[Unpack[TupleAny]], template: str,
+            now: datetime) -> OutgoingEmail:
     """Render and insert the row of ``order`` (a ``_FIND`` row), already claimed
     (status ``sending``, attempt 1)."""
     lines = db.execute(_LINES, {"b_id": order.o_id}).all()

@@ -15,8 +15,12 @@ import time
 from email.message import EmailMessage as MimeMessage
 from email.mime.text import MIMEText
 from email.policy import compat32
+from typing import TYPE_CHECKING, Any
 
-from config import get_settings
+from config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from mail.outbox import OutgoingEmail
 
 TRANSIENT_SMTP_ERRORS = (smtplib.SMTPException, ConnectionError, TimeoutError, OSError)
 
@@ -64,10 +68,10 @@ SEND_TIMEOUT_S, CHECK_TIMEOUT_S = 10.0, 2.0
 
 # as_bytes() with CRLF line ends: smtplib sends bytes as they are (RFC 5321 §2.3.8).
 _WIRE = compat32.clone(linesep="\r\n")
-_connection: dict = {}  # pid, client, sent, last_used, server
+_connection: dict[str, Any] = {}  # pid, client, sent, last_used, server
 
 
-def send(message, correlation_id: str | None = None) -> None:
+def send(message: OutgoingEmail, correlation_id: str | None = None) -> None:
     """Deliver ``message`` (``mail.outbox.OutgoingEmail``) to the configured SMTP server.
 
     The Message-ID is fixed per outbox row, so a rare resend after a crash is
@@ -95,7 +99,7 @@ def send(message, correlation_id: str | None = None) -> None:
         _drop(quit_=True)
 
 
-def _mime(message, sender: str, correlation_id: str | None):
+def _mime(message: OutgoingEmail, sender: str, correlation_id: str | None) -> MimeMessage | bytes:
     """The message as bytes (MIMEText: a fifth of ``email.message.EmailMessage``'s
     CPU), or as an EmailMessage when an address is not ASCII (SMTPUTF8, RFC 6531)."""
     headers = {"From": sender, "To": message.to_address, "Subject": message.subject,
@@ -116,17 +120,19 @@ def _mime(message, sender: str, correlation_id: str | None):
     return text.as_bytes(policy=_WIRE)
 
 
-def _client(settings) -> smtplib.SMTP:
+def _client(settings: Settings) -> smtplib.SMTP:
     server = (settings.smtp_host, settings.smtp_port)
     if _connection.get("pid") == os.getpid() and _connection.get("server") == server:
-        client = _connection["client"]
+        client: smtplib.SMTP = _connection["client"]
         if time.monotonic() - _connection["last_used"] <= IDLE_CHECK_S:
             return client
+        sock = client.sock  # None once smtplib has closed the connection
         try:
-            client.sock.settimeout(CHECK_TIMEOUT_S)
-            if client.noop()[0] == 250:
-                client.sock.settimeout(SEND_TIMEOUT_S)
-                return client
+            if sock is not None:
+                sock.settimeout(CHECK_TIMEOUT_S)
+                if client.noop()[0] == 250:
+                    sock.settimeout(SEND_TIMEOUT_S)
+                    return client
         except TRANSIENT_SMTP_ERRORS:
             pass
         _drop()

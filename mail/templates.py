@@ -1,6 +1,11 @@
 """Email templates: (subject, plain-text body) for an order."""
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Protocol
+
 CONFIRMATION, CANCELLATION = "order_confirmation", "order_cancellation"
 # No free text from the customer in any email (security issue, item 9): a
 # "name" like "Win a prize at https://..." made every email a phishing relay.
@@ -22,7 +27,35 @@ _REASONS = {
 }
 
 
-def render(template: str, order) -> tuple[str, str]:
+class Line(Protocol):
+    """An order line as a template reads it."""
+
+    @property
+    def quantity(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def sku(self) -> str: ...
+    @property
+    def line_total(self) -> Decimal: ...
+
+
+class Renderable(Protocol):
+    """An order as a template reads it: an ``Order``, or the rows ``mail.outbox`` reads."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def total(self) -> Decimal: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def cancel_reason(self) -> str | None: ...
+    @property
+    def lines(self) -> Sequence[Line]: ...
+
+
+def render(template: str, order: Renderable) -> tuple[str, str]:
     """Subject and body for ``template``; raises KeyError for an unknown template.
 
     ``order`` has ``id``, ``total``, ``currency``, ``cancel_reason`` and ``lines``
@@ -33,12 +66,12 @@ def render(template: str, order) -> tuple[str, str]:
     return _RENDERERS[template](order)
 
 
-def _lines(order) -> str:
+def _lines(order: Renderable) -> str:
     return "\n".join(f"  {l.quantity} x {l.name} ({l.sku}) {l.line_total} {order.currency}"
                      for l in order.lines)
 
 
-def _confirmation(order) -> tuple[str, str]:
+def _confirmation(order: Renderable) -> tuple[str, str]:
     subject = f"Your Orion order {order.id} is confirmed"
     body = (GREETING + f"Thank you for your order {order.id}. We have taken your payment "
             f"of {order.total} {order.currency} and are preparing:\n\n{_lines(order)}\n\n"
@@ -46,7 +79,7 @@ def _confirmation(order) -> tuple[str, str]:
     return subject, body
 
 
-def _cancellation(order) -> tuple[str, str]:
+def _cancellation(order: Renderable) -> tuple[str, str]:
     subject = f"Your Orion order {order.id} was cancelled"
     why = _REASONS.get(order.cancel_reason, _REASONS[None])
     body = (GREETING + f"Your order {order.id} was cancelled because {why}. Any payment "
@@ -54,7 +87,7 @@ def _cancellation(order) -> tuple[str, str]:
     return subject, body
 
 
-def _payment_reminder(order) -> tuple[str, str]:
+def _payment_reminder(order: Renderable) -> tuple[str, str]:
     subject = f"Your Orion order {order.id} is waiting for payment"
     body = (GREETING + f"Your bank declined the payment of {order.total} {order.currency} "
             f"for order {order.id}. We are holding these items for you:\n\n{_lines(order)}\n\n"
@@ -63,4 +96,5 @@ def _payment_reminder(order) -> tuple[str, str]:
     return subject, body
 
 
-_RENDERERS = {CONFIRMATION: _confirmation, CANCELLATION: _cancellation}
+_RENDERERS: dict[str, Callable[[Renderable], tuple[str, str]]] = {
+    CONFIRMATION: _confirmation, CANCELLATION: _cancellation}

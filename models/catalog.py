@@ -6,18 +6,20 @@ Stock rules (SPEC guarantee 3): ``on_hand`` and ``reserved`` never go negative,
 """
 from __future__ import annotations
 
+import uuid
 import zlib
 from functools import lru_cache
 
 from datetime import datetime
-from typing import Mapping
+from typing import Any, Mapping
 from decimal import Decimal
 
-from sqlalchemy import (CheckConstraint, ForeignKey, Index, Integer, String, UniqueConstraint, Uuid, bindparam,
-                        case, insert, select, update)
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import (CheckConstraint, ForeignKey, Index, Integer, String, UniqueConstraint, Update, Uuid,
+                        bindparam, case, insert, select, update)
+from sqlalchemy.engine.default import DefaultExecutionContext
+from sqlalchemy.orm import Mapped, mapped_column
 
-from models.db import Base, utcnow
+from models.db import Base, Transaction, utcnow
 from progress import OPERATORS, Notification, queue_notification
 
 HELD, RELEASED, CONSUMED = "held", "released", "consumed"
@@ -34,8 +36,9 @@ def warehouse_for(sku: str) -> str:
     return WAREHOUSES[zlib.crc32(sku.encode()) % len(WAREHOUSES)]
 
 
-def _default_warehouse(context) -> str:
-    return warehouse_for(context.get_current_parameters()["sku"])
+def _default_warehouse(context: DefaultExecutionContext) -> str:
+    # SQLAlchemy leaves get_current_parameters unannotated.
+    return warehouse_for(context.get_current_parameters()["sku"])  # type: ignore[no-untyped-call]
 
 
 class Product(Base):
@@ -93,7 +96,7 @@ class Reservation(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    order_id: Mapped[object] = mapped_column(Uuid, ForeignKey("orders.id"))
+    order_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("orders.id"))
     order_line_id: Mapped[int] = mapped_column(ForeignKey("order_lines.id"))
     run: Mapped[int] = mapped_column(default=1)
     sku: Mapped[str] = mapped_column(ForeignKey("products.sku"))
@@ -104,7 +107,7 @@ class Reservation(Base):
     closed_at: Mapped[datetime | None]
 
 
-def reserve_all(session: Session, wanted: Mapping[str, int]) -> list[str]:
+def reserve_all(session: Transaction, wanted: Mapping[str, int]) -> list[str]:
     """Hold ``wanted`` ({sku: units}) all or none; returns the SKUs short of stock
     (empty when everything was held).
 
@@ -130,7 +133,7 @@ def reserve_all(session: Session, wanted: Mapping[str, int]) -> list[str]:
     return []
 
 
-def release_all(session: Session, held: Mapping[str, int]) -> None:
+def release_all(session: Transaction, held: Mapping[str, int]) -> None:
     """Return ``held`` ({sku: units}) reserved units to available stock (rows
     locked in SKU order first, as ``reserve_all`` does)."""
     if held:
@@ -139,7 +142,7 @@ def release_all(session: Session, held: Mapping[str, int]) -> None:
         conn.execute(*_change_per_sku({sku: -units for sku, units in held.items()}, reserved=True))
 
 
-def ship_all(session: Session, units: Mapping[str, int], reference: str) -> None:
+def ship_all(session: Transaction, units: Mapping[str, int], reference: str) -> None:
     """Take ``units`` ({sku: units}, all of them reserved) out of stock for a shipment:
     ``on_hand`` and ``reserved`` fall together, one ledger row (``shipment``) per SKU."""
     if not units:
@@ -155,7 +158,7 @@ def ship_all(session: Session, units: Mapping[str, int], reference: str) -> None
          "reason": "shipment", "reference": reference, "at": now} for sku in skus])
 
 
-def change_on_hand(session: Session, sku: str, delta: int, reason: str, reference: str | None,
+def change_on_hand(session: Transaction, sku: str, delta: int, reason: str, reference: str | None,
                    *, release_reserved: int = 0) -> int:
     """Apply ``delta`` to ``on_hand`` (and drop ``release_reserved`` from ``reserved``), with a ledger row.
 
@@ -176,14 +179,15 @@ def change_on_hand(session: Session, sku: str, delta: int, reason: str, referenc
         _notify(session, "inventory.restocked", {"sku": sku, "quantity": delta})
     available = row.on_hand - row.reserved
     _note_if_low(session, sku, available, -delta - release_reserved, row.reorder_point)
-    return row.on_hand
+    on_hand: int = row.on_hand
+    return on_hand
 
 
 _INV = Inventory.__table__
 
 
 def _change_per_sku(delta: Mapping[str, int], *, on_hand: bool = False,
-                    reserved: bool = False) -> tuple:
+                    reserved: bool = False) -> tuple[Update, dict[str, str | int]]:
     """One ``UPDATE inventory`` adding ``delta[sku]`` (signed units) to each SKU's
     ``on_hand`` and/or ``reserved``, as ``(statement, parameters)`` for
     ``Connection.execute``: ``SET reserved = reserved + CASE WHEN sku = :s0 THEN
@@ -195,14 +199,14 @@ def _change_per_sku(delta: Mapping[str, int], *, on_hand: bool = False,
     than the executemany). The caller holds the rows' locks (``_LOCK_STOCK``, in
     SKU order), so the UPDATE's own row order cannot deadlock.
     """
-    parameters = {}
+    parameters: dict[str, str | int] = {}
     for i, sku in enumerate(sorted(delta)):
         parameters[f"s{i}"], parameters[f"u{i}"] = sku, delta[sku]
     return _per_sku_update(len(delta), on_hand, reserved), parameters
 
 
 @lru_cache(maxsize=256)
-def _per_sku_update(skus: int, on_hand: bool, reserved: bool):
+def _per_sku_update(skus: int, on_hand: bool, reserved: bool) -> Update:
     per_sku = case(*[(_INV.c.sku == bindparam(f"s{i}"), bindparam(f"u{i}", type_=Integer))
                      for i in range(skus)])
     changes = {}
@@ -220,12 +224,12 @@ _LOCK_STOCK = (select(_INV.c.sku, _INV.c.on_hand, _INV.c.reserved, _INV.c.reorde
 _INSERT_LEDGER = insert(InventoryLedger.__table__)
 
 
-def _note_if_low(session: Session, sku: str, available: int, drop: int, reorder_point: int) -> None:
+def _note_if_low(session: Transaction, sku: str, available: int, drop: int, reorder_point: int) -> None:
     """Queue ``inventory.low`` when ``available`` fell through ``reorder_point`` by ``drop`` units."""
     if drop > 0 and available < reorder_point <= available + drop:
         _notify(session, "inventory.low",
                 {"sku": sku, "available": available, "reorder_point": reorder_point})
 
 
-def _notify(session: Session, event: str, payload: dict) -> None:
+def _notify(session: Transaction, event: str, payload: dict[str, Any]) -> None:
     queue_notification(session, Notification(event, payload, (OPERATORS,)))

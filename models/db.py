@@ -5,16 +5,22 @@ The engine is built on first use, never at import, so a forked Celery child
 """
 from __future__ import annotations
 
+import sqlite3
 import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from sqlalchemy import Connection, DateTime, Engine, Numeric, create_engine, event
+from sqlalchemy import (Connection, DateTime, Dialect, Engine, Executable, Numeric, Result, Table,
+                        create_engine, event)
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlalchemy.types import TypeDecorator
+from sqlalchemy.util.typing import TupleAny, Unpack
 
 from config import get_settings
 
@@ -23,18 +29,18 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class UTCDateTime(TypeDecorator):
+class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on PostgreSQL and SQLite alike."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value, dialect):
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("naive datetime given; use models.db.utcnow()")
         return value.astimezone(timezone.utc) if value is not None else None
 
-    def process_result_value(self, value, dialect):
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=timezone.utc)
         return value
@@ -42,6 +48,11 @@ class UTCDateTime(TypeDecorator):
 
 class Base(DeclarativeBase):
     type_annotation_map = {Decimal: Numeric(12, 2), datetime: UTCDateTime()}
+
+    if TYPE_CHECKING:
+        # Every Orion model maps one Table (SQLAlchemy types ``__table__`` as any
+        # FromClause), and Core statements are built on ``Model.__table__``.
+        __table__: ClassVar[Table]
 
 
 _engine: Engine | None = None
@@ -64,7 +75,7 @@ def make_engine(url: str) -> Engine:
                            hide_parameters=True)
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
@@ -74,7 +85,7 @@ def make_engine(url: str) -> Engine:
         cur.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn):
+    def _on_begin(conn: Connection) -> None:
         # Reads (read_only()) need no write lock: in WAL mode they see a
         # snapshot and neither wait for writers nor hold them up.
         read_only = conn.get_execution_options().get("orion_read_only", False)
@@ -100,12 +111,13 @@ def ping_when_idle(engine: Engine, idle_s: float) -> None:
     (https://docs.sqlalchemy.org/en/20/core/pooling.html#disconnect-handling-pessimistic).
     """
     @event.listens_for(engine, "checkin")
-    def _checked_in(_dbapi_conn, record):
+    def _checked_in(_dbapi_conn: DBAPIConnection, record: ConnectionPoolEntry | None) -> None:
         if record is not None:
             record.info["orion_checked_in"] = time.monotonic()
 
     @event.listens_for(engine, "checkout")
-    def _checked_out(dbapi_conn, record, _proxy):
+    def _checked_out(dbapi_conn: DBAPIConnection, record: ConnectionPoolEntry,
+                     _proxy: PoolProxiedConnection) -> None:
         since = record.info.get("orion_checked_in")
         if since is None or time.monotonic() - since <= idle_s:
             return  # new, or in use moments ago
@@ -113,7 +125,8 @@ def ping_when_idle(engine: Engine, idle_s: float) -> None:
             engine.dialect.do_ping(dbapi_conn)
             dbapi_conn.rollback()  # the ping's SELECT opened a transaction: start clean
         except Exception as exc:
-            if engine.dialect.is_disconnect(exc, dbapi_conn, None):
+            if (isinstance(exc, engine.dialect.loaded_dbapi.Error)
+                    and engine.dialect.is_disconnect(exc, dbapi_conn, None)):
                 raise DisconnectionError(f"stale pooled connection: {exc}") from exc
             raise
 
@@ -177,15 +190,31 @@ def read_connection() -> Iterator[Connection]:
         yield conn
 
 
-def pg_arrays(table, columns, prefix: str) -> str:
+def pg_arrays(table: Table, columns: Iterable[str], prefix: str) -> str:
     """``%(<prefix><column>)s::<type>[]`` for each of ``columns`` of ``table``, comma
     separated: the arguments of an ``unnest(...)`` that turns one parameter per
     column (a list of values) into rows, for PostgreSQL statements written as text."""
     from sqlalchemy.dialects import postgresql
 
-    dialect = postgresql.dialect()
+    # SQLAlchemy leaves the dialects' __init__ unannotated.
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     return ", ".join(f"%({prefix}{name})s::{table.c[name].type.compile(dialect=dialect)}[]"
                      for name in columns)
+
+
+class Transaction(Protocol):
+    """What domain code written for a ``Session`` uses of it: its connection,
+    ``execute`` and ``info``. ``tasks.journal.SagaTx`` offers the same on a bare
+    ``Connection`` in its transaction."""
+
+    @property
+    def info(self) -> dict[Any, Any]: ...
+
+    def connection(self) -> Connection: ...
+
+    def execute(self, statement: Executable,
+                parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None, /
+                ) -> Result[Unpack[TupleAny]]: ...
 
 
 def is_postgres(session: Session) -> bool:

@@ -4,9 +4,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, String, UniqueConstraint, Uuid
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy import JSON, CheckConstraint, ColumnElement, ForeignKey, Index, String, UniqueConstraint, Uuid
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from models.db import Base, utcnow
 
@@ -77,7 +78,7 @@ class Order(Base):
     currency: Mapped[str] = mapped_column(String(3), default="GBP")
     subtotal: Mapped[Decimal]
     total: Mapped[Decimal]
-    shipping_address: Mapped[dict] = mapped_column(JSON)
+    shipping_address: Mapped[dict[str, Any]] = mapped_column(JSON)
     payment_token: Mapped[str] = mapped_column(String(64))
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
@@ -141,14 +142,14 @@ class OrderLine(Base):
     order: Mapped[Order] = relationship(back_populates="lines")
 
 
-def stuck(now: datetime, after_s: int):
+def stuck(now: datetime, after_s: int) -> ColumnElement[bool]:
     """SQL condition: the order's saga runs (``SAGA_RUNNING``) but the order has not
     changed for ``after_s`` seconds before ``now``. The operator overview lists these
     orders and ``/metrics`` counts them (``orion_sagas_stuck``)."""
     return Order.status.in_(sorted(SAGA_RUNNING)) & (Order.updated_at < now - timedelta(seconds=after_s))
 
 
-def lock_order(session, order_id) -> Order:
+def lock_order(session: Session, order_id: uuid.UUID | str) -> Order:
     """The order with ``SELECT ... FOR UPDATE``; raises NoResultFound if absent."""
     from sqlalchemy import select
 

@@ -5,6 +5,7 @@ wakes it at commit (``NOTIFY orion_outbox``, migration 0004)."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import JSON, Index, String
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -23,14 +24,14 @@ class OutboxMessage(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     topic: Mapped[str] = mapped_column(String(64))
-    payload: Mapped[dict] = mapped_column(JSON)
-    headers: Mapped[dict] = mapped_column(JSON, default=dict)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    headers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     dispatched_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(default=0)
 
 
-def enqueue(session: Session, topic: str, payload: dict, headers: dict | None = None,
+def enqueue(session: Session, topic: str, payload: dict[str, Any], headers: dict[str, str] | None = None,
             correlation: str | None = None) -> OutboxMessage:
     """Add an outbox row to ``session``'s transaction; the relay publishes it after commit.
 
@@ -43,8 +44,9 @@ def enqueue(session: Session, topic: str, payload: dict, headers: dict | None = 
     return message
 
 
-def outbox_row(topic: str, payload: dict, headers: dict | None = None,
-               correlation: str | None = None) -> dict:
+def outbox_row(topic: str, payload: dict[str, Any], headers: dict[str, str] | None = None,
+               correlation: str | None = None) -> dict[str, Any]:
+
     """The ``outbox`` row ``enqueue`` adds, as a dict for a Core ``INSERT``."""
     headers = dict(headers or {})
     current = correlation_id() or correlation

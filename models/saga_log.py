@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ForeignKey, String, Text, UniqueConstraint, Uuid, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -33,7 +35,7 @@ class SagaStep(Base):
     finished_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "status": self.status, "attempt": self.attempt,
             "started_at": _iso(self.started_at), "finished_at": _iso(self.finished_at),
@@ -59,13 +61,13 @@ class OrderEvent(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow)
     correlation_id: Mapped[str | None] = mapped_column(String(64))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return event_payload({"order_id": self.order_id, "seq": self.seq, "status": self.status,
                               "step": self.step, "step_status": self.step_status,
                               "attempt": self.attempt, "detail": self.detail, "at": self.at})
 
 
-def event_payload(row: dict) -> dict:
+def event_payload(row: Mapping[str, Any]) -> dict[str, Any]:
     """An ``order_events`` row (a dict of its columns) as clients see it: the
     ``order.updated`` payload, without the correlation id."""
     return {"order_id": str(row["order_id"]), "seq": row["seq"], "status": row["status"],

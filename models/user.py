@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -55,14 +57,15 @@ class User(Base):
         except (VerificationError, InvalidHashError):
             return False
 
-    def accepts(self, claims: dict) -> bool:
+    def accepts(self, claims: Mapping[str, Any]) -> bool:
         """False for a token issued before the user last logged out everywhere
         (its ``gen`` claim is an earlier generation; tokens without one are 0)."""
-        return claims.get("gen", 0) == self.token_generation
+        generation: object = claims.get("gen", 0)
+        return generation == self.token_generation
 
     @property
     def is_operator(self) -> bool:
         return self.role == OPERATOR
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "email": self.email, "name": self.name, "role": self.role}

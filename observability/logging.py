@@ -24,7 +24,7 @@ CORRELATION_KEY = "correlation_id"  # the log field
 CORRELATION_HEADER = "orion_correlation_id"
 _configured = False
 
-SHARED_PROCESSORS = [
+SHARED_PROCESSORS: list[structlog.typing.Processor] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
@@ -63,7 +63,7 @@ def correlation_id() -> str | None:
     return structlog.contextvars.get_contextvars().get(CORRELATION_KEY)
 
 
-def bind_correlation(value: str | None, **extra) -> None:
+def bind_correlation(value: str | None, **extra: object) -> None:
     """Start a new log context (a request, a task) with ``value`` as its correlation id."""
     structlog.contextvars.clear_contextvars()
     if value:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge,
                                Histogram, generate_latest, multiprocess)
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import func, select
 
 HTTP_REQUESTS = Counter("orion_http_requests_total", "HTTP requests by route, method and status",
@@ -41,7 +42,7 @@ class DatabaseCollector:
     """Orders by status, stuck sagas and the outbox backlog, read from the database
     at scrape time."""
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         from config import get_settings
         from models import Order, OutboxMessage, read_only, utcnow
         from models.order import STATUSES, stuck
@@ -73,7 +74,7 @@ def scrape() -> tuple[bytes, str]:
     if os.environ.get("METRICS_ROOT"):
         registry.register(_MergedFolders(os.environ["METRICS_ROOT"]))
     elif os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # unannotated upstream
     else:
         registry = _SingleProcess()
     registry.register(DatabaseCollector())
@@ -88,15 +89,18 @@ class _MergedFolders:
     def __init__(self, root: str) -> None:
         self.root = root
 
-    def collect(self):
+    def collect(self) -> Iterable[Metric]:
         files = glob.glob(os.path.join(self.root, "*", "*.db"))
-        return multiprocess.MultiProcessCollector.merge(files, accumulate=True)
+        # prometheus-client leaves MultiProcessCollector unannotated.
+        metrics: Iterable[Metric] = multiprocess.MultiProcessCollector.merge(  # type: ignore[no-untyped-call]
+            files, accumulate=True)
+        return metrics
 
 
 class _SingleProcess(CollectorRegistry):
     """This process's own metrics (no multiprocess folder), plus what is registered here."""
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         yield from REGISTRY.collect()
         yield from super().collect()
 
@@ -105,7 +109,7 @@ class QueueCollector:
     """Messages waiting and consumers per queue, read from the broker at scrape time
     (nothing when the broker cannot be reached: the scrape still answers)."""
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         from observability.queues import queue_depths
 
         depths = queue_depths()

@@ -3,11 +3,15 @@ and how many consumers read them, for ``/metrics`` and the operator page."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 log = logging.getLogger(__name__)
 
 
-def queue_depths(app=None, timeout_s: float = 2.0) -> dict[str, dict[str, int]] | None:
+def queue_depths(app: Celery | None = None, timeout_s: float = 2.0) -> dict[str, dict[str, int]] | None:
     """``{queue name: {"messages": n, "consumers": n}}`` for every queue in
     ``task_queues`` and the dead-letter queue (``orion.dead_letter``), read with a
     passive declare (nothing is created).
@@ -19,7 +23,9 @@ def queue_depths(app=None, timeout_s: float = 2.0) -> dict[str, dict[str, int]] 
     does not exist yet is left out.
     """
     if app is None:
-        from worker import app
+        from worker import app as default_app
+
+        app = default_app
     from worker.dead_letter import DEAD_LETTER
     from amqp.exceptions import AMQPError, NotFound
     from kombu.exceptions import KombuError
@@ -27,16 +33,20 @@ def queue_depths(app=None, timeout_s: float = 2.0) -> dict[str, dict[str, int]] 
     depths: dict[str, dict[str, int]] = {}
     try:
         with app.connection_for_read(connect_timeout=timeout_s) as conn:
-            conn.ensure_connection(max_retries=1, interval_start=0, timeout=timeout_s)
+            # kombu's stubs want whole seconds; kombu takes a float.
+            conn.ensure_connection(max_retries=1, interval_start=0,
+                                   timeout=timeout_s)  # type: ignore[arg-type]
             for name in [q.name for q in app.conf.task_queues] + [DEAD_LETTER]:
                 channel = conn.channel()
                 try:
-                    _, messages, consumers = channel.queue_declare(name, passive=True)
+                    # kombu's stubs type the channel as the abstract StdChannel (see worker.queues).
+                    _, messages, consumers = channel.queue_declare(  # type: ignore[attr-defined]
+                        name, passive=True)
                 except NotFound:
                     continue
                 finally:
                     try:
-                        channel.close()
+                        channel.close()  # type: ignore[attr-defined]
                     except Exception:  # noqa: BLE001 - a failed passive declare closes it
                         pass
                 depths[name] = {"messages": messages, "consumers": consumers}

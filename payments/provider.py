@@ -5,10 +5,11 @@ key with the first result and never charges twice (as Stripe's API does).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
-from typing import Protocol
+from typing import Any, Callable, Protocol
 
 
 class ProviderError(Exception):
@@ -36,12 +37,12 @@ class ProviderResult:
     decline_code: str | None = None
     soft: bool = False
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"approved": self.approved, "reference": self.reference,
                 "decline_code": self.decline_code, "soft": self.soft}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ProviderResult":
+    def from_dict(cls, data: Mapping[str, Any]) -> "ProviderResult":
         return cls(**data)
 
 
@@ -80,15 +81,28 @@ class _WithFailpoints:
     def __init__(self, provider: PaymentProvider) -> None:
         self._provider = provider
 
-    def __getattr__(self, name: str):
-        call = getattr(self._provider, name)
-        if name not in ("authorize", "capture", "void", "refund"):
-            return call
-        from config.failpoints import failpoint
+    def authorize(self, key: str, order_ref: str, token: str, amount: Decimal,
+                  currency: str) -> ProviderResult:
+        return _around("authorize", key,
+                       lambda: self._provider.authorize(key, order_ref, token, amount, currency))
 
-        def with_failpoints(key: str, *args, **kwargs) -> ProviderResult:
-            failpoint(f"provider.{name}:before", key)
-            result = call(key, *args, **kwargs)
-            failpoint(f"provider.{name}:after", key)
-            return result
-        return with_failpoints
+    def capture(self, key: str, authorization_ref: str, amount: Decimal) -> ProviderResult:
+        return _around("capture", key, lambda: self._provider.capture(key, authorization_ref, amount))
+
+    def void(self, key: str, authorization_ref: str) -> ProviderResult:
+        return _around("void", key, lambda: self._provider.void(key, authorization_ref))
+
+    def refund(self, key: str, capture_ref: str, amount: Decimal) -> ProviderResult:
+        return _around("refund", key, lambda: self._provider.refund(key, capture_ref, amount))
+
+    def find(self, key: str) -> ProviderResult | None:
+        return self._provider.find(key)
+
+
+def _around(name: str, key: str, call: Callable[[], ProviderResult]) -> ProviderResult:
+    from config.failpoints import failpoint
+
+    failpoint(f"provider.{name}:before", key)
+    result = call()
+    failpoint(f"provider.{name}:after", key)
+    return result

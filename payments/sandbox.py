@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import JSON, Connection, Numeric, String, bindparam, insert, select, text
+from sqlalchemy import JSON, Connection, Engine, Numeric, String, Table, bindparam, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.dml import ReturningInsert
 
 from models.db import UTCDateTime, make_engine, utcnow
 from payments.provider import ProviderError, ProviderResult, ProviderTimeout, ProviderUnavailable
@@ -33,6 +36,9 @@ FLAKY_TIMEOUTS = 2
 
 class SandboxBase(DeclarativeBase):
     type_annotation_map = {Decimal: Numeric(12, 2), datetime: UTCDateTime()}
+
+    if TYPE_CHECKING:
+        __table__: ClassVar[Table]  # each model maps one Table (as models.db.Base)
 
 
 class SandboxOperation(SandboxBase):
@@ -46,7 +52,7 @@ class SandboxOperation(SandboxBase):
     target: Mapped[str | None] = mapped_column(String(64), index=True)
     token: Mapped[str | None] = mapped_column(String(64))
     amount: Mapped[Decimal | None]
-    result: Mapped[dict] = mapped_column(JSON)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON)
     reference: Mapped[str | None] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -127,7 +133,9 @@ class SandboxProvider:
             return ProviderResult(True, reference=f"{operation[:2]}_{uuid.uuid4().hex[:16]}"), token
         return self._answer(self._once(key, operation, target, amount, decide))
 
-    def _once(self, key, operation, target, amount, decide) -> ProviderResult:
+    def _once(self, key: str, operation: str, target: str, amount: Decimal | None,
+              decide: Callable[[Connection], tuple[ProviderResult | Exception, str | None]],
+              ) -> ProviderResult:
         """The first result for ``key``, or else ``decide(conn)``'s, recorded, in
         one transaction; raises the exception ``decide`` returns, after its
         transaction committed (a call counted stays counted)."""
@@ -138,14 +146,13 @@ class SandboxProvider:
                     if existing is not None:
                         return ProviderResult.from_dict(existing)
                     outcome, token = decide(conn)
-                    error = outcome if isinstance(outcome, Exception) else None
-                    if error is None:
+                    if not isinstance(outcome, Exception):
                         conn.execute(_INSERT_OPERATION, {
                             "idempotency_key": key, "operation": operation, "target": target,
                             "token": token, "amount": amount, "result": outcome.to_dict(),
                             "reference": outcome.reference, "created_at": utcnow()})
-                if error is not None:
-                    raise error
+                if isinstance(outcome, Exception):
+                    raise outcome
                 return outcome
             except IntegrityError:  # a concurrent call with the same key won
                 continue
@@ -160,8 +167,9 @@ class SandboxProvider:
 
     def _count_call(self, conn: Connection, order_ref: str, operation: str) -> int:
         """Count this call (an upsert: two first calls at once both count)."""
-        return conn.execute(self._count, {"order_ref": order_ref, "operation": operation,
-                                          "count": 1}).scalar_one()
+        count: int = conn.execute(self._count, {"order_ref": order_ref, "operation": operation,
+                                                "count": 1}).scalar_one()
+        return count
 
     def _answer(self, result: ProviderResult) -> ProviderResult:
         # The latency is the response's: the operation is already recorded, as
@@ -172,7 +180,7 @@ class SandboxProvider:
         return result
 
 
-def _count_statement(dialect: str):
+def _count_statement(dialect: str) -> ReturningInsert[int]:
     """``INSERT ... ON CONFLICT DO UPDATE SET count = count + 1 RETURNING count``."""
     insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert_(CALL_COUNTS)
@@ -201,7 +209,7 @@ def create_schema(database_url: str) -> None:
         engine.dispose()
 
 
-def _create_tables(engine, attempts: int = 3) -> None:
+def _create_tables(engine: Engine, attempts: int = 3) -> None:
     """Create the sandbox's tables if missing, one process at a time: worker
     processes starting together on a fresh database raced to ``CREATE TABLE``,
     and the loser's ``DuplicateTable`` failed its order. On PostgreSQL a
@@ -222,7 +230,7 @@ def _create_tables(engine, attempts: int = 3) -> None:
                 raise
 
 
-def _add_reference_column(conn) -> None:
+def _add_reference_column(conn: Connection) -> None:
     """Sandboxes made before ``reference`` existed get the column and its index,
     filled from each operation's recorded result (in the caller's transaction)."""
     from sqlalchemy import inspect

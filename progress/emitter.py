@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Any
 
 import kombu
 import socketio
@@ -26,11 +27,11 @@ class RelayKombuManager(socketio.KombuManager):
     reconnect) takes over its predecessor's binding instead of leaving behind a
     fanout binding that every later event would write a file for, unread."""
 
-    def __init__(self, *args, queue_name: str, **kwargs) -> None:
+    def __init__(self, *args: Any, queue_name: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._queue_name = queue_name
 
-    def _queue(self):
+    def _queue(self) -> kombu.Queue:
         return kombu.Queue(self._queue_name, self._exchange(), durable=False)
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from progress.emitter import get_relay
-from progress.notifications import take_notifications
+from progress.notifications import Notification, take_notifications
 
 _installed = False
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def _after_commit(session: Session) -> None:
         emit_after_commit(notifications)
 
 
-def emit_after_commit(notifications: list) -> None:
+def emit_after_commit(notifications: list[Notification]) -> None:
     """Emit what a transaction that has just committed queued (also for code that
     commits on a Core connection, without a session). A relay that fails is
     logged, never raised: the commit stands, and a client fills the gap from
@@ -45,7 +45,7 @@ def emit_after_commit(notifications: list) -> None:
         log.warning("progress: %d notification(s) not emitted: %s", len(notifications), exc)
 
 
-def _after_rollback(session: Session, previous_transaction) -> None:
+def _after_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
     # Notifications are held per session, not per savepoint: Orion uses no
     # savepoints. One that rolled back would keep its notifications (with seqs
     # the outer transaction reuses); hold them per transaction before using any.

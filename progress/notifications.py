@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from sqlalchemy.orm import Session
+from typing import Any, Protocol
 
 _KEY = "orion.notifications"
 
@@ -13,11 +12,19 @@ class Notification:
     """One Socket.IO event: its name, its JSON-safe payload and the rooms it goes to."""
 
     event: str
-    payload: dict
+    payload: dict[str, Any]
     rooms: tuple[str, ...]
 
 
-def queue_notification(session: Session, notification: Notification) -> None:
+class Holder(Protocol):
+    """Where notifications wait: a ``Session``, or anything with an ``info`` dict whose
+    owner emits after its own COMMIT (``tasks.journal.SagaTx`` on a bare connection)."""
+
+    @property
+    def info(self) -> dict[Any, Any]: ...
+
+
+def queue_notification(session: Holder, notification: Notification) -> None:
     """Hold ``notification`` until ``session`` commits (see ``progress.hooks``).
 
     ``session`` may also be any holder with an ``info`` dict whose owner emits
@@ -25,6 +32,7 @@ def queue_notification(session: Session, notification: Notification) -> None:
     session.info.setdefault(_KEY, []).append(notification)
 
 
-def take_notifications(session: Session) -> list[Notification]:
+def take_notifications(session: Holder) -> list[Notification]:
     """Remove and return the session's queued notifications, oldest first."""
-    return session.info.pop(_KEY, [])
+    notifications: list[Notification] = session.info.pop(_KEY, [])
+    return notifications

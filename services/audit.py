@@ -9,6 +9,8 @@ Used by ``python -m tools.audit`` and the beat job ``scheduled.audit_inventory``
 """
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
@@ -48,7 +50,8 @@ TOTALS = {
 
 
 def audit(session: Session, skus: list[str] | None = None,
-          checks: tuple[str, ...] | None = None) -> dict:
+          checks: tuple[str, ...] | None = None) -> dict[str, Any]:
+
     """``{"violations": {check: [rows]}, "totals": {...}}``; empty lists mean all is well.
 
     ``skus`` limits the stock checks to those SKUs (default: every SKU);

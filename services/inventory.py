@@ -1,6 +1,8 @@
 """Stock commands for operators (SPEC ``POST /inventory/{sku}/adjustments``)."""
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 
 from models import Inventory, unit_of_work
@@ -9,7 +11,7 @@ from services.errors import Conflict, Forbidden, NotFound
 from services.ordering import Actor
 
 
-def adjust_stock(sku: str, delta: int, reason: str, actor: Actor) -> dict:
+def adjust_stock(sku: str, delta: int, reason: str, actor: Actor) -> dict[str, Any]:
     """Add ``delta`` units (negative: remove) to ``on_hand`` with a ledger row.
 
     Returns the new level ``{sku, on_hand, reserved, available, reorder_point}``.
@@ -31,6 +33,6 @@ def adjust_stock(sku: str, delta: int, reason: str, actor: Actor) -> dict:
         return stock_level(stock)
 
 
-def stock_level(stock: Inventory) -> dict:
+def stock_level(stock: Inventory) -> dict[str, Any]:
     return {"sku": stock.sku, "on_hand": stock.on_hand, "reserved": stock.reserved,
             "available": stock.available, "reorder_point": stock.reorder_point}

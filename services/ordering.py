@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from psycopg.types.json import Json
-from sqlalchemy import JSON, bindparam, func, select
+from sqlalchemy import JSON, Connection, Table, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -49,12 +51,12 @@ class Placed:
     order: Order | None = None
 
 
-def request_fingerprint(body: dict) -> str:
+def request_fingerprint(body: Mapping[str, Any]) -> str:
     """SHA-256 of the canonical JSON of an order request (for Idempotency-Key checks)."""
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def place_order(customer_id: int, body: dict, idempotency_key: str | None,
+def place_order(customer_id: int, body: Mapping[str, Any], idempotency_key: str | None,
                 correlation_id: str | None = None, max_open: int | None = None) -> Placed:
     """Store an order, its lines, its first event and its ``saga.start`` outbox row
     in one transaction.
@@ -144,7 +146,7 @@ _INSERT_EVENT = OrderEvent.__table__.insert()
 _INSERT_OUTBOX = OutboxMessage.__table__.insert()
 
 
-def _written(table) -> list[str]:
+def _written(table: Table) -> list[str]:
     """The columns an ``INSERT`` names: all but a serial ``id`` (an order's id is a
     UUID made here)."""
     return [c.name for c in table.c if c.name != "id" or table is _ORDERS]
@@ -157,7 +159,7 @@ def _insert_all_sql() -> str:
     """One PostgreSQL statement inserting an order, its lines (``unnest`` of one
     array per column), its first event and its outbox row: data-modifying CTEs
     run as one statement, so four inserts cost one round trip."""
-    def insert(table, prefix: str) -> str:
+    def insert(table: Table, prefix: str) -> str:
         names = _written(table)
         return (f"INSERT INTO {table.name} ({', '.join(names)}) "
                 f"VALUES ({', '.join(f'%({prefix}{name})s' for name in names)})")
@@ -174,9 +176,9 @@ _JSON_COLUMNS = {c.name for table in (_ORDERS, OrderEvent.__table__, OutboxMessa
                  for c in table.c if isinstance(c.type, JSON)}
 
 
-def _insert_all_postgresql(order: dict, lines: list[dict], event: dict,
-                           outbox: dict) -> tuple[str, dict]:
-    params: dict = {}
+def _insert_all_postgresql(order: dict[str, Any], lines: list[dict[str, Any]], event: dict[str, Any],
+                           outbox: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    params: dict[str, Any] = {}
     for prefix, row in (("o_", order), ("e_", event), ("x_", outbox)):
         for name, value in row.items():
             params[prefix + name] = Json(value) if name in _JSON_COLUMNS and value is not None else value
@@ -191,8 +193,9 @@ def _replayed(order_id: uuid.UUID, request_hash: str | None, fingerprint: str) -
     return Placed(order_id, False)
 
 
-def _new_order_rows(conn, customer_id: int, body: dict, key: str | None, fingerprint: str,
-                    correlation_id: str | None, max_open: int) -> tuple[dict, list[dict]]:
+def _new_order_rows(conn: Connection, customer_id: int, body: Mapping[str, Any], key: str | None,
+                    fingerprint: str, correlation_id: str | None,
+                    max_open: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The ``orders`` row (its first event already counted) and its ``order_lines``
     rows, priced from the catalog; raises UnknownSku for a SKU not in it,
     TooManyOpenOrders when the customer has ``max_open`` open orders and
@@ -208,7 +211,7 @@ def _new_order_rows(conn, customer_id: int, body: dict, key: str | None, fingerp
         if first.open_units + asked > max_units:
             raise TooManyUnitsHeld(max_units, first.open_units, asked)
     order_id, now = uuid.uuid4(), utcnow()
-    lines = []
+    lines: list[dict[str, Any]] = []
     for line_no, line in enumerate(body["lines"], start=1):
         product = products.get(line["sku"])
         if product is None:
@@ -311,7 +314,7 @@ def _was_captured(session: Session, order: Order) -> bool:
                                                    Payment.kind == "capture").limit(1)) is not None
 
 
-def redrive_message(order: Order) -> tuple[str, dict]:
+def redrive_message(order: Order) -> tuple[str, dict[str, Any]]:
     """The outbox topic and payload that re-drive ``order`` (moving it first where
     a re-drive starts from another state: ``failed`` → ``pending`` with a new run,
     ``compensation_failed`` → ``compensating``)."""

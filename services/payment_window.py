@@ -35,8 +35,10 @@ def due_reminders(ages_s: tuple[float, ...], window_s: float) -> list[tuple[str,
         parked = session.execute(select(Order.id, Order.awaiting_payment_since).where(
             Order.status == lifecycle.AWAITING_PAYMENT,
             Order.awaiting_payment_since > now - timedelta(seconds=window_s))).all()
-    due = []
+    due: list[tuple[str, int]] = []
+
     for order_id, since in parked:
+        assert since is not None  # the WHERE clause leaves out orders without one
         step = sum(1 for age in ages_s if now - since >= timedelta(seconds=age))
         if step:
             due.append((str(order_id), step))

@@ -20,10 +20,12 @@ Reservations whose hold lapsed (``release_lapsed_holds``) are the other net.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import Counter
 from datetime import timedelta
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from models import (HELD, Order, OrderEvent, Reservation, SagaStep, record_event, unit_of_work,
                     utcnow)
@@ -107,7 +109,7 @@ def resend_cancellation_emails(after_s: float, limit: int = 100) -> list[str]:
     return ids
 
 
-def _event_within(session, order: Order, detail: str, after_s: float) -> bool:
+def _event_within(session: Session, order: Order, detail: str, after_s: float) -> bool:
     """The order has an event whose detail starts with ``detail`` in the last
     ``REPEAT_FACTOR`` × ``after_s`` seconds (the re-sent email's own retry events
     may have come after it)."""
@@ -117,15 +119,16 @@ def _event_within(session, order: Order, detail: str, after_s: float) -> bool:
         OrderEvent.at >= since).limit(1)) is not None
 
 
-def _compensation_backing_off(session, order: Order, after_s: float) -> bool:
+def _compensation_backing_off(session: Session, order: Order, after_s: float) -> bool:
     """A ``compensation_failed`` order re-driven n times already waits ``after_s`` × 2^n."""
-    redrives = session.scalar(select(func.count()).select_from(OrderEvent).where(
-        OrderEvent.order_id == order.id, OrderEvent.detail.startswith(REDRIVE_DETAIL)))
+    redrives = session.execute(select(func.count()).select_from(OrderEvent).where(
+        OrderEvent.order_id == order.id, OrderEvent.detail.startswith(REDRIVE_DETAIL))).scalar_one()
+
     wait = min(timedelta(seconds=after_s * 2 ** min(redrives, 30)), COMPENSATION_BACKOFF_MAX)
     return utcnow() - order.updated_at < wait
 
 
-def _redriven_lately(session, order: Order, after_s: float) -> bool:
+def _redriven_lately(session: Session, order: Order, after_s: float) -> bool:
     """The order's last event is a re-drive that has not had ``REPEAT_FACTOR`` times the
     timeout to work: its saga may just be queued behind a backlog, and another whole
     chain of messages would only add to that backlog."""
@@ -157,9 +160,10 @@ def release_lapsed_holds(limit: int = 500) -> dict[str, list[str]]:
     return outcome
 
 
-def _release_lapsed(order_id) -> str | None:
+def _release_lapsed(order_id: uuid.UUID) -> str | None:
     with unit_of_work() as session:
-        order = session.scalar(select(Order).where(Order.id == order_id).with_for_update())
+        # The reservation's foreign key guarantees the order exists.
+        order = session.execute(select(Order).where(Order.id == order_id).with_for_update()).scalar_one()
         if order.status == lifecycle.AWAITING_PAYMENT:
             begin_compensation(session, order, "payment_expired",
                                "stock hold lapsed (payment_expired)")
@@ -167,7 +171,8 @@ def _release_lapsed(order_id) -> str | None:
         elif order.status in lifecycle.FINAL_STATUSES:
             held = list(session.scalars(select(Reservation).where(
                 Reservation.order_id == order.id, Reservation.status == HELD)))
-            units = Counter()
+            units: Counter[str] = Counter()
+
             for reservation in held:
                 units[reservation.sku] += reservation.quantity
                 reservation.status, reservation.closed_at = RELEASED, utcnow()

@@ -8,9 +8,10 @@ import os
 import random
 from collections import deque
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 import redis
+from billiard.einfo import ExceptionInfo
 from celery import Task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 from kombu.exceptions import OperationalError as BrokerUnavailable
@@ -57,7 +58,7 @@ class Halt(Ignore):
     """Stop this saga branch quietly: the order moved on (cancelled, parked, stale run)."""
 
 
-class SagaTask(Task):
+class SagaTask(Task[..., Any]):
     """A saga task: ``args[0]`` is the order id; forward steps also take the saga run.
 
     A transient fault is written to the step log and retried after an
@@ -70,11 +71,14 @@ class SagaTask(Task):
     max_retries = _settings.step_max_retries
     backoff_cap = _settings.retry_backoff_max_s
 
-    def __call__(self, *args, **kwargs):
-        if self.request.id in _COMMITTED:  # a retry or redelivery of it: not yet, again
-            _COMMITTED.remove(self.request.id)
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        task_id = self.request.id
+        if task_id is None:  # called directly, not for a message: nothing to count or note
+            return super().__call__(*args, **kwargs)
+        if task_id in _COMMITTED:  # a retry or redelivery of it: not yet, again
+            _COMMITTED.remove(task_id)
         counted = ((self.request.delivery_info or {}).get("redelivered")
-                   and _count_delivery(self.request.id, self.name))
+                   and _count_delivery(task_id, self.name))
         try:
             result = super().__call__(*args, **kwargs)
         except TRANSIENT_ERRORS as exc:
@@ -86,14 +90,14 @@ class SagaTask(Task):
             raise self.retry(exc=exc, countdown=self.backoff(self.request.retries))
         finally:
             if counted:  # this delivery finished (well or not): it crashed nothing
-                _forget_deliveries(self.request.id)
+                _forget_deliveries(task_id)
         # The step's transaction has committed. Celery sends the chain's next
         # message (and reports a chord part to the result backend) only after
         # this returns; a failure there reaches ``on_failure`` too (on the path
         # for errors other than kombu's, without this request's context), and
         # must not be taken for the step's.
-        _COMMITTED.append(self.request.id)
-        failpoint(f"{self.name}:after_commit", self.request.id)
+        _COMMITTED.append(task_id)
+        failpoint(f"{self.name}:after_commit", task_id)
         return result
 
     @property
@@ -141,10 +145,10 @@ class SagaTask(Task):
 
     def backoff(self, retries: int) -> float:
         """Seconds before retry ``retries + 1``: half fixed, half random ("equal jitter")."""
-        ceiling = min(self.backoff_cap, 2 ** retries)
+        ceiling: float = min(self.backoff_cap, 2 ** retries)
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
-    def _note_retry(self, args: tuple, exc: BaseException) -> None:
+    def _note_retry(self, args: tuple[Any, ...], exc: BaseException) -> None:
         # The full text goes to the log only; the step log gets a stable one.
         log.warning("saga step %s of order %s will retry (attempt %d): %s", self.name,
                     _order_arg(args), self.attempt, describe(exc))
@@ -155,14 +159,15 @@ class SagaTask(Task):
         except (OperationalError, PoolTimeout) as db_exc:  # the retry matters more than its log
             log.warning("could not log the retry of %s: %s", self.name, db_exc)
 
-    def step_name(self, args: tuple) -> str:
+    def step_name(self, args: tuple[Any, ...]) -> str:
         return self.name.split(".", 1)[1]
 
     @property
     def attempt(self) -> int:
         return self.request.retries + 1
 
-    def on_failure(self, exc, task_id, args, kwargs, einfo):
+    def on_failure(self, exc: Exception, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                   einfo: ExceptionInfo) -> None:
         """Retries ran out, or a fault that retrying cannot cure: start compensation.
 
         Unless the step itself succeeded and what failed is sending the saga's next
@@ -183,7 +188,7 @@ class SagaTask(Task):
                            error=public_error(exc))
             self.after_failure(tx, exc)
 
-    def _succeeded(self, args: tuple) -> bool:
+    def _succeeded(self, args: tuple[Any, ...]) -> bool:
         """This step is recorded as succeeded in the order's current run (what crashed
         its worker came after the commit)."""
         try:
@@ -192,7 +197,7 @@ class SagaTask(Task):
         except (OperationalError, PoolTimeout):
             return False
 
-    def _resume(self, args: tuple, exc: BaseException) -> None:
+    def _resume(self, args: tuple[Any, ...], exc: BaseException) -> None:
         """The step committed but its successor was not sent: record it on the order
         and queue the saga's resumption through the outbox (its relay publishes
         once the broker and result backend answer again; finished steps pass
@@ -242,7 +247,7 @@ class CompensationTask(SagaTask):
             tx.event(detail=f"compensation failed: {public_error(exc)}")
 
 
-_redis: dict = {}  # pid -> client
+_redis: dict[int, redis.Redis] = {}  # pid -> client
 
 
 def _count_delivery(task_id: str, name: str) -> bool:
@@ -298,7 +303,7 @@ def _forget_deliveries(task_id: str) -> None:
         log.warning("could not forget the deliveries of %s: %s", task_id, exc)
 
 
-def _redis_client():
+def _redis_client() -> redis.Redis | None:
     """This process's Redis client for delivery counts (None without ``REDIS_URL``)."""
     if not _settings.redis_url:
         return None
@@ -316,6 +321,7 @@ def _emit(tx: SagaTx) -> None:
         emit_after_commit(notifications)
 
 
-def _order_arg(args: tuple) -> str:
+def _order_arg(args: tuple[Any, ...]) -> str:
     # Chord joins get the header results first: (results, order_id, run).
-    return args[1] if isinstance(args[0], list) else args[0]
+    order_id: str = args[1] if isinstance(args[0], list) else args[0]
+    return order_id

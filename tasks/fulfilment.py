@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
+from typing import Any, TypedDict
 
 from celery import shared_task
 from sqlalchemy import bindparam, func, insert, select, update
@@ -50,6 +51,15 @@ class _HaltBranch(Exception):
     """Inside a chord header a branch must not vanish; it reports ``halted`` instead."""
 
 
+class FulfilmentResult(TypedDict, total=False):
+    """What a fulfilment chord header returns to ``complete_order`` (JSON): ``halted``
+    when the order moved on, else ``sent`` (the email) or ``shipped`` (a parcel)."""
+
+    halted: bool
+    sent: bool
+    shipped: bool
+
+
 class NotificationTask(SagaTask):
     """The confirmation email: it runs after the pivot (the capture), beside the
     parcels. If it fails for good (SMTP down past the retry budget) nothing is
@@ -65,21 +75,22 @@ class NotificationTask(SagaTask):
 
 
 @shared_task(bind=True, base=NotificationTask, name="saga.send_confirmation_email")
-def send_confirmation_email(self, order_id: str, run: int) -> dict:
+def send_confirmation_email(self: NotificationTask, order_id: str, run: int) -> FulfilmentResult:
     """Email the customer that the order is confirmed (chord header; never halts the chord)."""
     sent = _deliver(self, order_id, templates.CONFIRMATION, "send_confirmation_email", CONFIRMABLE)
     return {"halted": True} if sent is None else {"sent": sent}
 
 
 @shared_task(bind=True, base=CompensationTask, name="saga.send_cancellation_email")
-def send_cancellation_email(self, order_id: str) -> None:
+def send_cancellation_email(self: CompensationTask, order_id: str) -> None:
     """Tell the customer the order was cancelled or failed (after compensation)."""
     if _deliver(self, order_id, templates.CANCELLATION, "send_cancellation_email",
                 CANCELLED_OR_FAILED) is None:
         raise Halt()
 
 
-def _deliver(task, order_id: str, template: str, step_name: str, statuses) -> bool | None:
+def _deliver(task: SagaTask, order_id: str, template: str, step_name: str,
+             statuses: tuple[str, ...]) -> bool | None:
     """Claim, send and mark one email; False if it had been sent already, None if the
     order is not in ``statuses`` (checked under the order lock, in the claim's
     transaction, so a cancel cannot slip in between check and send)."""
@@ -118,12 +129,12 @@ def _deliver(task, order_id: str, template: str, step_name: str, statuses) -> bo
 class ShipmentTask(SagaTask):
     abstract = True
 
-    def step_name(self, args: tuple) -> str:
+    def step_name(self, args: tuple[Any, ...]) -> str:
         return f"create_shipment:{args[2]}"
 
 
 @shared_task(bind=True, base=ShipmentTask, name="saga.create_shipment")
-def create_shipment(self, order_id: str, run: int, warehouse: str) -> dict:
+def create_shipment(self: ShipmentTask, order_id: str, run: int, warehouse: str) -> FulfilmentResult:
     """Hand the parcel of ``warehouse`` to the carrier: its reserved units leave stock
     (ledger: ``shipment``). The last parcel of the order moves it to ``shipped``.
 
@@ -137,7 +148,7 @@ def create_shipment(self, order_id: str, run: int, warehouse: str) -> dict:
             if tx.conn.execute(_SHIPMENT_OF, {"b_id": order.id, "b_wh": warehouse}).first():
                 return {"shipped": True}  # a redelivered message
             held = tx.conn.execute(_HELD_IN, {"b_id": order.id, "b_wh": warehouse}).all()
-            units = Counter()
+            units: Counter[str] = Counter()
             for reservation in held:
                 units[reservation.sku] += reservation.quantity
             ship_all(tx, units, str(order.id))
@@ -162,7 +173,7 @@ def create_shipment(self, order_id: str, run: int, warehouse: str) -> dict:
 
 
 @shared_task(bind=True, base=CompensationTask, name="saga.cancel_shipment")
-def cancel_shipment(self, order_id: str) -> None:
+def cancel_shipment(self: CompensationTask, order_id: str) -> None:
     """Undo of create_shipment: recall the order's parcels and put their units back on hand."""
     with self.undo(order_id) as tx:
         if tx is None:

@@ -19,15 +19,18 @@ read it (else OrderMoved, and the transaction rolls back).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, CursorResult, Executable, Insert, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session
+from sqlalchemy.util.typing import TupleAny, Unpack
 
 from models import Order, OrderEvent, OutboxMessage, SagaStep, utcnow
 from models import order as lifecycle
@@ -68,7 +71,7 @@ _BUMP_SEQ = (update(ORDERS).where(ORDERS.c.id == bindparam("b_id"))
              .values(last_event_seq=bindparam("b_seq"), updated_at=bindparam("b_now")))
 _INSERT_OUTBOX = insert(OutboxMessage.__table__)
 _STATE_COLUMNS = ("status", "finished_at", "awaiting_payment_since", "cancel_reason", "failure")
-_UPSERTS: dict[str, object] = {}
+_UPSERTS: dict[str, Insert] = {}
 
 
 @dataclass
@@ -80,7 +83,7 @@ class LockedOrder:
     saga_run: int
     customer_id: int
     last_event_seq: int
-    total: Any
+    total: Decimal
     currency: str
     payment_token: str
     correlation_id: str | None
@@ -112,11 +115,11 @@ class SagaTx:
     conn: Connection
     order: LockedOrder
     locked: bool = True
-    info: dict = field(default_factory=dict)
-    _changes: dict = field(default_factory=dict)
-    _events: list = field(default_factory=list)
-    _steps: list = field(default_factory=list)
-    _read_as: tuple = ()
+    info: dict[Any, Any] = field(default_factory=dict)
+    _changes: dict[str, Any] = field(default_factory=dict)
+    _events: list[dict[str, Any]] = field(default_factory=list)
+    _steps: list[dict[str, Any]] = field(default_factory=list)
+    _read_as: tuple[str, int] | None = None  # (status, run) as ``read`` found them
     step_seen: str | None = None  # with ``read``'s ``step``: its status then
 
     @classmethod
@@ -126,8 +129,8 @@ class SagaTx:
         return cls._open(_connection(conn), order_id, _LOCK, None)
 
     @classmethod
-    def _open(cls, conn: Connection, order_id, statement, step: str | None,
-              locked: bool = True) -> "SagaTx":
+    def _open(cls, conn: Connection, order_id: str | uuid.UUID, statement: Executable,
+              step: str | None, locked: bool = True) -> "SagaTx":
         key = order_id if isinstance(order_id, uuid.UUID) else uuid.UUID(order_id)
         params = {"b_id": key} if step is None else {"b_id": key, "b_name": step}
         row = conn.execute(statement, params).one_or_none()
@@ -164,6 +167,7 @@ class SagaTx:
         """
         if self.locked:
             return
+        assert self._read_as is not None  # opened by ``read``, the only way to be unlocked
         status, run = self._read_as
         row = self.conn.execute(_CLAIM, {"b_id": self.order.id, "b_status": status,
                                          "b_run": run, "b_now": utcnow()}).one_or_none()
@@ -176,7 +180,9 @@ class SagaTx:
     def connection(self) -> Connection:
         return self.conn
 
-    def execute(self, statement, parameters=None):
+    def execute(self, statement: Executable,
+                parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+                ) -> CursorResult[Unpack[TupleAny]]:
         return self.conn.execute(statement, parameters)
 
     def take_notifications(self) -> list[Notification]:
@@ -208,7 +214,8 @@ class SagaTx:
 
     def last_event_detail(self) -> str:
         """The ``detail`` of the order's latest recorded event ("" if none or empty)."""
-        return self.conn.execute(_LAST_EVENT_DETAIL, {"b_id": self.order.id}).scalar() or ""
+        detail: str = self.conn.execute(_LAST_EVENT_DETAIL, {"b_id": self.order.id}).scalar() or ""
+        return detail
 
     def queue_resume(self) -> bool:
         """Queue, through the outbox, the message that carries the saga on from
@@ -217,6 +224,7 @@ class SagaTx:
         and nothing queued, when the order is in no state a saga message moves
         (final, parked for payment, needing an operator)."""
         status = self.order.status
+        payload: dict[str, Any]
         if status == lifecycle.COMPENSATING:
             topic, payload = SAGA_COMPENSATE, {"order_id": str(self.order.id)}
         elif status in lifecycle.IN_FLIGHT:
@@ -283,7 +291,7 @@ class SagaTx:
             self._flush_statements(conn)
         self._steps, self._events, self._changes = [], [], {}
 
-    def _flush_statements(self, conn) -> None:
+    def _flush_statements(self, conn: Connection) -> None:
         for step in self._steps:
             conn.execute(_upsert_step(conn.dialect.name), step)
         if self._events:
@@ -302,7 +310,7 @@ def _connection(conn: Connection | Session) -> Connection:
     return conn.connection() if isinstance(conn, Session) else conn
 
 
-def _distinct_steps(steps: list[dict]) -> bool:
+def _distinct_steps(steps: list[dict[str, Any]]) -> bool:
     """One ``INSERT ... ON CONFLICT`` cannot touch a row twice: a flush that
     records one step twice takes the statement-per-row path."""
     return len({step["name"] for step in steps}) == len(steps)
@@ -311,7 +319,7 @@ def _distinct_steps(steps: list[dict]) -> bool:
 _STEP_COLUMNS = ("name", "kind", "status", "attempt", "started_at", "finished_at", "error")
 _EVENT_COLUMNS = ("seq", "status", "step", "step_status", "attempt", "detail", "at",
                   "correlation_id")
-_FLUSH_SQL: dict[tuple, str] = {}
+_FLUSH_SQL: dict[tuple[int, int, tuple[str, ...]], str] = {}
 
 
 def _flush_sql(steps: int, events: int, changed: tuple[str, ...]) -> str:
@@ -347,8 +355,8 @@ def _flush_sql(steps: int, events: int, changed: tuple[str, ...]) -> str:
     return sql
 
 
-def _flush_postgresql(order: LockedOrder, steps: list[dict], events: list[dict],
-                      changes: dict) -> tuple[str, dict]:
+def _flush_postgresql(order: LockedOrder, steps: list[dict[str, Any]], events: list[dict[str, Any]],
+                      changes: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     changed = tuple(sorted(changes))
     params = {"order_id": order.id, "run": order.saga_run, "now": utcnow(),
               **{f"o_{name}": changes[name] for name in changed}}
@@ -361,7 +369,7 @@ def _flush_postgresql(order: LockedOrder, steps: list[dict], events: list[dict],
     return _flush_sql(len(steps), len(events), changed), params
 
 
-def _upsert_step(dialect: str):
+def _upsert_step(dialect: str) -> Insert:
     """INSERT ... ON CONFLICT (order, step, run) DO UPDATE, built once per dialect."""
     if dialect not in _UPSERTS:
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -398,7 +406,7 @@ def public_error(exc: BaseException) -> str:
 
 
 @lru_cache(maxsize=1)
-def _public_error_kinds() -> tuple:
+def _public_error_kinds() -> tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...]:
     """(exception classes, text) pairs, imported late: mail and payments import the models."""
     from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
     from kombu.exceptions import OperationalError as BrokerUnavailable
@@ -426,7 +434,7 @@ FORWARD_PATH = ("pending", "stock_reserved", "payment_authorized", "confirmed", 
 _RANK = {status: i for i, status in enumerate(FORWARD_PATH)} | {"awaiting_payment": 1}
 
 
-def should_run(order, run: int, runs_in: str, halt) -> bool:
+def should_run(order: LockedOrder | Order, run: int, runs_in: str, halt: type[Exception]) -> bool:
     """Decide a forward step's fate from the order's state (``order`` has
     ``status`` and ``saga_run``).
 

@@ -1,6 +1,9 @@
 """The saga's first and last forward steps, and compensation's entry and end."""
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
 from celery import shared_task
 from sqlalchemy import bindparam, func, select
 
@@ -8,6 +11,9 @@ from models import OrderLine, SagaStep
 from models import order as lifecycle
 from models.saga_log import COMPENSATION, FORWARD, SUCCEEDED
 from tasks.base import CompensationTask, Halt, SagaTask
+
+if TYPE_CHECKING:
+    from tasks.fulfilment import FulfilmentResult
 
 LINES, STEPS = OrderLine.__table__, SagaStep.__table__
 # Lines, quantities out of range, their total, and this run's validate_order step.
@@ -25,7 +31,7 @@ class InvalidOrder(Exception):
 
 
 @shared_task(bind=True, base=SagaTask, name="saga.validate_order")
-def validate_order(self, order_id: str, run: int) -> None:
+def validate_order(self: SagaTask, order_id: str, run: int) -> None:
     """Check the stored order (lines, quantities, totals) before anything is held.
 
     Raises InvalidOrder (no retry: the order fails and compensates).
@@ -42,7 +48,7 @@ def validate_order(self, order_id: str, run: int) -> None:
                        f"{count} line(s), total {tx.order.total} {tx.order.currency}")
 
 
-def _check(lines: int, bad_quantities: int, lines_total, order_total) -> None:
+def _check(lines: int, bad_quantities: int, lines_total: Decimal, order_total: Decimal) -> None:
     if not 1 <= lines <= 100:
         raise InvalidOrder(f"order has {lines} lines; 1 to 100 allowed")
     if bad_quantities:
@@ -52,7 +58,8 @@ def _check(lines: int, bad_quantities: int, lines_total, order_total) -> None:
 
 
 @shared_task(bind=True, base=SagaTask, name="saga.complete_order")
-def complete_order(self, header_results: list, order_id: str, run: int) -> None:
+def complete_order(self: SagaTask, header_results: list[FulfilmentResult | None], order_id: str,
+                   run: int) -> None:
     """Chord join after the confirmation email and the shipments: the order is done."""
     if any(result and result.get("halted") for result in header_results):
         raise Halt()
@@ -64,7 +71,7 @@ def complete_order(self, header_results: list, order_id: str, run: int) -> None:
 
 
 @shared_task(bind=True, base=CompensationTask, name="saga.compensate")
-def compensate(self, order_id: str) -> None:
+def compensate(self: CompensationTask, order_id: str) -> None:
     """Entry of compensation: undo, latest first, every forward step that ran."""
     from tasks.saga import compensation_canvas
     from worker import app
@@ -80,7 +87,7 @@ def compensate(self, order_id: str) -> None:
 
 
 @shared_task(bind=True, base=CompensationTask, name="saga.finish_compensation")
-def finish_compensation(self, order_id: str) -> None:
+def finish_compensation(self: CompensationTask, order_id: str) -> None:
     """Every undo is done: the order ends ``cancelled`` (business) or ``failed`` (fault)."""
     with self.locked(order_id) as tx:
         if tx.order.status != lifecycle.COMPENSATING:

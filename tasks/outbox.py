@@ -11,11 +11,14 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from celery import shared_task
+from celery.canvas import Signature
 from kombu.exceptions import KombuError, OperationalError as BrokerError
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection, Row
+from sqlalchemy.util.typing import TupleAny, Unpack
 
 from config import get_settings
 from models import Order, OrderLine, OutboxMessage, utcnow
@@ -61,7 +64,8 @@ def publish_batch(limit: int = 200, older_than: float | None = None) -> int:
                           row.id, row.topic, exc)
                 continue
             try:
-                signature.apply_async(headers=row.headers or None)
+                # celery-types allows only a dict here; Celery takes None for "no headers".
+                signature.apply_async(headers=row.headers or None)  # type: ignore[arg-type]
             except BROKER_ERRORS as exc:
                 failure = exc
                 break
@@ -77,7 +81,7 @@ def publish_batch(limit: int = 200, older_than: float | None = None) -> int:
     return len(sent)
 
 
-def _signature_for(conn: Connection, row: Row):
+def _signature_for(conn: Connection, row: Row[Unpack[TupleAny]]) -> Signature[Any]:
     """The message an outbox row stands for. A ``saga.start`` row written by
     ``place_order`` carries the run and warehouses; other rows read them."""
     from tasks.saga import forward_canvas

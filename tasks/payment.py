@@ -7,10 +7,15 @@ answers with the first result.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
+from decimal import Decimal
+from typing import TypeAlias
 
 from celery import shared_task
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, insert, select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.util.typing import TupleAny, Unpack
 
 from config import get_settings
 from models import HELD, Payment, Reservation, utcnow
@@ -19,8 +24,10 @@ from models.payment import AUTHORIZATION, CAPTURE, DECLINED, REFUND, SUCCEEDED, 
 from models.saga_log import FAILED
 from payments import ProviderError, get_provider
 from tasks.base import CompensationTask, Halt, SagaTask
+from tasks.journal import LockedOrder
 
 PAYMENTS, RESERVATIONS = Payment.__table__, Reservation.__table__
+PaymentRow: TypeAlias = "Row[Unpack[TupleAny]]"  # a row of ``PAYMENTS``, every column
 _INSERT_PAYMENT = insert(PAYMENTS)
 _LATEST_AUTHORIZATION = (select(PAYMENTS.c.id, PAYMENTS.c.provider_reference)
                          .where(PAYMENTS.c.order_id == bindparam("b_id"),
@@ -29,7 +36,7 @@ _LATEST_AUTHORIZATION = (select(PAYMENTS.c.id, PAYMENTS.c.provider_reference)
 
 
 @shared_task(bind=True, base=SagaTask, name="saga.authorize_payment")
-def authorize_payment(self, order_id: str, run: int) -> None:
+def authorize_payment(self: SagaTask, order_id: str, run: int) -> None:
     """Authorize the order total; a soft decline parks the order, a hard one compensates."""
     with self.forward(order_id, run) as tx:
         if tx is None:
@@ -58,7 +65,7 @@ def authorize_payment(self, order_id: str, run: int) -> None:
 
 
 @shared_task(bind=True, base=SagaTask, name="saga.capture_payment")
-def capture_payment(self, order_id: str, run: int) -> None:
+def capture_payment(self: SagaTask, order_id: str, run: int) -> None:
     """Capture the authorization: the pivot, after which the saga runs forward."""
     with self.forward(order_id, run) as tx:
         if tx is None:
@@ -79,7 +86,7 @@ def capture_payment(self, order_id: str, run: int) -> None:
 
 
 @shared_task(bind=True, base=CompensationTask, name="saga.void_authorization")
-def void_authorization(self, order_id: str) -> None:
+def void_authorization(self: CompensationTask, order_id: str) -> None:
     """Undo of authorize_payment: void every authorization that was not captured."""
     with self.undo(order_id) as tx:
         if tx is None:
@@ -101,7 +108,7 @@ def void_authorization(self, order_id: str) -> None:
 
 
 @shared_task(bind=True, base=CompensationTask, name="saga.refund_payment")
-def refund_payment(self, order_id: str) -> None:
+def refund_payment(self: CompensationTask, order_id: str) -> None:
     """Undo of capture_payment: refund the capture, once (a unique index forbids a second)."""
     with self.undo(order_id) as tx:
         if tx is None:
@@ -119,8 +126,8 @@ def refund_payment(self, order_id: str) -> None:
                        started_at=started, event=capture is not None)
 
 
-def _record(conn, order, kind: str, key: str, reference: str | None, parent_id: int | None,
-            amount, currency: str):
+def _record(conn: Connection, order: LockedOrder, kind: str, key: str, reference: str | None,
+            parent_id: int | None, amount: Decimal, currency: str) -> PaymentRow:
     """Insert a succeeded payment row; returns it (``PAYMENTS`` columns)."""
     return conn.execute(_INSERT_PAYMENT.returning(*PAYMENTS.c), dict(
         order_id=order.id, kind=kind, amount=amount, currency=currency, idempotency_key=key,
@@ -128,7 +135,8 @@ def _record(conn, order, kind: str, key: str, reference: str | None, parent_id: 
         parent_id=parent_id)).one()
 
 
-def _recover(conn, order, kind: str, key: str, parent):
+def _recover(conn: Connection, order: LockedOrder, kind: str, key: str,
+             parent: PaymentRow | None) -> PaymentRow | None:
     """Record a provider operation that succeeded but whose row was lost; returns
     the row (``PAYMENTS`` columns), or None when there was nothing to recover.
 
@@ -145,13 +153,13 @@ def _recover(conn, order, kind: str, key: str, parent):
                    order.total, order.currency)
 
 
-def _latest(conn, order, kind: str):
+def _latest(conn: Connection, order: LockedOrder, kind: str) -> PaymentRow | None:
     return conn.execute(select(PAYMENTS).where(
         PAYMENTS.c.order_id == order.id, PAYMENTS.c.kind == kind, PAYMENTS.c.status == SUCCEEDED)
         .order_by(PAYMENTS.c.id.desc()).limit(1)).first()
 
 
-def _open_authorizations(conn, order) -> list:
+def _open_authorizations(conn: Connection, order: LockedOrder) -> Sequence[PaymentRow]:
     settled = select(PAYMENTS.c.parent_id).where(
         PAYMENTS.c.order_id == order.id, PAYMENTS.c.parent_id.is_not(None),
         PAYMENTS.c.kind.in_((CAPTURE, VOID)))
@@ -161,7 +169,7 @@ def _open_authorizations(conn, order) -> list:
         .order_by(PAYMENTS.c.id)).all()
 
 
-def extend_holds(conn, order) -> None:
+def extend_holds(conn: Connection | Session, order: LockedOrder) -> None:
     """A parked order's stock stays held for the whole payment window, each time it
     parks (``RESERVATION_HOLD_SECONDS`` from now; settings keep it longer than
     ``PAYMENT_WINDOW_SECONDS``). ``conn``: a connection or session in the order's transaction."""

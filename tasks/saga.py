@@ -98,7 +98,8 @@ def task_priorities() -> dict[str, int]:
 # The order status each forward task runs in (SagaTask.runs_in).
 RUNS_IN: dict[str, str] = {
     **{step.task: stage.runs_in for stage in ORDER_SAGA for step in stage.steps},
-    **{stage.join: stage.join_runs_in for stage in ORDER_SAGA if stage.join},
+    **{stage.join: stage.join_runs_in for stage in ORDER_SAGA
+       if stage.join is not None and stage.join_runs_in is not None},
 }
 
 
@@ -148,7 +149,7 @@ def compensation_canvas(app: Celery, order_id: str, steps_that_ran: set[str]) ->
     return chain(*(_task(app, name, order_id) for name in names))
 
 
-def _task(app: Celery, name: str, *args) -> Signature:
+def _task(app: Celery, name: str, *args: object) -> Signature:
     # Signatures made by name are sent with send_task, which keeps results
     # unless told not to, and with the Redis backend every kept result
     # subscribes the producer to a channel nobody reads (connections were

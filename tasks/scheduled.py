@@ -58,7 +58,7 @@ def expire_unpaid_orders() -> int:
 
 
 @shared_task(name="scheduled.restock_low_inventory", ignore_result=True)
-def restock_low_inventory(lead_time_s: float | None = None) -> dict:
+def restock_low_inventory(lead_time_s: float | None = None) -> dict[str, list[tuple[str, int]]]:
     """Receive purchase orders now due, then raise one for every SKU below its reorder
     point without one (due after ``SUPPLIER_LEAD_TIME_SECONDS``). Returns
     ``{received: [[sku, quantity]], raised: [[sku, quantity]]}``."""
@@ -71,7 +71,7 @@ def restock_low_inventory(lead_time_s: float | None = None) -> dict:
 
 
 @shared_task(name="scheduled.release_lapsed_holds", ignore_result=True)
-def release_lapsed_reservations() -> dict:
+def release_lapsed_reservations() -> dict[str, list[str]]:
     """Reservations past their hold: expire parked orders, release leaks (see
     ``services.safety_net.release_lapsed_holds``)."""
     outcome = release_lapsed_holds()
@@ -81,7 +81,7 @@ def release_lapsed_reservations() -> dict:
 
 
 @shared_task(name="scheduled.audit_inventory", ignore_result=True)
-def audit_inventory() -> dict:
+def audit_inventory() -> dict[str, int]:
     """Check SPEC's stock guarantee (guarantee 3) for every SKU: each violated check
     is a log event (``inventory audit violation``) and the gauge
     ``orion_inventory_audit_violations{check}``. Returns ``{check: rows found}``."""

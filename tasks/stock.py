@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import timedelta
+from typing import Any, NotRequired, TypedDict
 
 from celery import shared_task
 from sqlalchemy import bindparam, func, insert, select, update
@@ -34,15 +35,23 @@ class _HaltBranch(Exception):
     """Inside a chord header a branch must not vanish; it reports ``halted`` instead."""
 
 
+class Reserved(TypedDict):
+    """What ``reserve_stock`` returns to the chord join (JSON)."""
+
+    warehouse: str
+    reserved: bool
+    halted: NotRequired[bool]
+
+
 class ReserveStockTask(SagaTask):
     abstract = True
 
-    def step_name(self, args: tuple) -> str:
+    def step_name(self, args: tuple[Any, ...]) -> str:
         return f"reserve_stock:{args[2]}"
 
 
 @shared_task(bind=True, base=ReserveStockTask, name="saga.reserve_stock")
-def reserve_stock(self, order_id: str, run: int, warehouse: str) -> dict:
+def reserve_stock(self: ReserveStockTask, order_id: str, run: int, warehouse: str) -> Reserved:
     """Hold the units of every line of the order that ships from ``warehouse``,
     all or none, in one transaction (``models.catalog.reserve_all``).
 
@@ -64,7 +73,7 @@ def reserve_stock(self, order_id: str, run: int, warehouse: str) -> dict:
                 return {"warehouse": warehouse, "reserved": done == SUCCEEDED}
             started = utcnow()
             lines = tx.conn.execute(_LINES_OF, {"b_id": tx.order.id, "b_wh": warehouse}).all()
-            wanted = Counter()
+            wanted: Counter[str] = Counter()
             for line in lines:
                 wanted[line.sku] += line.quantity
             short = reserve_all(tx, wanted)
@@ -97,7 +106,7 @@ class _DoneElsewhere(Exception):
 
 
 @shared_task(bind=True, base=SagaTask, name="saga.collect_reservations")
-def collect_reservations(self, results: list, order_id: str, run: int) -> None:
+def collect_reservations(self: SagaTask, results: list[Reserved], order_id: str, run: int) -> None:
     """Chord join: every warehouse held moves the order on; any short one compensates.
 
     Decides from the step log, not from ``results`` (a message could be forged
@@ -124,7 +133,7 @@ def collect_reservations(self, results: list, order_id: str, run: int) -> None:
 
 
 @shared_task(bind=True, base=CompensationTask, name="saga.release_stock")
-def release_stock(self, order_id: str) -> None:
+def release_stock(self: CompensationTask, order_id: str) -> None:
     """Undo of reserve_stock: return every held unit of the order to available stock."""
     with self.undo(order_id) as tx:
         if tx is None:
@@ -132,7 +141,7 @@ def release_stock(self, order_id: str) -> None:
         held = tx.conn.execute(select(RESERVATIONS.c.id, RESERVATIONS.c.sku, RESERVATIONS.c.quantity)
                                .where(RESERVATIONS.c.order_id == tx.order.id,
                                       RESERVATIONS.c.status == HELD)).all()
-        units = Counter()
+        units: Counter[str] = Counter()
         for reservation in held:
             units[reservation.sku] += reservation.quantity
         release_all(tx, units)

@@ -34,6 +34,8 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from celery import Celery, Task
+
 from celery.worker.consumer import Consumer
 from kombu import Exchange, Message, Queue
 from kombu.exceptions import ContentDisallowed
@@ -51,7 +53,7 @@ DEAD_LETTERED = Counter("orion_dead_lettered_total",
                         "Messages moved to the dead-letter queue, by reason", ["reason"])
 
 
-def dead_letter(app, message: Message, reason: str, detail: str) -> None:
+def dead_letter(app: Celery, message: Message, reason: str, detail: str) -> None:
     """Publish a copy of ``message`` (body bytes, headers, properties) to the
     dead-letter queue, with why (``reason``, one of REASONS, and ``detail``, text).
 
@@ -69,8 +71,8 @@ def dead_letter(app, message: Message, reason: str, detail: str) -> None:
         f"{HEADER}at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         f"{HEADER}host": socket.gethostname(),
     })
-    keep = {k: properties[k] for k in ("correlation_id", "reply_to", "priority") if properties.get(k)
-            is not None}
+    keep: dict[str, Any] = {k: properties[k] for k in ("correlation_id", "reply_to", "priority")
+                            if properties.get(k) is not None}
     with app.producer_pool.acquire(block=True, timeout=10) as producer:
         producer.publish(
             message.body, exchange=dead_letter_exchange, routing_key=DEAD_LETTER,
@@ -84,7 +86,7 @@ def dead_letter(app, message: Message, reason: str, detail: str) -> None:
               detail, headers.get("task"), headers.get("id"), delivery.get("routing_key"))
 
 
-def message_problem(task, message: Message) -> tuple[str, str] | None:
+def message_problem(task: Task[..., Any], message: Message) -> tuple[str, str] | None:
     """Why this (protocol 2) task message can never run, as ``(reason, detail)``, or
     None: a content type not accepted (``invalid``), an undecodable body
     (``decode``), a body that is not ``[args, kwargs, embed]``, arguments that do
@@ -112,7 +114,7 @@ def message_problem(task, message: Message) -> tuple[str, str] | None:
 _signatures: dict[str, inspect.Signature] = {}
 
 
-def _signature(task) -> inspect.Signature:
+def _signature(task: Task[..., Any]) -> inspect.Signature:
     sig = _signatures.get(task.name)
     if sig is None:
         sig = _signatures[task.name] = inspect.signature(task.run)
@@ -131,17 +133,22 @@ class DeadLetteringConsumer(Consumer):
     """Celery's consumer (``worker_consumer`` in celeryconfig), with every message it
     would drop or could never run moved to the dead-letter queue instead."""
 
+    # Set by Celery's Consumer (celery-types' stub does not declare them).
+    strategies: dict[str, Callable[..., Any]]
+    connection_errors: tuple[type[BaseException], ...]
+
     def update_strategies(self) -> None:
         super().update_strategies()
         for name, handler in list(self.strategies.items()):
             self.strategies[name] = self._checked(self.app.tasks[name], handler)
 
-    def _checked(self, task, handler: Callable) -> Callable:
+    def _checked(self, task: Task[..., Any], handler: Callable[..., Any]) -> Callable[..., Any]:
         from tasks.base import SagaTask, will_be_poison
 
         saga_step = isinstance(task, SagaTask)
 
-        def on_message(message, body, ack, reject, callbacks, **kwargs):
+        def on_message(message: Message, body: Any, ack: Callable[..., Any], reject: Callable[..., Any],
+                       callbacks: Any, **kwargs: Any) -> Any:
             if body is None:  # protocol 2: the body is still undecoded here
                 problem = message_problem(task, message)
                 if problem is not None:
@@ -154,20 +161,20 @@ class DeadLetteringConsumer(Consumer):
             return handler(message, body, ack, reject, callbacks, **kwargs)
         return on_message
 
-    def on_decode_error(self, message, exc) -> None:
+    def on_decode_error(self, message: Message, exc: Exception) -> None:
         self._move(message, "decode", f"body cannot be decoded: {type(exc).__name__}: {exc}")
 
-    def on_unknown_message(self, body, message) -> None:
+    def on_unknown_message(self, body: Any, message: Message) -> None:
         self._move(message, "unknown_message", "not a task message (no task header)")
 
-    def on_unknown_task(self, body, message, exc) -> None:
+    def on_unknown_task(self, body: Any, message: Message, exc: Exception) -> None:
         name = (message.headers or {}).get("task")
         self._move(message, "unknown_task", f"no task named {name!r} on this worker")
 
-    def on_invalid_task(self, body, message, exc) -> None:
+    def on_invalid_task(self, body: Any, message: Message, exc: Exception) -> None:
         self._move(message, "invalid", f"{type(exc).__name__}: {exc}")
 
-    def _copy(self, message, reason: str, detail: str) -> bool:
+    def _copy(self, message: Message, reason: str, detail: str) -> bool:
         try:
             dead_letter(self.app, message, reason, detail)
         except Exception as exc:  # noqa: BLE001 - the broker is down: keep the original
@@ -175,7 +182,8 @@ class DeadLetteringConsumer(Consumer):
             return False
         return True
 
-    def _move(self, message, reason: str, detail: str, ack: Callable | None = None) -> None:
+    def _move(self, message: Message, reason: str, detail: str,
+              ack: Callable[..., Any] | None = None) -> None:
         """Copy to the dead-letter queue, then acknowledge the original; if the copy
         fails, reject it back to its queue (redelivered later, not lost)."""
         if self._copy(message, reason, detail):

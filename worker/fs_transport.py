@@ -27,6 +27,7 @@ import uuid
 from collections import defaultdict, deque
 from queue import Empty
 from time import monotonic
+from typing import Any
 
 from kombu.exceptions import ChannelError
 from kombu.transport import TRANSPORT_ALIASES, filesystem
@@ -42,12 +43,12 @@ RESCAN_SECONDS = 0.02
 class Channel(filesystem.Channel):
     """A filesystem channel that remembers the files it listed, per queue."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._listed: dict[str, deque[str]] = {}
         self._next_scan = 0.0
 
-    def _get(self, queue):
+    def _get(self, queue: str, timeout: float | None = None) -> Any:
         for _ in range(2):
             listed = self._listed.get(queue)
             while listed:
@@ -86,7 +87,9 @@ class Channel(filesystem.Channel):
             raise ChannelError(f"Cannot read file {path!r} from queue.") from exc
         return payload
 
-    def _put(self, queue, payload, **kwargs):
+    # kombu's stubs call this argument ``message`` in AbstractChannel and ``payload`` in
+    # filesystem.Channel, so no name satisfies both; kombu passes it by position.
+    def _put(self, queue: str, payload: dict[str, Any], **kwargs: Any) -> None:  # type: ignore[override]
         """Write the message beside the queue folder's files, then rename it in (atomic)."""
         name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
@@ -101,7 +104,7 @@ class Channel(filesystem.Channel):
     def _scan_names(self) -> list[str]:
         return sorted(n for n in os.listdir(self.data_folder_in) if not n.startswith("."))
 
-    def _purge(self, queue):
+    def _purge(self, queue: str) -> int:
         self._listed.pop(queue, None)
         return super()._purge(queue)
 

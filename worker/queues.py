@@ -39,7 +39,7 @@ def ensure_queues(app: Celery) -> list[str]:
         try:  # where the worker puts what it cannot run (worker.dead_letter)
             dead_letter_queue(channel).declare()
         finally:
-            channel.close()
+            channel.close()  # type: ignore[attr-defined]  # see queue_declare below
         for queue in app.conf.task_queues:
             channel = conn.channel()
             try:
@@ -47,7 +47,10 @@ def ensure_queues(app: Celery) -> list[str]:
             except PreconditionFailed:
                 channel = conn.channel()  # the failed declare closed the channel
                 try:
-                    _, messages, consumers = channel.queue_declare(queue.name, passive=True)
+                    # kombu's stubs type the channel as the abstract StdChannel; every
+                    # transport's channel (py-amqp's, kombu's virtual one) has these.
+                    _, messages, consumers = channel.queue_declare(  # type: ignore[attr-defined]
+                        queue.name, passive=True)
                 except NotFound:  # another worker starting now deleted it first
                     channel = conn.channel()
                     queue(channel).declare()
@@ -59,13 +62,14 @@ def ensure_queues(app: Celery) -> list[str]:
                         "let the old workers drain it and stop them, then start again") from None
                 # if_unused/if_empty: RabbitMQ refuses the delete if a consumer or a
                 # message arrived since the check (unacked ones count as messages).
-                channel.queue_delete(queue.name, if_unused=True, if_empty=True)
+                channel.queue_delete(  # type: ignore[attr-defined]  # see queue_declare above
+                    queue.name, if_unused=True, if_empty=True)
                 queue(channel).declare()
                 redeclared.append(queue.name)
                 log.warning("queue %s re-declared with %s", queue.name, queue.queue_arguments)
             finally:
                 try:
-                    channel.close()
+                    channel.close()  # type: ignore[attr-defined]  # see queue_declare above
                 except Exception:  # noqa: BLE001 - the channel may be closed already
                     pass
     return redeclared

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
+from celery import Task
 from celery.signals import (before_task_publish, setup_logging, task_postrun, task_prerun,
                             task_retry, worker_init, worker_process_init)
 
@@ -10,8 +13,11 @@ from observability.logging import CORRELATION_HEADER, bind_correlation, configur
 
 from models.db import dispose_engine
 
+if TYPE_CHECKING:
+    from celery.worker import WorkController
 
-def _ensure_queues(sender=None, **_kwargs) -> None:
+
+def _ensure_queues(sender: WorkController | None = None, **_kwargs: Any) -> None:
     # Before the consumer declares them: re-declares queues made with older
     # arguments (priorities), or stops the worker saying why (worker.queues).
     from worker.queues import ensure_queues
@@ -20,13 +26,13 @@ def _ensure_queues(sender=None, **_kwargs) -> None:
         ensure_queues(sender.app)
 
 
-def _dispose_after_fork(**_kwargs) -> None:
+def _dispose_after_fork(**_kwargs: Any) -> None:
     # A prefork child inherits the parent's pooled connections; sharing a
     # socket between processes corrupts both sessions, so start afresh.
     dispose_engine()
 
 
-def _release_results(sender=None, **_kwargs) -> None:
+def _release_results(sender: Task[..., Any] | None = None, **_kwargs: Any) -> None:
     # A task that continued a chain into a chord registered its header results.
     from worker.results import release_pending_results
 
@@ -34,10 +40,11 @@ def _release_results(sender=None, **_kwargs) -> None:
         release_pending_results(sender.app)
 
 
-_started: dict[str, float] = {}
+_started: dict[str | None, float] = {}  # task id -> perf_counter at prerun
 
 
-def _task_started(task_id=None, task=None, args=None, **_kwargs) -> None:
+def _task_started(task_id: str | None = None, task: Task[..., Any] | None = None,
+                  args: Sequence[Any] | None = None, **_kwargs: Any) -> None:
     _started[task_id] = time.perf_counter()
     request = getattr(task, "request", None)
     order_id = _order_id(args) if task is not None and task.name.startswith("saga.") else None
@@ -45,13 +52,13 @@ def _task_started(task_id=None, task=None, args=None, **_kwargs) -> None:
                      task_id=task_id, **({"order_id": order_id} if order_id else {}))
 
 
-def _order_id(args) -> str | None:
+def _order_id(args: Sequence[Any] | None) -> str | None:
     """A saga task's order id: its first string argument (a chord body's first
     argument is the header's results)."""
     return next((arg for arg in args or () if isinstance(arg, str)), None)
 
 
-def _carry_correlation(headers=None, **_kwargs) -> None:
+def _carry_correlation(headers: dict[str, Any] | None = None, **_kwargs: Any) -> None:
     # Every message published while a request or task is handled (the next link
     # of a chain, a chord's body, a retry, an outbox row) carries its id along.
     current = correlation_id()
@@ -59,11 +66,12 @@ def _carry_correlation(headers=None, **_kwargs) -> None:
         headers[CORRELATION_HEADER] = current
 
 
-def _configure_logging(loglevel=None, **_kwargs) -> None:
+def _configure_logging(loglevel: str | int | None = None, **_kwargs: Any) -> None:
     configure_logging(loglevel or "INFO")  # honours -l/--loglevel
 
 
-def _task_finished(task_id=None, task=None, state=None, **_kwargs) -> None:
+def _task_finished(task_id: str | None = None, task: Task[..., Any] | None = None,
+                   state: str | None = None, **_kwargs: Any) -> None:
     from observability.metrics import STEP_DURATION
 
     started = _started.pop(task_id, None)
@@ -71,7 +79,7 @@ def _task_finished(task_id=None, task=None, state=None, **_kwargs) -> None:
         STEP_DURATION.labels(task.name, (state or "unknown").lower()).observe(time.perf_counter() - started)
 
 
-def _task_retried(sender=None, **_kwargs) -> None:
+def _task_retried(sender: Task[..., Any] | None = None, **_kwargs: Any) -> None:
     from observability.metrics import TASK_RETRIES
 
     TASK_RETRIES.labels(getattr(sender, "name", "unknown")).inc()
