@@ -54,8 +54,11 @@ worker_prefetch_multiplier = 8 if _settings.embedded else 1
 worker_cancel_long_running_tasks_on_connection_loss = True
 task_ignore_result = True  # results only where a chord needs them (see tasks.canvas)
 task_track_started = False
-task_time_limit = 120
-task_soft_time_limit = 90
+# A task over its soft limit gets SoftTimeLimitExceeded (transient: retried); over
+# the hard limit its pool process is killed and the order waits in its step for the
+# safety net (tasks.base.SagaTask.on_failure).
+task_time_limit = _settings.task_time_limit_s
+task_soft_time_limit = _settings.task_soft_time_limit_s
 worker_max_tasks_per_child = 2000
 worker_hijack_root_logger = False
 

@@ -239,7 +239,8 @@ FAULTS: dict[str, tuple[Callable[[Platform], None], Callable[[Platform], None], 
                      "worker processes kill themselves (-9) at the saga's crash points: around "
                      "provider calls, after a step's commit, after SMTP took an email "
                      f"({CRASH_POINTS})"),
-    "time-limit": (lambda p: p.replace_worker(extra=("--time-limit", "2", "--soft-time-limit", "600"),
+    "time-limit": (lambda p: p.replace_worker(TASK_TIME_LIMIT_SECONDS="2",
+                                              TASK_SOFT_TIME_LIMIT_SECONDS="600",
                                               PAYMENT_LATENCY_MS="3000"),
                    lambda p: p.replace_worker(),
                    "payment calls take 3 s under a hard time limit of 2 s: the pool process "

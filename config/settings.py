@@ -73,6 +73,8 @@ class Settings:
     sandbox_database_url: str
     step_max_retries: int
     max_deliveries: int
+    task_time_limit_s: int
+    task_soft_time_limit_s: int
     retry_backoff_max_s: int
     reservation_hold_s: int
     outbox_sweep_s: float
@@ -174,6 +176,8 @@ class Settings:
             sandbox_database_url=sandbox_url,
             step_max_retries=_int(env, "SAGA_STEP_MAX_RETRIES", 10),
             max_deliveries=_int(env, "SAGA_MAX_DELIVERIES", 5),
+            task_time_limit_s=_int(env, "TASK_TIME_LIMIT_SECONDS", 120),
+            task_soft_time_limit_s=_int(env, "TASK_SOFT_TIME_LIMIT_SECONDS", 90),
             retry_backoff_max_s=_int(env, "SAGA_RETRY_BACKOFF_MAX", 30),
             reservation_hold_s=hold_s,
             outbox_sweep_s=_float(env, "OUTBOX_SWEEP_SECONDS", 10.0),
