@@ -11,6 +11,7 @@ from flask import Blueprint, render_template, send_from_directory
 
 from config import get_settings
 from config.settings import REPO_ROOT
+from models.order import STATUSES
 from web.errors import problem
 
 bp = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
@@ -34,7 +35,8 @@ def shop():
 @bp.get("/operator")
 def operator_dashboard():
     """The operator page: charts, order search, live feed, counts, stuck sagas, stock alerts."""
-    return render_template("operator.html", flower_url=get_settings().flower_url)
+    return render_template("operator.html", flower_url=get_settings().flower_url,
+                           statuses=STATUSES)
 
 
 @bp.get("/vendor/<name>")
