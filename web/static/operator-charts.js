@@ -57,7 +57,7 @@ const OrionCharts = (() => {
                  tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${steps[c.dataIndex][c.dataset.key]} ms` } } },
       scales: {
         y: { ticks: { autoSkip: false } },
-        x: { type: "logarithmic", min: DURATION_FLOOR_MS, title: { display: true, text: "ms (log scale)" },
+        x: { type: "logarithmic", min: DURATION_FLOOR_MS / 2, title: { display: true, text: "ms (log scale)" },
              ticks: { autoSkip: false, callback: (v) => (POWERS_OF_TEN.has(v) ? v.toLocaleString() : "") } } } });
     note("durations-note", steps.length ? `${steps.reduce((n, s) => n + s.runs, 0)} successful step runs`
                                         : "No step finished in the last hour.");

@@ -63,7 +63,9 @@
     const page = await call("GET", `/orders?${params}`);
     const shown = (more ? $("#order-list tbody").children.length : 0) + page.items.length;
     const what = [q && `of ${q}`, search.status && `in ${search.status}`].filter(Boolean).join(" ");
-    showList(page.items, page.next_cursor, `${shown} order(s)${what ? ` ${what}` : ""}${page.next_cursor ? ", more below" : ""}`, more);
+    const summary = filtered() ? `${shown} order(s) ${what}${page.next_cursor ? ", more below" : ""}`
+                               : "Newest first; orders placed from now on appear at the top.";
+    showList(page.items, page.next_cursor, summary, more);
   }
 
   async function findOrder(id) {
