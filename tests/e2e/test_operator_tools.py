@@ -11,8 +11,16 @@ import requests
 from playwright.sync_api import Page, expect
 
 from tests.e2e.conftest import OPERATOR_EMAIL, OPERATOR_PASSWORD
-from tests.e2e.test_dashboards import (ARTIFACTS, ORDER_TIMEOUT_MS, PASSWORD, browser,  # noqa: F401
-                                       open_page, place_order, plentiful_sku, register)
+from tests.e2e.test_dashboards import (  # noqa: F401 - browser is the shared fixture
+    ARTIFACTS,
+    ORDER_TIMEOUT_MS,
+    PASSWORD,
+    browser,
+    open_page,
+    place_order,
+    plentiful_sku,
+    register,
+)
 from tests.support.factories import eventually
 
 FINAL = {"completed", "cancelled", "failed"}
