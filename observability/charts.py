@@ -34,7 +34,8 @@ class minute_of(FunctionElement):
 
 
 class milliseconds_between(FunctionElement):
-    """``end - start`` in milliseconds, a float."""
+    """``end - start`` in milliseconds, a float: to the microsecond on PostgreSQL,
+    to the nearest millisecond on SQLite, whose ``julianday`` keeps no more."""
 
     type = Float()
     inherit_cache = True
