@@ -23,14 +23,15 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-# The dashboards' Socket.IO client comes from npm (package-lock.json), served locally.
+# The pages' browser libraries (Socket.IO client, Swagger UI, Chart.js) come from npm
+# (package-lock.json), served locally.
 npm_stamp=node_modules/.orion-lock.sha256
 npm_want=$(sha256sum package-lock.json | cut -d' ' -f1)
 if [ "$(cat "$npm_stamp" 2>/dev/null)" != "$npm_want" ]; then
   if command -v npm >/dev/null; then
     npm ci --no-audit --no-fund --loglevel=error && echo "$npm_want" > "$npm_stamp"
   else
-    echo "run.sh: npm not found; the dashboards need node_modules/socket.io-client (install Node.js and npm)" >&2
+    echo "run.sh: npm not found; the pages need node_modules (socket.io-client, swagger-ui-dist, chart.js; install Node.js and npm)" >&2
   fi
 fi
 

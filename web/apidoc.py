@@ -154,6 +154,15 @@ def response(schema: Schema | None = None, status: int = 200, description: str =
     return decorator
 
 
+def html_page(description: str):
+    """Document a view that answers 200 with an HTML page (``text/html``) it renders itself."""
+    def decorator(view):
+        _facts(view)["success"] = (200, None, description, {})
+        _facts(view)["media_type"] = "text/html"
+        return view
+    return decorator
+
+
 def other_responses(responses: dict[int, str]):
     """Document further problem responses: ``{status: description}``."""
     def decorator(view):

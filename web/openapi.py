@@ -11,10 +11,10 @@ import re
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Blueprint, Flask, current_app
+from flask import Blueprint, Flask, current_app, render_template
 from werkzeug.routing import Rule
 
-from web.apidoc import response
+from web.apidoc import html_page, response
 from web.schemas import Money, ProblemSchema, UTCDateTime
 
 API_PREFIX = "/api/v1"
@@ -32,6 +32,21 @@ def openapi_document():
     if "orion_openapi" not in current_app.extensions:
         current_app.extensions["orion_openapi"] = build_spec(current_app)
     return current_app.extensions["orion_openapi"]
+
+
+# The docs page's own policy, stricter than the app-wide one (web/security_headers):
+# Swagger UI from /vendor and its set-up from /static, no inline script, nothing
+# from another origin; img-src allows data: for the icons inlined in its CSS.
+DOCS_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; "
+            "img-src 'self' data:; connect-src 'self'; font-src 'self'; base-uri 'none'; "
+            "form-action 'none'; frame-ancestors 'none'")
+
+
+@bp.get("/docs")
+@html_page("This API's documentation: Swagger UI rendering /api/v1/openapi.json")
+def docs():
+    """This API's documentation, as an HTML page (Swagger UI, served locally)."""
+    return render_template("api_docs.html"), {"Content-Security-Policy": DOCS_CSP}
 
 
 def build_spec(app: Flask) -> dict:
@@ -79,7 +94,9 @@ def _operation(rule: Rule, view, facts: dict) -> dict:
 def _responses(facts: dict) -> dict:
     status, schema, description, headers = facts["success"]
     success: dict = {"description": description}
-    if schema is not None:
+    if "media_type" in facts:
+        success["content"] = {facts["media_type"]: {"schema": {"type": "string"}}}
+    elif schema is not None:
         success["content"] = {"application/json": {"schema": schema}}
     elif status != 204:
         success["content"] = {"application/json": {"schema": {"type": "object"}}}

@@ -1,6 +1,9 @@
 """What the operator dashboard needs at a glance: orders by status, sagas stuck
-in a step, SKUs below their reorder point, and where Flower is."""
+in a step, SKUs below their reorder point, and where Flower is; and the data
+behind its charts (``observability.charts``, ``observability.queues``)."""
 from __future__ import annotations
+
+from datetime import timedelta
 
 from flask import Blueprint
 from marshmallow import Schema, fields
@@ -10,6 +13,8 @@ from config import get_settings
 from models import Inventory, Order, SagaStep, read_only, utcnow
 from models import order as lifecycle
 from models.user import OPERATOR
+from observability import charts
+from observability.queues import queue_depths
 from web.apidoc import authenticate, response
 
 bp = Blueprint("operator", __name__)
@@ -40,6 +45,67 @@ class OverviewSchema(Schema):
     low_stock = fields.List(fields.Nested(LowStockSchema),
                             metadata={"description": f"SKUs whose available stock is below the reorder point (at most {STUCK_LIMIT})"})
     flower_url = fields.String()
+
+
+CHART_MINUTES = 60
+
+
+class OutcomesSchema(Schema):
+    completed = fields.List(fields.Integer())
+    cancelled = fields.List(fields.Integer())
+    failed = fields.List(fields.Integer())
+
+
+class StepDurationSchema(Schema):
+    step = fields.String(metadata={"description": "Forward step name, warehouses merged"})
+    runs = fields.Integer(metadata={"description": "Successful runs in the window"})
+    p50_ms = fields.Float()
+    p95_ms = fields.Float()
+    p99_ms = fields.Float()
+
+
+class QueueDepthSchema(Schema):
+    messages = fields.Integer(metadata={"description": "Messages ready for delivery"})
+    consumers = fields.Integer()
+
+
+class ChartsSchema(Schema):
+    since = fields.DateTime(metadata={"description": "Start of the first minute (UTC)"})
+    minutes = fields.List(fields.String(), metadata={
+        "description": f"The {CHART_MINUTES} minutes of the window, oldest first, as YYYY-MM-DDTHH:MM (UTC); "
+                       "the series below have one value per minute"})
+    outcomes = fields.Nested(OutcomesSchema, metadata={
+        "description": "Orders that reached each final status, per minute of finished_at"})
+    retries = fields.List(fields.Integer(), metadata={
+        "description": "Step retries (attempt - 1) per minute the step started"})
+    step_durations = fields.List(fields.Nested(StepDurationSchema), metadata={
+        "description": "Forward steps that succeeded in the window: duration percentiles "
+                       "(first attempt to success, nearest rank)"})
+    queues = fields.Dict(keys=fields.String(), values=fields.Nested(QueueDepthSchema),
+                         allow_none=True, metadata={
+                             "description": "Broker queue depths now; null when the broker "
+                                            "does not answer"})
+    sampled_at = fields.DateTime()
+
+
+@bp.get("/operator/charts")
+@authenticate(role=OPERATOR)
+@response(ChartsSchema())
+def operator_charts():
+    """Orders by outcome, step retries per minute and step duration percentiles over the
+    last hour, and the queue depths now, for the operator dashboard's charts."""
+    now = utcnow()
+    since = now.replace(second=0, microsecond=0) - timedelta(minutes=CHART_MINUTES - 1)
+    keys = charts.minutes(since, CHART_MINUTES)
+    with read_only() as session:
+        outcomes = charts.outcomes_per_minute(session, since)
+        retries = charts.retries_per_minute(session, since)
+        durations = charts.step_durations(session, since)
+    return {"since": since, "minutes": keys, "sampled_at": now,
+            "outcomes": {status: [outcomes.get((key, status), 0) for key in keys]
+                         for status in charts.OUTCOMES},
+            "retries": [retries.get(key, 0) for key in keys],
+            "step_durations": durations, "queues": queue_depths()}
 
 
 @bp.get("/operator/overview")

@@ -9,7 +9,8 @@ from datetime import datetime
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session, selectinload
 
-from models import Order, OrderLine, SagaStep, read_only
+from models import Order, OrderLine, SagaStep, User, read_only
+from services.errors import Forbidden
 from services.ordering import Actor, load_visible_order
 from web.pagination import encode_cursor, page
 
@@ -41,11 +42,17 @@ def show_order(order_id: uuid.UUID, actor: Actor) -> OrderView:
 
 def list_orders(actor: Actor, args: dict) -> dict:
     """A page of orders, newest first by ``(created_at, id)``: the actor's own, or all
-    for an operator. ``args``: ``{limit, status?, cursor?: (created_at, id)}``."""
+    for an operator. ``args``: ``{limit, status?, customer_email?, cursor?: (created_at, id)}``;
+    ``customer_email`` (one customer's orders) is for operators only: Forbidden (403)."""
     query = (select(Order).options(selectinload(Order.lines))
              .order_by(Order.created_at.desc(), Order.id.desc()).limit(args["limit"] + 1))
     if not actor.is_operator:
+        if "customer_email" in args:
+            raise Forbidden("only operators may search other customers' orders")
         query = query.where(Order.customer_id == actor.user_id)
+    if "customer_email" in args:
+        email = User.normalize_email(args["customer_email"])
+        query = query.where(Order.customer_id.in_(select(User.id).where(User.email == email)))
     if "status" in args:
         query = query.where(Order.status == args["status"])
     if "cursor" in args:

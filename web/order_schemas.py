@@ -58,6 +58,9 @@ def _order_key(created_at: str, order_id: str) -> tuple[datetime, uuid.UUID]:
 
 class OrderQuerySchema(StrictSchema):
     status = fields.String(validate=validate.OneOf(STATUSES))
+    customer_email = _text(1, 254, metadata={
+        "description": "Operators only (403 for customers): the orders of the customer with "
+                       "this email, matched exactly, case-insensitively"})
     limit = limit_field()
     cursor = Cursor(parse=_order_key, parts=2)
 

@@ -57,8 +57,12 @@ def create_order(headers: dict, body: dict):
 @authenticate()
 @arguments(OrderQuerySchema())
 @response(OrderPageSchema())
+@other_responses({403: "customer_email given by a customer"})
 def get_orders(args: dict):
-    """List orders newest first: a customer's own, or all for an operator."""
+    """List orders newest first: a customer's own, or all for an operator.
+
+    Operators may narrow the list to one customer with customer_email; status
+    filters by status; next_cursor pages on (SPEC paging rules)."""
     return list_orders(current_actor(), args)
 
 

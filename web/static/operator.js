@@ -1,14 +1,18 @@
-// The operator dashboard: every order's events live, counts, stuck sagas,
-// stock alerts, retry and cancel.
+// The operator dashboard: every order's events live, counts, charts, stuck
+// sagas, stock alerts, order search with paging, retry and cancel.
 "use strict";
 
 (() => {
   const { call, el, time, debounce, timeline } = Orion;
   const $ = (sel) => document.querySelector(sel);
   const FEED_MAX = 200;
+  const PAGE = 25;
+  const ORDER_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
   const RETRYABLE = ["failed", "compensation_failed", "pending", "stock_reserved", "payment_authorized", "confirmed", "shipped", "compensating"];
   const CANCELLABLE = ["pending", "stock_reserved", "awaiting_payment", "payment_authorized", "confirmed"];
   let current = null;
+  let search = { q: "", status: "" };  // the order list's filter
+  let cursor = null;                   // next_cursor of the last page shown
 
   async function start(me) {
     if (me.role !== "operator") {
@@ -24,9 +28,13 @@
       onEvent, onInventory,
       onStatus: (state) => { const c = $("#connection"); c.textContent = state; c.dataset.state = state; },
     });
-    await Promise.all([loadOverview(), loadOrders()]);
+    await Promise.all([loadOverview(), loadOrders(), loadCharts()]);
     setInterval(loadOverview, 15000);  // stuck ages grow without events
+    setInterval(loadCharts, 15000);    // also a queue depth sample each time
   }
+
+  async function loadCharts() { OrionCharts.update(await call("GET", "/operator/charts")); }
+  const reloadCharts = debounce(loadCharts, 2000);
 
   async function loadOverview() {
     const o = await call("GET", "/operator/overview");
@@ -42,24 +50,65 @@
   }
   const reloadOverview = debounce(loadOverview, 500);
 
-  async function loadOrders() {
-    const page = await call("GET", "/orders?limit=50");
-    for (const order of page.items.reverse()) upsert(order.id, order.status, lastStep(order), order.created_at);
+  // The order list: the newest orders, or a search (an order id, or a customer's
+  // email with GET /orders?customer_email=), optionally by status; "More" pages on.
+  async function loadOrders(more = false) {
+    const q = search.q.trim();
+    if (ORDER_ID.test(q)) return findOrder(q);
+    if (q && !q.includes("@")) return showList([], null, "Enter a whole order id or a customer's email.");
+    const params = new URLSearchParams({ limit: String(PAGE) });
+    if (q) params.set("customer_email", q);
+    if (search.status) params.set("status", search.status);
+    if (more && cursor) params.set("cursor", cursor);
+    const page = await call("GET", `/orders?${params}`);
+    const shown = (more ? $("#order-list tbody").children.length : 0) + page.items.length;
+    const what = [q && `of ${q}`, search.status && `in ${search.status}`].filter(Boolean).join(" ");
+    const summary = filtered() ? `${shown} order(s) ${what}${page.next_cursor ? ", more below" : ""}`
+                               : "Newest first; orders placed from now on appear at the top.";
+    showList(page.items, page.next_cursor, summary, more);
   }
+
+  async function findOrder(id) {
+    try {
+      const order = await call("GET", `/orders/${id}`);
+      const fits = !search.status || order.status === search.status;
+      showList(fits ? [order] : [], null, fits ? "1 order" : `Order ${id.slice(0, 8)} is ${order.status}, not ${search.status}.`);
+      if (fits) { current = order.id; render(order); }
+    } catch (err) {
+      if (err.status !== 404) throw err;
+      showList([], null, `No order ${id}.`);
+    }
+  }
+
+  function showList(orders, next, summary, append = false) {
+    const rows = orders.map((o) => row(o.id, o.status, lastStep(o), time(o.created_at)));
+    if (append) $("#order-list tbody").append(...rows); else $("#order-list tbody").replaceChildren(...rows);
+    cursor = next;
+    $("#more-orders").hidden = !next;
+    $("#search-summary").textContent = summary;
+  }
+
+  const filtered = () => Boolean(search.q.trim() || search.status);
 
   function lastStep(order) {
     const step = order.steps[order.steps.length - 1];
     return step ? `${step.name} ${step.status}` : "";
   }
 
-  function upsert(id, status, step, placedAt = null) {
-    const existing = document.querySelector(`#order-list tr[data-order="${id}"]`);
-    const row = el("tr", { dataset: { order: id, status } },
-      el("td", {}, el("a", { href: "#", onclick: (e) => { e.preventDefault(); show(id); } }, el("code", {}, id.slice(0, 8)))),
-      el("td", {}, existing ? existing.children[1].textContent : time(placedAt || new Date().toISOString())),
+  function row(id, status, step, placed) {
+    return el("tr", { dataset: { order: id, status } },
+      el("td", {}, el("a", { href: "#", title: id, onclick: (e) => { e.preventDefault(); show(id); } }, el("code", {}, id.slice(0, 8)))),
+      el("td", {}, placed),
       el("td", { class: "status" }, el("span", { class: `badge ${status}` }, status)),
       el("td", {}, step), el("td", {}, actions(id, status)));
-    if (existing) existing.replaceWith(row); else $("#order-list tbody").prepend(row);
+  }
+
+  // A live change: the order's row is updated where it is shown; a new order
+  // goes on top of the unfiltered list only (a search shows what it found).
+  function upsert(id, status, step) {
+    const existing = document.querySelector(`#order-list tr[data-order="${id}"]`);
+    if (existing) existing.replaceWith(row(id, status, step, existing.children[1].textContent));
+    else if (!filtered()) $("#order-list tbody").prepend(row(id, status, step, time(new Date().toISOString())));
   }
 
   function actions(id, status) {
@@ -87,6 +136,7 @@
     while (feed.children.length > FEED_MAX) feed.lastChild.remove();
     if (event.order_id === current) refresh(current);
     reloadOverview();
+    reloadCharts();
   }
 
   function onInventory(name, data) { alert(name, data, true); }
@@ -123,5 +173,18 @@
     catch (err) { $("#login-error").textContent = err.message; }
   });
   $("#logout").addEventListener("click", async () => { await Orion.logout(); location.reload(); });
+  const listing = (more) => loadOrders(more).catch((err) => { $("#action-error").textContent = err.message; });
+  $("#order-search").addEventListener("submit", (e) => {
+    e.preventDefault();
+    $("#action-error").textContent = "";
+    search = { q: e.target.q.value, status: e.target.status.value };
+    listing(false);
+  });
+  $("#clear-search").addEventListener("click", () => {
+    $("#order-search").reset();
+    search = { q: "", status: "" };
+    listing(false);
+  });
+  $("#more-orders").addEventListener("click", () => listing(true));
   if (Orion.tokens.access) call("GET", "/auth/me").then(start).catch(() => Orion.tokens.clear());
 })();

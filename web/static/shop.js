@@ -7,6 +7,7 @@
   const cart = new Map();      // sku -> {name, unit_price, quantity}
   const orders = new Map();    // order id -> latest order document
   let current = null;          // the order shown in detail
+  let stepsWithEvents = new Set();  // names of the steps of `current` that wrote an event
   let stream = null;
   let productCursor = null;
 
@@ -98,6 +99,7 @@
     // The event list restarts from seq 1: whatever arrives live from now on
     // waits in the stream until the replay below has filled the seqs before it.
     current = orderId;
+    stepsWithEvents = new Set();
     $("#events").replaceChildren();
     stream.lastSeq.set(orderId, 0);
     stream.pending.delete(orderId);
@@ -114,9 +116,18 @@
     status.textContent = order.status;
     status.className = `badge ${order.status}`;
     $("#order-reason").textContent = order.cancel_reason ? `(${order.cancel_reason})` : "";
-    $("#timeline").replaceChildren(timeline(order));
+    $("#timeline").replaceChildren(timeline({ ...order, steps: order.steps.filter(shown) }));
     $("#pay-again").hidden = order.status !== "awaiting_payment";
     $("#cancel-order").hidden = !["pending", "stock_reserved", "awaiting_payment", "payment_authorized", "confirmed"].includes(order.status);
+  }
+
+  // An undo that found nothing to undo (no authorization to void, no capture to
+  // refund, no stock held) stays in the step log but writes no order event
+  // (tasks/payment.py, tasks/stock.py): the customer's timeline leaves it out, as
+  // "refund_payment" there read as money having moved. The operator page shows
+  // the whole step log.
+  function shown(step) {
+    return step.kind !== "compensation" || step.status !== "succeeded" || stepsWithEvents.has(step.name);
   }
 
   const refresh = debounce(async (orderId) => render(await call("GET", `/orders/${orderId}`)), 100);
@@ -125,6 +136,7 @@
     const known = orders.get(event.order_id);
     if (known && known.status !== event.status) { known.status = event.status; remember(known); }
     if (event.order_id !== current) return;
+    if (event.step) stepsWithEvents.add(event.step);
     $("#events").append(el("li", { dataset: { seq: event.seq, status: event.status } },
       `#${event.seq} ${time(event.at)} ${event.status}`,
       event.step ? ` · ${event.step} ${event.step_status} (attempt ${event.attempt})` : "",
