@@ -47,16 +47,29 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
-from bench.harness import (BENCH_DB, create_customers, fresh_database, login_all,
-                           outbox_relay, services_env, spawn, stop, table, temp_dir,
-                           wait_for_log, web_server, worker_command, write_results)
+from bench.harness import (
+    BENCH_DB,
+    create_customers,
+    fresh_database,
+    login_all,
+    outbox_relay,
+    services_env,
+    spawn,
+    stop,
+    table,
+    temp_dir,
+    wait_for_log,
+    web_server,
+    worker_command,
+    write_results,
+)
 
 SAFETY_NET = {  # the safety net within a run's minutes, not the production defaults
     "SAGA_REDRIVE_AFTER_SECONDS": "30", "SAGA_REDRIVE_EVERY_SECONDS": "5",
@@ -478,9 +491,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(json.dumps({k: results[-1][k] for k in ("fault", "orders", "lost", "duplicated",
                                                       "wrong", "audit", "recovery_s")}), flush=True)
-        write_results(args.out, {"at": datetime.now(timezone.utc).isoformat(), "args": vars(args),
+        write_results(args.out, {"at": datetime.now(UTC).isoformat(), "args": vars(args),
                                  "results": results})
-    write_results(args.out, {"at": datetime.now(timezone.utc).isoformat(), "args": vars(args),
+    write_results(args.out, {"at": datetime.now(UTC).isoformat(), "args": vars(args),
                              "results": results})
     print(table(results, [("fault", "fault"), ("orders", "orders"), ("refused", "refused at the door"),
                           ("lost", "lost"), ("duplicated", "duplicated"), ("wrong", "wrong"),

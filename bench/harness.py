@@ -20,10 +20,10 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import psutil
 
@@ -292,7 +292,7 @@ class CpuMeter:
                 self._first[proc.pid] = 0.0  # started during the measurement
             self._last[proc.pid] = (group, used)
 
-    def start(self) -> "CpuMeter":
+    def start(self) -> CpuMeter:
         self.sample(first=True)
         self._stop.clear()
 

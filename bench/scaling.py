@@ -59,7 +59,7 @@ class MemorySampler:
                 pass
         return rss
 
-    def __enter__(self) -> "MemorySampler":
+    def __enter__(self) -> MemorySampler:
         self.samples.append(self.sample())
         self._thread.start()
         return self

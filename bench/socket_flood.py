@@ -42,7 +42,7 @@ async def _reads(base: str, count: int, interval: float) -> list[float | None]:
                 async with http.get(f"{base}/api/v1/products?limit=20") as reply:
                     await reply.read()
                     out.append(time.perf_counter() - start if reply.status == 200 else None)
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 out.append(None)
             await asyncio.sleep(interval)
     return out
@@ -62,7 +62,7 @@ async def _flood(base: str, connections: int, hold_s: float, outcome: dict) -> N
                     while time.monotonic() < deadline:
                         try:
                             message = await ws.receive(timeout=deadline - time.monotonic())
-                        except asyncio.TimeoutError:
+                        except TimeoutError:
                             break
                         if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
                                             aiohttp.WSMsgType.ERROR):
@@ -70,7 +70,7 @@ async def _flood(base: str, connections: int, hold_s: float, outcome: dict) -> N
                             return
             except aiohttp.WSServerHandshakeError as exc:
                 outcome["refused" if exc.status == 429 else "failed"] += 1
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            except (TimeoutError, aiohttp.ClientError, OSError):
                 outcome["failed"] += 1
         await asyncio.gather(*(one() for _ in range(connections)))
 

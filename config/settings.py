@@ -12,10 +12,11 @@ Any URL given explicitly wins over the mode's default.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping, NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEV_SECRET = "orion-dev-secret-change-me-0123456789abcdef"
@@ -129,7 +130,7 @@ class Settings:
         return self.data_dir / "broker"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``env`` (default ``os.environ``).
 
         Raises ConfigError on a malformed value, or on a JWT key that

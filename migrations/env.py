@@ -1,6 +1,5 @@
 """Alembic environment: the URL comes from the caller or from DATABASE_URL."""
 from alembic import context
-from sqlalchemy import pool
 
 import models
 from config import get_settings

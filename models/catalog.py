@@ -8,14 +8,27 @@ from __future__ import annotations
 
 import uuid
 import zlib
-from functools import lru_cache
-
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Mapping
 from decimal import Decimal
+from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import (CheckConstraint, ForeignKey, Index, Integer, String, UniqueConstraint, Update, Uuid,
-                        bindparam, case, insert, select, update)
+from sqlalchemy import (
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    Update,
+    Uuid,
+    bindparam,
+    case,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import Mapped, mapped_column
 

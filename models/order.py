@@ -92,7 +92,7 @@ class Order(Base):
     awaiting_payment_since: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
-    lines: Mapped[list["OrderLine"]] = relationship(
+    lines: Mapped[list[OrderLine]] = relationship(
         back_populates="order", order_by="OrderLine.line_no", cascade="all, delete-orphan")
 
     def transition_to(self, target: str) -> None:

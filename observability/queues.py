@@ -26,9 +26,10 @@ def queue_depths(app: Celery | None = None, timeout_s: float = 2.0) -> dict[str,
         from worker import app as default_app
 
         app = default_app
-    from worker.dead_letter import DEAD_LETTER
     from amqp.exceptions import AMQPError, NotFound
     from kombu.exceptions import KombuError
+
+    from worker.dead_letter import DEAD_LETTER
 
     depths: dict[str, dict[str, int]] = {}
     try:

@@ -1,6 +1,13 @@
 """The payment provider port and its bundled sandbox."""
-from payments.provider import (PaymentProvider, ProviderError, ProviderResult, ProviderTimeout,
-                               ProviderUnavailable, TransientProviderError, get_provider)
+from payments.provider import (
+                               PaymentProvider,
+                               ProviderError,
+                               ProviderResult,
+                               ProviderTimeout,
+                               ProviderUnavailable,
+                               TransientProviderError,
+                               get_provider,
+)
 
 __all__ = ["PaymentProvider", "ProviderError", "ProviderResult", "ProviderTimeout",
            "ProviderUnavailable", "TransientProviderError", "get_provider"]

@@ -5,11 +5,11 @@ key with the first result and never charges twice (as Stripe's API does).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 
 class ProviderError(Exception):
@@ -42,7 +42,7 @@ class ProviderResult:
                 "decline_code": self.decline_code, "soft": self.soft}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ProviderResult":
+    def from_dict(cls, data: Mapping[str, Any]) -> ProviderResult:
         return cls(**data)
 
 
@@ -65,9 +65,8 @@ class PaymentProvider(Protocol):
 def get_provider() -> PaymentProvider:
     """The configured provider (only the sandbox is bundled)."""
     from config import get_settings
-    from payments.sandbox import SandboxProvider
-
     from config.failpoints import ACTIVE
+    from payments.sandbox import SandboxProvider
 
     settings = get_settings()
     provider = SandboxProvider(settings.sandbox_database_url, settings.payment_latency_ms)

@@ -18,5 +18,11 @@ missed events (disconnected, or the relay was down) replays them with
 from progress.notifications import Notification, queue_notification, take_notifications
 from progress.rooms import OPERATORS, order_room, user_room
 
-__all__ = ["Notification", "queue_notification", "take_notifications",
-           "OPERATORS", "order_room", "user_room"]
+__all__ = [
+           "OPERATORS",
+           "Notification",
+           "order_room",
+           "queue_notification",
+           "take_notifications",
+           "user_room",
+]

@@ -15,18 +15,27 @@ from sqlalchemy import JSON, Connection, Table, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from models import (Order, OrderEvent, OrderLine, OutboxMessage, Payment, Product, User,
-                    record_event, unit_of_work, utcnow)
 from config import get_settings
-from models.db import get_engine, pg_arrays, read_connection
+from models import (
+    Order,
+    OrderEvent,
+    OrderLine,
+    OutboxMessage,
+    Payment,
+    Product,
+    User,
+    record_event,
+    unit_of_work,
+    utcnow,
+)
 from models import order as lifecycle
+from models.db import get_engine, pg_arrays, read_connection
 from models.outbox import SAGA_COMPENSATE, SAGA_RESUME, SAGA_START, enqueue, outbox_row
 from models.saga_log import event_payload
 from progress import OPERATORS, Notification, order_room, user_room
 from progress.hooks import emit_after_commit
 from services.compensation import begin_compensation
-from services.errors import (Conflict, Forbidden, NotFound, TooManyOpenOrders, TooManyUnitsHeld,
-                             UnknownSku)
+from services.errors import Conflict, Forbidden, NotFound, TooManyOpenOrders, TooManyUnitsHeld, UnknownSku
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ from sqlalchemy import select
 
 from mail import outbox, templates
 from mail.smtp import MailRefused
-from observability.logging import correlation_id
 from models import Order, record_event, unit_of_work, utcnow
 from models import order as lifecycle
-from models.order import lock_order
 from models.db import is_postgres
+from models.order import lock_order
+from observability.logging import correlation_id
 from services.compensation import begin_compensation
 
 log = logging.getLogger(__name__)

@@ -27,8 +27,7 @@ from datetime import timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from models import (HELD, Order, OrderEvent, Reservation, SagaStep, record_event, unit_of_work,
-                    utcnow)
+from models import HELD, Order, OrderEvent, Reservation, SagaStep, record_event, unit_of_work, utcnow
 from models import order as lifecycle
 from models.catalog import RELEASED, release_all
 from models.db import is_postgres

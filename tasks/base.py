@@ -7,8 +7,9 @@ import logging
 import os
 import random
 from collections import deque
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import redis
 from billiard.einfo import ExceptionInfo

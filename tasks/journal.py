@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, CursorResult, Executable, Insert, bindparam, func, insert, select, update
@@ -37,8 +37,7 @@ from models import order as lifecycle
 from models.outbox import SAGA_COMPENSATE, SAGA_RESUME, outbox_row
 from models.saga_log import FAILED, RETRYING, RUNNING, SUCCEEDED, event_payload
 from observability.logging import correlation_id
-from progress import (OPERATORS, Notification, order_room, queue_notification,
-                      take_notifications, user_room)
+from progress import OPERATORS, Notification, order_room, queue_notification, take_notifications, user_room
 
 ORDERS = Order.__table__
 STEPS = SagaStep.__table__
@@ -123,14 +122,14 @@ class SagaTx:
     step_seen: str | None = None  # with ``read``'s ``step``: its status then
 
     @classmethod
-    def lock(cls, conn: Connection | Session, order_id: str | uuid.UUID) -> "SagaTx":
+    def lock(cls, conn: Connection | Session, order_id: str | uuid.UUID) -> SagaTx:
         """``SELECT ... FOR UPDATE`` of the order on ``conn`` (a connection in a
         transaction, or a session's); raises NoResultFound if absent."""
         return cls._open(_connection(conn), order_id, _LOCK, None)
 
     @classmethod
     def _open(cls, conn: Connection, order_id: str | uuid.UUID, statement: Executable,
-              step: str | None, locked: bool = True) -> "SagaTx":
+              step: str | None, locked: bool = True) -> SagaTx:
         key = order_id if isinstance(order_id, uuid.UUID) else uuid.UUID(order_id)
         params = {"b_id": key} if step is None else {"b_id": key, "b_name": step}
         row = conn.execute(statement, params).one_or_none()
@@ -142,7 +141,7 @@ class SagaTx:
 
     @classmethod
     def read(cls, conn: Connection | Session, order_id: str | uuid.UUID,
-             step: str | None = None) -> "SagaTx":
+             step: str | None = None) -> SagaTx:
         """Read the order without locking it; ``claim`` (or ``flush``) locks it later.
 
         For the chord headers of one order, which would otherwise wait for each
@@ -415,7 +414,6 @@ def _public_error_kinds() -> tuple[tuple[type[BaseException] | tuple[type[BaseEx
 
     from mail.smtp import TRANSIENT_SMTP_ERRORS
     from payments import ProviderError, TransientProviderError
-
     from tasks.base import PoisonMessage
 
     return (
@@ -451,5 +449,15 @@ def should_run(order: LockedOrder | Order, run: int, runs_in: str, halt: type[Ex
     raise halt()
 
 
-__all__ = ["SagaTx", "LockedOrder", "OrderMoved", "should_run", "describe", "public_error",
-           "FAILED", "RETRYING", "RUNNING", "SUCCEEDED"]
+__all__ = [
+    "FAILED",
+    "RETRYING",
+    "RUNNING",
+    "SUCCEEDED",
+    "LockedOrder",
+    "OrderMoved",
+    "SagaTx",
+    "describe",
+    "public_error",
+    "should_run",
+]

@@ -15,7 +15,8 @@ from typing import Any
 
 from celery import shared_task
 from celery.canvas import Signature
-from kombu.exceptions import KombuError, OperationalError as BrokerError
+from kombu.exceptions import KombuError
+from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.util.typing import TupleAny, Unpack

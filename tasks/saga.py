@@ -13,8 +13,8 @@ cancellation email.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from celery import Celery, chain, chord
 from celery.canvas import Signature

@@ -11,8 +11,7 @@ from mail.smtp import TRANSIENT_SMTP_ERRORS
 from models import read_only
 from services import payment_window, restocking
 from services.audit import STOCK_CHECKS, audit
-from services.safety_net import (redrive_stalled_sagas, release_lapsed_holds,
-                                 resend_cancellation_emails)
+from services.safety_net import redrive_stalled_sagas, release_lapsed_holds, resend_cancellation_emails
 
 log = logging.getLogger(__name__)
 

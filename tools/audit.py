@@ -15,7 +15,7 @@ import sys
 
 import click
 
-from services.audit import audit  # noqa: F401 - also this module's API (tests import it here)
+from services.audit import audit
 from tools.clicommon import run
 
 

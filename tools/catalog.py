@@ -13,10 +13,10 @@ import math
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import Iterable
 
 import click
 from sqlalchemy import insert, select, update
@@ -25,8 +25,14 @@ from sqlalchemy.orm import Session
 
 from models.catalog import warehouse_for
 from tools.clicommon import run as run_command
-from tools.retail_data import (DataError, Invoice, default_data_path, is_product_code,
-                               read_invoices, sale_lines)
+from tools.retail_data import (
+    DataError,
+    Invoice,
+    default_data_path,
+    is_product_code,
+    read_invoices,
+    sale_lines,
+)
 
 CURRENCY, CENT = "GBP", Decimal("0.01")
 EARLY_INVOICES = 2000   # the early window: the first 2,000 invoices that yield an order

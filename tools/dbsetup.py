@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import click
-
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, text

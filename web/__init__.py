@@ -13,11 +13,11 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from config import Settings, get_settings
 from observability.logging import configure_logging
 from progress import hooks as progress_hooks
-from web import (auth, inventory, operator, ops, orders, pages, products, request_id,
-                 request_metrics)
+from web import auth, inventory, operator, ops, orders, pages, products, request_id, request_metrics
 from web.errors import register_error_handlers, register_jwt_errors
 from web.extensions import init_extensions, jwt
-from web.openapi import API_PREFIX, bp as openapi_bp
+from web.openapi import API_PREFIX
+from web.openapi import bp as openapi_bp
 from web.realtime import init_realtime
 from web.security_headers import SecurityHeaders
 from web.transport_limit import TransportLimit

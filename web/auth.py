@@ -20,14 +20,20 @@ counted.
 """
 from __future__ import annotations
 
-import uuid
 import threading
 import time
+import uuid
 from functools import lru_cache
 
 from flask import Blueprint, current_app, g, request
-from flask_jwt_extended import (create_access_token, create_refresh_token, current_user,
-                                decode_token, get_jwt, get_jwt_identity)
+from flask_jwt_extended import (
+    create_access_token,
+    create_refresh_token,
+    current_user,
+    decode_token,
+    get_jwt,
+    get_jwt_identity,
+)
 from flask_jwt_extended.exceptions import JWTExtendedException
 from flask_limiter.util import get_remote_address
 from jwt import InvalidTokenError
@@ -42,8 +48,7 @@ from models.user import CUSTOMER, OPERATOR
 from services.errors import Conflict
 from web.apidoc import authenticate, body, other_responses, response
 from web.extensions import blocklist, jwt, limiter, redis_client, session_key
-from web.schemas import (LoginSchema, LogoutSchema, RegisterSchema,
-                         TokensSchema, UserSchema)
+from web.schemas import LoginSchema, LogoutSchema, RegisterSchema, TokensSchema, UserSchema
 
 bp = Blueprint("auth", __name__)
 

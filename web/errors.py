@@ -12,14 +12,14 @@ import time
 from flask import Flask, Response, current_app, g, jsonify
 from flask_limiter import RateLimitExceeded
 from marshmallow import ValidationError
-from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeout
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeout
 from sqlalchemy.exc import OperationalError as DatabaseUnavailable
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
 from models import InvalidTransition
-from services.errors import (Conflict, Forbidden, NotFound, ServiceError, TooManyOpenOrders,
-                             TooManyUnitsHeld)
+from services.errors import Conflict, Forbidden, NotFound, ServiceError, TooManyOpenOrders, TooManyUnitsHeld
 from web.extensions import limiter
 
 PROBLEM_JSON = "application/problem+json"

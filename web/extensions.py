@@ -7,14 +7,13 @@
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import redis
 from flask import Flask, current_app
 from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
-
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -65,7 +64,7 @@ class TokenBlocklist:
             return set(session.scalars(select(RevokedToken.jti).where(RevokedToken.jti.in_(keys))))
 
     def _add(self, key: str, exp: int, only_new: bool) -> bool:
-        expires_at = datetime.fromtimestamp(exp, timezone.utc)
+        expires_at = datetime.fromtimestamp(exp, UTC)
         client = redis_client()
         if client is None:
             try:

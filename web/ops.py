@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from typing import Callable
+from collections.abc import Callable
 
 import kombu
 from flask import Blueprint, Response, current_app, request

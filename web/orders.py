@@ -13,12 +13,25 @@ from flask_jwt_extended import get_jwt_identity
 
 from models.user import CUSTOMER
 from services.ordering import cancel_order, pay_again, place_order, retry_saga
-from web.apidoc import (arguments, authenticate, body, current_actor, other_responses,
-                        request_headers, response)
+from web.apidoc import (
+    arguments,
+    authenticate,
+    body,
+    current_actor,
+    other_responses,
+    request_headers,
+    response,
+)
 from web.extensions import limiter
 from web.order_reads import OrderView, list_orders, show_order
-from web.order_schemas import (IdempotencyHeaderSchema, OrderCreateSchema, OrderPageSchema,
-                               OrderQuerySchema, OrderSchema, PaymentSchema)
+from web.order_schemas import (
+    IdempotencyHeaderSchema,
+    OrderCreateSchema,
+    OrderPageSchema,
+    OrderQuerySchema,
+    OrderSchema,
+    PaymentSchema,
+)
 
 bp = Blueprint("orders", __name__)
 log = structlog.get_logger(__name__)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from marshmallow import ValidationError, fields, validate
 

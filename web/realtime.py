@@ -127,7 +127,7 @@ class ConnectionGuard:
             try:
                 with self.app.app_context():
                     self.check()
-            except Exception:  # noqa: BLE001 - the guard must outlive a Redis or database outage
+            except Exception:
                 log.exception("socket.io: connection check failed")
 
     def check(self) -> list[str]:

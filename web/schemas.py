@@ -7,7 +7,7 @@ so a misspelt field at any depth is a 422 rather than silently dropped.
 """
 from __future__ import annotations
 
-from datetime import timezone
+from datetime import UTC
 
 from marshmallow import RAISE, Schema, fields, validate
 
@@ -32,7 +32,7 @@ class UTCDateTime(fields.DateTime):
     def _serialize(self, value, attr, obj, **kwargs):
         if value is None:
             return None
-        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class ProblemSchema(Schema):

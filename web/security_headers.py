@@ -17,7 +17,7 @@ Token responses also carry ``Cache-Control: no-store`` (``web.auth``).
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 HEADERS = (
     ("X-Content-Type-Options", "nosniff"),

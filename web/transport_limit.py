@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 SOCKETIO_PATH = "/socket.io"
 

@@ -31,11 +31,11 @@ import inspect
 import logging
 import socket
 import uuid
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from celery import Celery, Task
-
 from celery.worker.consumer import Consumer
 from kombu import Exchange, Message, Queue
 from kombu.exceptions import ContentDisallowed
@@ -68,7 +68,7 @@ def dead_letter(app: Celery, message: Message, reason: str, detail: str) -> None
         f"{HEADER}detail": detail[:1000],
         f"{HEADER}exchange": delivery.get("exchange") or "",
         f"{HEADER}routing-key": delivery.get("routing_key") or "",
-        f"{HEADER}at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        f"{HEADER}at": datetime.now(UTC).isoformat(timespec="seconds"),
         f"{HEADER}host": socket.gethostname(),
     })
     keep: dict[str, Any] = {k: properties[k] for k in ("correlation_id", "reply_to", "priority")

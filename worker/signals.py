@@ -6,12 +6,18 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from celery import Task
-from celery.signals import (before_task_publish, setup_logging, task_postrun, task_prerun,
-                            task_retry, worker_init, worker_process_init)
-
-from observability.logging import CORRELATION_HEADER, bind_correlation, configure_logging, correlation_id
+from celery.signals import (
+    before_task_publish,
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    task_retry,
+    worker_init,
+    worker_process_init,
+)
 
 from models.db import dispose_engine
+from observability.logging import CORRELATION_HEADER, bind_correlation, configure_logging, correlation_id
 
 if TYPE_CHECKING:
     from celery.worker import WorkController

@@ -5,15 +5,15 @@ Revision ID: 0003
 Revises: 0002
 """
 import zlib
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003"
-down_revision: Union[str, Sequence[str], None] = "0002"
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+down_revision: str | Sequence[str] | None = "0002"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 # As models.catalog.WAREHOUSES / warehouse_for when this revision was written.
 WAREHOUSES = ("LDN", "MAN", "EDI")

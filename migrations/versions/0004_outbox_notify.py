@@ -5,14 +5,14 @@ transaction), so the relay (``python -m worker.relay``) publishes without pollin
 Revision ID: 0004
 Revises: 0003
 """
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 from alembic import op
 
 revision: str = "0004"
-down_revision: Union[str, Sequence[str], None] = "0003"
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+down_revision: str | Sequence[str] | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 CHANNEL = "orion_outbox"  # as worker.relay.CHANNEL when this revision was written
 

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import update
 
 from models import Order, SagaStep, unit_of_work, utcnow
-from tests.support.factories import ADDRESS, count, customer, order_body, product
 from tests.support.api import auth, problem
+from tests.support.factories import ADDRESS, count, customer, order_body, product
 from web import create_app
 
 API = "/api/v1"

@@ -12,8 +12,8 @@ import time
 import uuid
 
 import pytest
-from kombu import Queue
 from celery.contrib.testing.worker import start_worker
+from kombu import Queue
 
 import celeryconfig
 from tests.support.factories import eventually

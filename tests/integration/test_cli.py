@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from sqlalchemy import func, select
 
 from models import OrderEvent, User, unit_of_work

@@ -9,9 +9,9 @@ import time
 import psutil
 
 from models import Order, unit_of_work
+from tests.integration.test_dead_letter import dlq, listed
 from tests.integration.test_saga_faults import kinds, stock
 from tests.support.factories import customer, place, product, wait_for
-from tests.integration.test_dead_letter import dlq, listed
 from tests.support.processes import celery_worker
 
 

@@ -52,10 +52,9 @@ def test_events_are_emitted_after_their_commit(order_id, relay):
 
 
 def test_a_rolled_back_transaction_emits_nothing(order_id, relay):
-    with pytest.raises(RuntimeError):
-        with unit_of_work() as session:
-            record_event(session, session.get(Order, order_id), step="doomed")
-            raise RuntimeError("step failed")
+    with pytest.raises(RuntimeError), unit_of_work() as session:
+        record_event(session, session.get(Order, order_id), step="doomed")
+        raise RuntimeError("step failed")
     with unit_of_work() as session:
         record_event(session, session.get(Order, order_id), step="after")
     [(notifications, _)] = relay.batches

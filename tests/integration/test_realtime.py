@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import jwt as pyjwt
 import pytest
@@ -117,7 +117,7 @@ def current(order_id: str) -> tuple[str, int]:
 
 
 def forged_token(user_id: int, **claims) -> str:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     body = {"sub": str(user_id), "type": "access", "jti": uuid.uuid4().hex, "fresh": False,
             "iat": now, "nbf": now, "exp": now + timedelta(minutes=5), "role": "customer",
             "iss": "orion", "aud": "orion-api"} | claims
@@ -140,7 +140,7 @@ def refused(base: str, auth) -> bool:
 def test_connect_is_refused_without_a_valid_access_token(web, uid):
     user = customer(uid)
     tokens = login(web, user)
-    past = datetime.now(timezone.utc) - timedelta(minutes=1)
+    past = datetime.now(UTC) - timedelta(minutes=1)
     assert refused(web, None)
     assert refused(web, {"token": "not-a-jwt"})
     assert refused(web, {"token": forged_token(user.id, exp=past, iat=past - timedelta(minutes=5),
@@ -267,7 +267,7 @@ def test_operators_hear_when_stock_falls_through_its_reorder_point(web, uid):
 
 # --- connections that lose their right to be open (SPEC "Socket.IO") ----------------
 
-def _closed_within(listener: "Listener", seconds: float) -> float:
+def _closed_within(listener: Listener, seconds: float) -> float:
     """Seconds until the server closed ``listener``'s connection; fails after ``seconds``."""
     start = time.monotonic()
     while listener.client.connected:
@@ -310,7 +310,7 @@ def test_logout_all_closes_every_socket_of_the_user_within_5_s(web, uid):
 
 def test_a_socket_closes_when_its_token_expires(web, uid):
     user = customer(uid)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     listener = Listener(web, forged_token(user.id, exp=now + timedelta(seconds=3)))
     elapsed = _closed_within(listener, 3 + 5)
     assert elapsed >= 1.5  # not before it expired

@@ -12,11 +12,11 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 
 from models import Order, OrderEvent, unit_of_work, utcnow
-from worker import app as celery_app
 from services.safety_net import redrive_stalled_sagas
 from tests.integration.test_saga_faults import LATENCY_MS, kinds, provider_has, stock
 from tests.support.factories import customer, eventually, place, product, wait_for
 from tests.support.processes import ALL_QUEUES, REPO, celery_worker
+from worker import app as celery_app
 
 SAFETY_NET = "safety net: re-driven"
 # The sweeps cover the whole shared test database: a timeout longer than this

@@ -6,8 +6,17 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from models import (EmailMessage, Inventory, InventoryLedger, OrderEvent, Payment, Reservation,
-                    SagaStep, unit_of_work, utcnow)
+from models import (
+    EmailMessage,
+    Inventory,
+    InventoryLedger,
+    OrderEvent,
+    Payment,
+    Reservation,
+    SagaStep,
+    unit_of_work,
+    utcnow,
+)
 from models.catalog import warehouse_for
 from services.ordering import Actor, pay_again
 from tests.support.factories import count, customer, eventually, place, product, wait_for

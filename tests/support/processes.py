@@ -12,10 +12,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from email.message import Message
 from pathlib import Path
-from typing import Iterator
 
 from aiosmtpd.controller import Controller
 

@@ -92,7 +92,7 @@ def test_published_ports_match_what_the_processes_listen_on(compose):
     web, flower = Settings.from_env(env(compose["web"])), Settings.from_env(env(compose["flower"]))
     assert compose["web"]["expose"] == [str(web.web_port)]  # to the proxy, not published
     assert f"0.0.0.0:{web.web_port}" in compose["web"]["command"]
-    assert "reverse_proxy web:{}".format(web.web_port) in (ROOT / "deploy" / "caddy" / "Caddyfile").read_text()
+    assert f"reverse_proxy web:{web.web_port}" in (ROOT / "deploy" / "caddy" / "Caddyfile").read_text()
     assert compose["flower"]["ports"] == [f"127.0.0.1:{flower.flower_port}:{flower.flower_port}"]
     assert flower_basic_auth(flower, env(compose["flower"])) == SECRETS["FLOWER_BASIC_AUTH"]
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
 
 import tools.replay.client as replay_module
-from tools.replay import Accounts, Api, ApiError, Replay, parse_tokens, plan, summarize
 from tests.unit.test_replay_plan import invoice
+from tools.replay import Accounts, Api, ApiError, Replay, parse_tokens, plan, summarize
 
-T0 = datetime(2026, 1, 1, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
 HOLD = "99999Z"
 
 

@@ -7,8 +7,17 @@ from decimal import Decimal
 
 import pytest
 
-from tools.replay import (DEFAULT_TOKENS, GUEST_EMAIL, MAX_CANDIDATES, CancelAction, OrderAction,
-                          choose_token, order_action, parse_tokens, plan)
+from tools.replay import (
+    DEFAULT_TOKENS,
+    GUEST_EMAIL,
+    MAX_CANDIDATES,
+    CancelAction,
+    OrderAction,
+    choose_token,
+    order_action,
+    parse_tokens,
+    plan,
+)
 from tools.retail_data import Invoice, Row
 
 T0 = datetime(2010, 12, 1, 8, 0)

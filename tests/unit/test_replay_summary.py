@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -26,7 +26,7 @@ def test_nearest_rank_percentiles():
 
 
 def test_times_parse_with_z_offset_or_naive():
-    expected = datetime(2026, 1, 1, 10, 0, 1, 500000, tzinfo=timezone.utc)
+    expected = datetime(2026, 1, 1, 10, 0, 1, 500000, tzinfo=UTC)
     assert parse_time("2026-01-01T10:00:01.5Z") == expected
     assert parse_time("2026-01-01T11:00:01.500000+01:00") == expected
     assert parse_time("2026-01-01T10:00:01.500000") == expected
@@ -70,7 +70,7 @@ def test_summary_counts_and_json():
 
 
 def test_retry_after_reads_seconds_and_http_dates():
-    now = datetime(2026, 1, 1, 10, 0, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, 10, 0, 0, tzinfo=UTC)
     assert retry_after("7", now) == 7.0
     assert retry_after("Thu, 01 Jan 2026 10:00:12 GMT", now) == 12.0
     assert retry_after("Thu, 01 Jan 2026 09:00:00 GMT", now) == 0.0

@@ -9,8 +9,19 @@ from decimal import Decimal
 
 import pytest
 
-from tools.retail_data import (HEADER, MAX_LINES, DataError, Invoice, Row, default_data_path,
-                               group_invoices, is_product_code, read_invoices, read_rows, sale_lines)
+from tools.retail_data import (
+    HEADER,
+    MAX_LINES,
+    DataError,
+    Invoice,
+    Row,
+    default_data_path,
+    group_invoices,
+    is_product_code,
+    read_invoices,
+    read_rows,
+    sale_lines,
+)
 
 
 def write_csv(path, rows, header=HEADER):

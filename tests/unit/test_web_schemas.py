@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from marshmallow import ValidationError
@@ -48,7 +48,7 @@ def test_cursors_round_trip_and_are_opaque():
 
 
 def test_an_order_cursor_loads_as_time_and_id():
-    at, order_id = datetime(2025, 1, 1, tzinfo=timezone.utc), uuid.uuid4()
+    at, order_id = datetime(2025, 1, 1, tzinfo=UTC), uuid.uuid4()
     args = OrderQuerySchema().load({"cursor": encode_cursor(at.isoformat(), order_id)})
     assert args == {"limit": 20, "cursor": (at, order_id)}
 

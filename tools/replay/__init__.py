@@ -21,23 +21,67 @@ from types import SimpleNamespace
 
 import click
 
-from tools.replay.client import (API_PREFIX, CANCELLABLE, FINAL, POLL_INTERVAL_S,
-                                 REPAY_TOKEN, Accounts, Api, ApiError, OrderState, Replay, Tally,
-                                 retry_after)
-from tools.replay.plan import (DEFAULT_TOKENS, GUEST_EMAIL, MAX_CANDIDATES,
-                               CancelAction, OrderAction, choose_token, customer_email,
-                               order_action, parse_tokens, plan, shipping_address)
-from tools.replay.summary import (parse_time, percentile, render, summarize,
-                                  timings)
 from tools.clicommon import run
+from tools.replay.client import (
+    API_PREFIX,
+    CANCELLABLE,
+    FINAL,
+    POLL_INTERVAL_S,
+    REPAY_TOKEN,
+    Accounts,
+    Api,
+    ApiError,
+    OrderState,
+    Replay,
+    Tally,
+    retry_after,
+)
+from tools.replay.plan import (
+    DEFAULT_TOKENS,
+    GUEST_EMAIL,
+    MAX_CANDIDATES,
+    CancelAction,
+    OrderAction,
+    choose_token,
+    customer_email,
+    order_action,
+    parse_tokens,
+    plan,
+    shipping_address,
+)
+from tools.replay.summary import parse_time, percentile, render, summarize, timings
 from tools.retail_data import DataError, default_data_path, read_invoices
 
 __all__ = [  # the three parts, re-exported for callers of ``tools.replay``
-    "API_PREFIX", "CANCELLABLE", "FINAL", "POLL_INTERVAL_S", "REPAY_TOKEN", "Accounts", "Api",
-    "ApiError", "OrderState", "Replay", "Tally", "retry_after",
-    "DEFAULT_TOKENS", "GUEST_EMAIL", "MAX_CANDIDATES", "CancelAction", "OrderAction", "choose_token",
-    "customer_email", "order_action", "parse_tokens", "plan", "shipping_address",
-    "parse_time", "percentile", "render", "summarize", "timings", "main",
+    "API_PREFIX",
+    "CANCELLABLE",
+    "DEFAULT_TOKENS",
+    "FINAL",
+    "GUEST_EMAIL",
+    "MAX_CANDIDATES",
+    "POLL_INTERVAL_S",
+    "REPAY_TOKEN",
+    "Accounts",
+    "Api",
+    "ApiError",
+    "CancelAction",
+    "OrderAction",
+    "OrderState",
+    "Replay",
+    "Tally",
+    "choose_token",
+    "customer_email",
+    "main",
+    "order_action",
+    "parse_time",
+    "parse_tokens",
+    "percentile",
+    "plan",
+    "render",
+    "retry_after",
+    "shipping_address",
+    "summarize",
+    "timings",
 ]
 
 

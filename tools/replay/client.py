@@ -7,7 +7,7 @@ import time
 from collections import Counter, defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import requests
@@ -59,8 +59,8 @@ def retry_after(value: str | None, now: datetime | None = None) -> float:
             when = parsedate_to_datetime(value)
         except (TypeError, ValueError):
             return 1.0
-        when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 

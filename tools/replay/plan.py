@@ -4,11 +4,9 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter, defaultdict
-
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-
-from typing import Iterable
 
 from tools.retail_data import Invoice, is_product_code, sale_lines
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from tools.replay.client import OrderState
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 def parse_time(value: str) -> datetime:
     """An ISO-8601 timestamp as an aware datetime (``Z`` accepted; naive taken as UTC)."""
     when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def percentile(ordered: list[float], p: float) -> float | None:
