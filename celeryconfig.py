@@ -13,6 +13,7 @@ What makes SPEC's guarantees hold on RabbitMQ:
   (celery#9867); this machine runs 3.10, so countdown retries wait in the
   worker (unacked, redelivered on a crash) instead.
 """
+
 from kombu import Exchange, Queue
 
 from config import get_settings
@@ -82,8 +83,10 @@ task_queues = [
 # No task_default_priority: it becomes every task's own ``priority`` option,
 # which outranks the route's (a route fills only options left None).
 _queues = {
-    "saga.create_shipment": FULFILMENT_QUEUE, "saga.cancel_shipment": FULFILMENT_QUEUE,
-    "saga.send_confirmation_email": NOTIFY_QUEUE, "saga.send_cancellation_email": NOTIFY_QUEUE,
+    "saga.create_shipment": FULFILMENT_QUEUE,
+    "saga.cancel_shipment": FULFILMENT_QUEUE,
+    "saga.send_confirmation_email": NOTIFY_QUEUE,
+    "saga.send_cancellation_email": NOTIFY_QUEUE,
 }
 
 # Task events feed Flower. kombu's filesystem transport lists and sorts its
@@ -97,22 +100,24 @@ worker_send_task_events = not _settings.embedded
 task_send_sent_event = False
 
 
-
 def _every(seconds: float) -> dict:
     """A beat entry's timing: due every ``seconds``; a copy not run by the next is dropped."""
     return {"schedule": seconds, "options": {"expires": max(seconds, 1.0)}}
 
 
 # Keyed by task name; each job is safe to run twice in a period (docs/operations.md).
-beat_schedule = {task: {"task": task, **_every(seconds)} for task, seconds in (
-    ("outbox.republish_unsent", _settings.outbox_sweep_s),
-    ("scheduled.restock_low_inventory", _settings.restock_every_s),
-    ("scheduled.send_payment_reminders", _settings.payment_sweep_every_s),
-    ("scheduled.expire_unpaid_orders", _settings.payment_sweep_every_s),
-    ("scheduled.release_lapsed_holds", _settings.saga_redrive_every_s),
-    ("scheduled.audit_inventory", _settings.audit_every_s),
-    ("scheduled.redrive_stalled_sagas", _settings.saga_redrive_every_s),
-)}
+beat_schedule = {
+    task: {"task": task, **_every(seconds)}
+    for task, seconds in (
+        ("outbox.republish_unsent", _settings.outbox_sweep_s),
+        ("scheduled.restock_low_inventory", _settings.restock_every_s),
+        ("scheduled.send_payment_reminders", _settings.payment_sweep_every_s),
+        ("scheduled.expire_unpaid_orders", _settings.payment_sweep_every_s),
+        ("scheduled.release_lapsed_holds", _settings.saga_redrive_every_s),
+        ("scheduled.audit_inventory", _settings.audit_every_s),
+        ("scheduled.redrive_stalled_sagas", _settings.saga_redrive_every_s),
+    )
+}
 beat_schedule_filename = str(_settings.data_dir / "celerybeat-schedule")
 
 # Each saga task's queue and message priority (tasks.saga.task_priorities). A
@@ -121,9 +126,16 @@ beat_schedule_filename = str(_settings.data_dir / "celerybeat-schedule")
 # go at the top priority: sent with an expiry of one period, they expired unrun
 # behind a backlog of sagas at priority 0, the safety nets first of all.
 task_routes = {
-    **{name: {"priority": priority, "queue": _queues.get(name, SAGA_QUEUE),
-              "routing_key": _queues.get(name, SAGA_QUEUE)}
-       for name, priority in task_priorities().items()},
-    **{name: {"priority": MAX_PRIORITY, "queue": SAGA_QUEUE, "routing_key": SAGA_QUEUE}
-       for name in beat_schedule},
+    **{
+        name: {
+            "priority": priority,
+            "queue": _queues.get(name, SAGA_QUEUE),
+            "routing_key": _queues.get(name, SAGA_QUEUE),
+        }
+        for name, priority in task_priorities().items()
+    },
+    **{
+        name: {"priority": MAX_PRIORITY, "queue": SAGA_QUEUE, "routing_key": SAGA_QUEUE}
+        for name in beat_schedule
+    },
 }

@@ -7,6 +7,7 @@
 - Bound to ``WEB_HOST`` (127.0.0.1 unless configured), port ``FLOWER_PORT``.
 - Persistent: its task history survives a restart (``var/flower.db``).
 """
+
 from config import ConfigError, flower_basic_auth, get_settings
 
 _settings = get_settings()

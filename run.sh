@@ -2,6 +2,7 @@
 # Orion's entry point.
 #   ./run.sh            install (first time) and start the whole platform, embedded default
 #   ./run.sh test       run the test suite (needs PostgreSQL, RabbitMQ and Redis on local ports)
+#   ./run.sh lint       ruff (lint and format check) and mypy, as configured in pyproject.toml
 #   ./run.sh COMMAND    any other command of Orion's command line, e.g. ./run.sh replay ...
 #                       (the same as .venv/bin/orion COMMAND; ./run.sh --help lists them)
 set -euo pipefail
@@ -65,5 +66,6 @@ cmd=${1:-up}
 [ $# -gt 0 ] && shift
 case "$cmd" in
   test) ensure_test_tools; exec .venv/bin/python -m pytest "$@" ;;
+  lint) .venv/bin/ruff check . && .venv/bin/ruff format --check . && exec .venv/bin/mypy ;;
   *)    exec .venv/bin/orion "$cmd" "$@" ;;
 esac

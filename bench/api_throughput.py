@@ -20,6 +20,7 @@ Each reports requests/s, latency percentiles and the CPU ms per request of the
 web process and of the relay; the headline is each endpoint's requests/s divided by ``/healthz``'s.
 Writes ``bench/results/api-throughput.json`` and ``.png`` and prints a table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,12 @@ def _drive(base: str, requests_: list[tuple[str, str, dict | None, dict]], clien
             conn = local.conn = http.client.HTTPConnection(host, int(port), timeout=60)
         payload = json.dumps(body).encode() if body is not None else None
         started = time.perf_counter()
-        conn.request(method, path, body=payload,
-                     headers={**headers, **({"Content-Type": "application/json"} if payload else {})})
+        conn.request(
+            method,
+            path,
+            body=payload,
+            headers={**headers, **({"Content-Type": "application/json"} if payload else {})},
+        )
         reply = conn.getresponse()
         data = reply.read()
         elapsed = time.perf_counter() - started
@@ -68,8 +73,13 @@ def _drive(base: str, requests_: list[tuple[str, str, dict | None, dict]], clien
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(send, requests_))
     elapsed = time.perf_counter() - started
-    return {"requests": len(requests_), "seconds": elapsed, "req_per_s": len(requests_) / elapsed,
-            "statuses": statuses, **{f"p{q}_ms": harness.percentile(latencies, q) for q in (50, 95, 99)}}
+    return {
+        "requests": len(requests_),
+        "seconds": elapsed,
+        "req_per_s": len(requests_) / elapsed,
+        "statuses": statuses,
+        **{f"p{q}_ms": harness.percentile(latencies, q) for q in (50, 95, 99)},
+    }
 
 
 _placed: list[str] = []
@@ -81,8 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--lines", type=int, default=3)
     parser.add_argument("--out", default="api-throughput")
-    parser.add_argument("--profile", type=int, default=0, metavar="SECONDS",
-                        help="py-spy the web process during the first SECONDS of each endpoint")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="py-spy the web process during the first SECONDS of each endpoint",
+    )
     args = parser.parse_args(argv)
 
     # The per-customer order limits (SPEC) must not be what is measured.
@@ -95,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         auth = [{"Authorization": f"Bearer {t}"} for t in tokens]
         plans = {
             "GET /healthz": [("GET", "/healthz", None, {})] * args.requests,
-            "POST /api/v1/orders": [("POST", "/api/v1/orders", harness.order_body(skus, args.lines, rng),
-                                     auth[i % len(auth)]) for i in range(args.requests)],
+            "POST /api/v1/orders": [
+                ("POST", "/api/v1/orders", harness.order_body(skus, args.lines, rng), auth[i % len(auth)])
+                for i in range(args.requests)
+            ],
         }
         for name, plan in plans.items():
             print(f"{name} ...", flush=True)
@@ -106,29 +123,53 @@ def main(argv: list[str] | None = None) -> int:
             cpu = meter.stop()
             if spy is not None:
                 spy.wait(args.profile + 30)
-            runs.append({"endpoint": name, **result,
-                         "cpu_ms_per_request": {g: 1000 * s / args.requests for g, s in cpu.items()}})
+            runs.append(
+                {
+                    "endpoint": name,
+                    **result,
+                    "cpu_ms_per_request": {g: 1000 * s / args.requests for g, s in cpu.items()},
+                }
+            )
         print("GET /api/v1/orders/{id} ...", flush=True)
         placed = list(_placed)
         owner = _owners(env, placed, emails, auth)  # each order read by its owner
         get_plan = [("GET", f"/api/v1/orders/{oid}", None, owner[oid]) for oid in placed]
-        get_plan = get_plan[:args.requests]
+        get_plan = get_plan[: args.requests]
         meter = harness.CpuMeter(trees={"web": web.pid}).start()
         result = _drive(web.base_url, get_plan, args.clients)
         cpu = meter.stop()
-        runs.append({"endpoint": "GET /api/v1/orders/{id}", **result,
-                     "cpu_ms_per_request": {g: 1000 * s / max(1, len(get_plan)) for g, s in cpu.items()}})
+        runs.append(
+            {
+                "endpoint": "GET /api/v1/orders/{id}",
+                **result,
+                "cpu_ms_per_request": {g: 1000 * s / max(1, len(get_plan)) for g, s in cpu.items()},
+            }
+        )
     harness.purge_queues(env)
     trivial = runs[0]["req_per_s"]
     for r in runs:
         r["ratio_to_trivial"] = r["req_per_s"] / trivial
-    result = {"requests": args.requests, "clients": args.clients, "cpus": os.cpu_count(), "runs": runs,
-              "command": " ".join(["python -m bench.api_throughput", *(argv or sys.argv[1:])])}
-    rows = [{"endpoint": r["endpoint"], "req/s": r["req_per_s"], "x /healthz": r["ratio_to_trivial"],
-             "p50 ms": r["p50_ms"], "p95 ms": r["p95_ms"], "p99 ms": r["p99_ms"],
-             "web CPU ms/req": r["cpu_ms_per_request"].get("web"),
-             "relay CPU ms/req": r["cpu_ms_per_request"].get("relay"),
-             "statuses": r["statuses"]} for r in runs]
+    result = {
+        "requests": args.requests,
+        "clients": args.clients,
+        "cpus": os.cpu_count(),
+        "runs": runs,
+        "command": " ".join(["python -m bench.api_throughput", *(argv or sys.argv[1:])]),
+    }
+    rows = [
+        {
+            "endpoint": r["endpoint"],
+            "req/s": r["req_per_s"],
+            "x /healthz": r["ratio_to_trivial"],
+            "p50 ms": r["p50_ms"],
+            "p95 ms": r["p95_ms"],
+            "p99 ms": r["p99_ms"],
+            "web CPU ms/req": r["cpu_ms_per_request"].get("web"),
+            "relay CPU ms/req": r["cpu_ms_per_request"].get("relay"),
+            "statuses": r["statuses"],
+        }
+        for r in runs
+    ]
     path = harness.finish(args.out, result, _plot, rows)
     print(f"-> {path}")
     return 0 if all(set(r["statuses"]) <= {200, 202} for r in runs) else 1
@@ -139,21 +180,41 @@ def _profile(pid: int, seconds: int, folder, name: str):
     from pathlib import Path
 
     label = name.split()[1].strip("/").replace("/", "-") or "root"
-    return harness.spawn([str(Path(sys.executable).parent / "py-spy"), "record", "--subprocesses",
-                          "--nonblocking", "--gil", "-r", "200", "-d", str(seconds), "-f", "raw",
-                          "-o", str(folder / f"profile-{name.split()[0]}-{label}.txt"), "-p", str(pid)],
-                         os.environ.copy(), folder / f"py-spy-{label}.log")
+    return harness.spawn(
+        [
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "--subprocesses",
+            "--nonblocking",
+            "--gil",
+            "-r",
+            "200",
+            "-d",
+            str(seconds),
+            "-f",
+            "raw",
+            "-o",
+            str(folder / f"profile-{name.split()[0]}-{label}.txt"),
+            "-p",
+            str(pid),
+        ],
+        os.environ.copy(),
+        folder / f"py-spy-{label}.log",
+    )
 
 
 def _owners(env: dict, order_ids: list[str], emails: list[str], auth: list[dict]) -> dict[str, dict]:
     """The Authorization header of each order's owner."""
     import psycopg
 
-    by_email = dict(zip(emails, auth))
+    by_email = dict(zip(emails, auth, strict=False))
     dsn = env["DATABASE_URL"].replace("postgresql+psycopg", "postgresql")
     with psycopg.connect(dsn) as db:
-        rows = db.execute("SELECT o.id::text, u.email FROM orders o JOIN users u ON u.id = o.customer_id "
-                          "WHERE o.id::text = ANY(%s)", (order_ids,)).fetchall()
+        rows = db.execute(
+            "SELECT o.id::text, u.email FROM orders o JOIN users u ON u.id = o.customer_id "
+            "WHERE o.id::text = ANY(%s)",
+            (order_ids,),
+        ).fetchall()
     return {oid: by_email[email] for oid, email in rows}
 
 

@@ -34,6 +34,7 @@ The faults act on this machine's RabbitMQ, PostgreSQL and Redis (``rabbitmqctl``
 ``redis-cli``, ``pg_terminate_backend`` of the run's own database), so run it on a
 machine where nothing else depends on them for the few seconds of each fault.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,9 +73,12 @@ from bench.harness import (
 )
 
 SAFETY_NET = {  # the safety net within a run's minutes, not the production defaults
-    "SAGA_REDRIVE_AFTER_SECONDS": "30", "SAGA_REDRIVE_EVERY_SECONDS": "5",
-    "OUTBOX_STALE_SECONDS": "10", "OUTBOX_SWEEP_SECONDS": "5",
-    "SAGA_STEP_MAX_RETRIES": "8", "SAGA_RETRY_BACKOFF_MAX": "8",
+    "SAGA_REDRIVE_AFTER_SECONDS": "30",
+    "SAGA_REDRIVE_EVERY_SECONDS": "5",
+    "OUTBOX_STALE_SECONDS": "10",
+    "OUTBOX_SWEEP_SECONDS": "5",
+    "SAGA_STEP_MAX_RETRIES": "8",
+    "SAGA_RETRY_BACKOFF_MAX": "8",
 }
 FINAL = ("completed", "cancelled", "failed")
 
@@ -112,9 +116,21 @@ class Platform:
         return self.log_dir / "smtp-refuse.txt"
 
     def start_smtp(self) -> None:
-        self.smtp = spawn([sys.executable, "-m", "bench.smtp_server", "--port", self.env["SMTP_PORT"],
-                           "--dir", str(self.log_dir / "mail"), "--refuse-file",
-                           str(self.refuse_file)], self.env, self.log_dir / "smtp.log")
+        self.smtp = spawn(
+            [
+                sys.executable,
+                "-m",
+                "bench.smtp_server",
+                "--port",
+                self.env["SMTP_PORT"],
+                "--dir",
+                str(self.log_dir / "mail"),
+                "--refuse-file",
+                str(self.refuse_file),
+            ],
+            self.env,
+            self.log_dir / "smtp.log",
+        )
         wait_for_log(self.smtp, self.log_dir / "smtp.log", b"SMTP server on")
 
 
@@ -136,9 +152,18 @@ def _kill_worker(p: Platform) -> None:
 
 
 def _terminate_pg(p: Platform) -> None:
-    _sh("psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-Atc",
+    _sh(
+        "psql",
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+        "-Atc",
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-        f"WHERE datname = '{BENCH_DB}' AND pid <> pg_backend_pid()")
+        f"WHERE datname = '{BENCH_DB}' AND pid <> pg_backend_pid()",
+    )
 
 
 def _pg_cluster(action: str, *extra: str) -> None:
@@ -148,19 +173,36 @@ def _pg_cluster(action: str, *extra: str) -> None:
 
 def _redis_shutdown(p: Platform) -> None:
     """Note how this Redis runs, then stop it without saving (its data is lost)."""
+
     def get(name: str) -> str:
-        out = subprocess.run(["redis-cli", "CONFIG", "GET", name], check=True, capture_output=True,
-                             text=True, timeout=30).stdout.split("\n")
+        out = subprocess.run(
+            ["redis-cli", "CONFIG", "GET", name], check=True, capture_output=True, text=True, timeout=30
+        ).stdout.split("\n")
         return out[1] if len(out) > 1 else ""
+
     p.saved["redis"] = {name: get(name) for name in ("port", "bind", "dir", "logfile")}
     subprocess.run(["redis-cli", "SHUTDOWN", "NOSAVE"], capture_output=True, timeout=30)
 
 
 def _redis_start(p: Platform) -> None:
     conf = p.saved["redis"]
-    _sh("redis-server", "--daemonize", "yes", "--port", conf["port"] or "6379",
-        "--bind", *(conf["bind"] or "127.0.0.1").split(), "--save", "", "--appendonly", "no",
-        "--dir", conf["dir"] or "/tmp", "--logfile", conf["logfile"])
+    _sh(
+        "redis-server",
+        "--daemonize",
+        "yes",
+        "--port",
+        conf["port"] or "6379",
+        "--bind",
+        *(conf["bind"] or "127.0.0.1").split(),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        conf["dir"] or "/tmp",
+        "--logfile",
+        conf["logfile"],
+    )
     deadline = time.monotonic() + 30
     while subprocess.run(["redis-cli", "PING"], capture_output=True).returncode != 0:
         if time.monotonic() > deadline:
@@ -169,17 +211,34 @@ def _redis_start(p: Platform) -> None:
 
 
 def _memory_alarm(p: Platform) -> None:
-    out = subprocess.run(["rabbitmqctl", "-q", "eval",
-                          "vm_memory_monitor:get_vm_memory_high_watermark()."],
-                         check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+    out = subprocess.run(
+        ["rabbitmqctl", "-q", "eval", "vm_memory_monitor:get_vm_memory_high_watermark()."],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
     p.saved["watermark"] = out if out.replace(".", "", 1).isdigit() else "0.4"
     _sh("rabbitmqctl", "-q", "set_vm_memory_high_watermark", "0")
 
 
 def _second_beat(p: Platform) -> None:
-    p.saved["beat"] = spawn([sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", "info",
-                             "-s", str(p.log_dir / "celerybeat-schedule-2")],
-                            p.env, p.log_dir / "beat-2.log")
+    p.saved["beat"] = spawn(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker",
+            "beat",
+            "-l",
+            "info",
+            "-s",
+            str(p.log_dir / "celerybeat-schedule-2"),
+        ],
+        p.env,
+        p.log_dir / "beat-2.log",
+    )
 
 
 def _restart_storm(p: Platform) -> None:
@@ -192,8 +251,7 @@ def _restart_storm(p: Platform) -> None:
 
 
 # Crash points (config.failpoints) while the fault lasts: each fires at most once per message.
-CRASH_POINTS = ("provider.*:before=0.1,provider.*:after=0.1,saga.*:after_commit=0.05,"
-                "email:after_smtp=0.1")
+CRASH_POINTS = "provider.*:before=0.1,provider.*:after=0.1,saga.*:after_commit=0.05,email:after_smtp=0.1"
 SMTP_DOWN_S = 75.0  # past the confirmation email's retry budget under SAFETY_NET (~50 s)
 
 
@@ -217,57 +275,96 @@ def _broker_up(p: Platform) -> None:
 
 
 FAULTS: dict[str, tuple[Callable[[Platform], None], Callable[[Platform], None], str]] = {
-    "kill-children": (_kill_children, lambda p: None,
-                      "kill -9 of the worker's pool processes (Celery starts new ones)"),
-    "kill-worker": (_kill_worker, lambda p: p.start_worker(),
-                    "kill -9 of the whole worker (main process and pool); a new one is started"),
-    "pg-terminate": (_terminate_pg, lambda p: None,
-                     "pg_terminate_backend of every connection to the run's database"),
-    "redis-kill": (lambda p: _sh("redis-cli", "CLIENT", "KILL", "TYPE", "normal"), lambda p: None,
-                   "Redis CLIENT KILL of every client connection"),
+    "kill-children": (
+        _kill_children,
+        lambda p: None,
+        "kill -9 of the worker's pool processes (Celery starts new ones)",
+    ),
+    "kill-worker": (
+        _kill_worker,
+        lambda p: p.start_worker(),
+        "kill -9 of the whole worker (main process and pool); a new one is started",
+    ),
+    "pg-terminate": (
+        _terminate_pg,
+        lambda p: None,
+        "pg_terminate_backend of every connection to the run's database",
+    ),
+    "redis-kill": (
+        lambda p: _sh("redis-cli", "CLIENT", "KILL", "TYPE", "normal"),
+        lambda p: None,
+        "Redis CLIENT KILL of every client connection",
+    ),
     # The pause ends by itself: Redis 7.0 holds even a new client's CLIENT UNPAUSE.
-    "redis-pause": (lambda p: _sh("redis-cli", "CLIENT", "PAUSE", str(int(p.duration * 1000)), "ALL"),
-                    lambda p: None,
-                    "Redis answers no one for --duration seconds (CLIENT PAUSE ... ALL)"),
-    "rabbitmq-restart": (lambda p: _sh("rabbitmqctl", "-q", "stop_app"),
-                         lambda p: _sh("rabbitmqctl", "-q", "start_app"),
-                         "RabbitMQ's application stopped for --duration seconds, then started"),
-    "rabbitmq-memory-alarm": (_memory_alarm,
-                              lambda p: _sh("rabbitmqctl", "-q", "set_vm_memory_high_watermark",
-                                            p.saved["watermark"]),
-                              "RabbitMQ blocks every publisher for --duration seconds (memory "
-                              "high watermark 0), then its watermark is put back"),
-    "redis-restart": (_redis_shutdown, _redis_start,
-                      "Redis shut down without saving for --duration seconds, then started "
-                      "empty (chord counters and revocations lost)"),
-    "pg-stop": (lambda p: _pg_cluster("stop", "-m", "immediate"), lambda p: _pg_cluster("start"),
-                "PostgreSQL stopped (immediate mode) for --duration seconds, then started"),
-    "two-beats": (_second_beat, lambda p: stop(p.saved["beat"]),
-                  "a second beat process for --duration seconds (every job sent twice)"),
-    "restart-storm": (_restart_storm, lambda p: None,
-                      "the worker killed (-9) and started again, over and over, for --duration "
-                      "seconds"),
-    "crash-points": (lambda p: p.replace_worker(ORION_FAILPOINTS=CRASH_POINTS),
-                     lambda p: p.replace_worker(),
-                     "worker processes kill themselves (-9) at the saga's crash points: around "
-                     "provider calls, after a step's commit, after SMTP took an email "
-                     f"({CRASH_POINTS})"),
-    "time-limit": (lambda p: p.replace_worker(TASK_TIME_LIMIT_SECONDS="2",
-                                              TASK_SOFT_TIME_LIMIT_SECONDS="600",
-                                              PAYMENT_LATENCY_MS="3000"),
-                   lambda p: p.replace_worker(),
-                   "payment calls take 3 s under a hard time limit of 2 s: the pool process "
-                   "running a step is killed by the time limit"),
-    "broker-down-at-start": (_broker_down_at_start, _broker_up,
-                             "RabbitMQ stopped, the worker killed (-9) and a new one started while "
-                             "it is down; RabbitMQ started after --duration seconds"),
-    "smtp-down": (_smtp_down, lambda p: p.start_smtp(),
-                  f"the SMTP server stopped for {SMTP_DOWN_S:g} s (past an email's retries), "
-                  "then started"),
-    "smtp-refuse": (lambda p: p.refuse_file.write_text("\n".join(p.customers) + "\n"),
-                    lambda p: p.refuse_file.unlink(),
-                    "the SMTP server refuses every customer's address (550 5.1.1) for --duration "
-                    "seconds: their emails are refused for good, their orders must complete"),
+    "redis-pause": (
+        lambda p: _sh("redis-cli", "CLIENT", "PAUSE", str(int(p.duration * 1000)), "ALL"),
+        lambda p: None,
+        "Redis answers no one for --duration seconds (CLIENT PAUSE ... ALL)",
+    ),
+    "rabbitmq-restart": (
+        lambda p: _sh("rabbitmqctl", "-q", "stop_app"),
+        lambda p: _sh("rabbitmqctl", "-q", "start_app"),
+        "RabbitMQ's application stopped for --duration seconds, then started",
+    ),
+    "rabbitmq-memory-alarm": (
+        _memory_alarm,
+        lambda p: _sh("rabbitmqctl", "-q", "set_vm_memory_high_watermark", p.saved["watermark"]),
+        "RabbitMQ blocks every publisher for --duration seconds (memory "
+        "high watermark 0), then its watermark is put back",
+    ),
+    "redis-restart": (
+        _redis_shutdown,
+        _redis_start,
+        "Redis shut down without saving for --duration seconds, then started "
+        "empty (chord counters and revocations lost)",
+    ),
+    "pg-stop": (
+        lambda p: _pg_cluster("stop", "-m", "immediate"),
+        lambda p: _pg_cluster("start"),
+        "PostgreSQL stopped (immediate mode) for --duration seconds, then started",
+    ),
+    "two-beats": (
+        _second_beat,
+        lambda p: stop(p.saved["beat"]),
+        "a second beat process for --duration seconds (every job sent twice)",
+    ),
+    "restart-storm": (
+        _restart_storm,
+        lambda p: None,
+        "the worker killed (-9) and started again, over and over, for --duration seconds",
+    ),
+    "crash-points": (
+        lambda p: p.replace_worker(ORION_FAILPOINTS=CRASH_POINTS),
+        lambda p: p.replace_worker(),
+        "worker processes kill themselves (-9) at the saga's crash points: around "
+        "provider calls, after a step's commit, after SMTP took an email "
+        f"({CRASH_POINTS})",
+    ),
+    "time-limit": (
+        lambda p: p.replace_worker(
+            TASK_TIME_LIMIT_SECONDS="2", TASK_SOFT_TIME_LIMIT_SECONDS="600", PAYMENT_LATENCY_MS="3000"
+        ),
+        lambda p: p.replace_worker(),
+        "payment calls take 3 s under a hard time limit of 2 s: the pool process "
+        "running a step is killed by the time limit",
+    ),
+    "broker-down-at-start": (
+        _broker_down_at_start,
+        _broker_up,
+        "RabbitMQ stopped, the worker killed (-9) and a new one started while "
+        "it is down; RabbitMQ started after --duration seconds",
+    ),
+    "smtp-down": (
+        _smtp_down,
+        lambda p: p.start_smtp(),
+        f"the SMTP server stopped for {SMTP_DOWN_S:g} s (past an email's retries), then started",
+    ),
+    "smtp-refuse": (
+        lambda p: p.refuse_file.write_text("\n".join(p.customers) + "\n"),
+        lambda p: p.refuse_file.unlink(),
+        "the SMTP server refuses every customer's address (550 5.1.1) for --duration "
+        "seconds: their emails are refused for good, their orders must complete",
+    ),
 }
 SELF_TIMED = ("restart-storm", "smtp-down")  # faults that last as long as they need themselves
 
@@ -292,16 +389,24 @@ class Load:
         lock = threading.Lock()
 
         def place(i: int) -> None:
-            body = {"lines": [{"sku": sku, "quantity": 1} for sku in rng.sample(self.skus, 2)],
-                    "shipping_address": {"name": "Fault Customer", "line1": "1 Fault Street",
-                                         "city": "London", "postal_code": "E1 6AN", "country": "GB"},
-                    "payment": {"token": "tok_visa"}}
-            headers = {"Authorization": f"Bearer {self.tokens[i % len(self.tokens)]}",
-                       "Idempotency-Key": f"fault-{os.getpid()}-{i}"}
+            body = {
+                "lines": [{"sku": sku, "quantity": 1} for sku in rng.sample(self.skus, 2)],
+                "shipping_address": {
+                    "name": "Fault Customer",
+                    "line1": "1 Fault Street",
+                    "city": "London",
+                    "postal_code": "E1 6AN",
+                    "country": "GB",
+                },
+                "payment": {"token": "tok_visa"},
+            }
+            headers = {
+                "Authorization": f"Bearer {self.tokens[i % len(self.tokens)]}",
+                "Idempotency-Key": f"fault-{os.getpid()}-{i}",
+            }
             placed = time.time()
             try:
-                reply = requests.post(f"{self.base}/api/v1/orders", json=body, headers=headers,
-                                      timeout=30)
+                reply = requests.post(f"{self.base}/api/v1/orders", json=body, headers=headers, timeout=30)
                 outcome = reply.status_code
             except requests.RequestException as exc:
                 outcome = type(exc).__name__
@@ -337,16 +442,21 @@ def check(env: dict, mail_dir: Path, accepted: list[tuple[str, float]], heal_at:
     engine = create_engine(env["DATABASE_URL"])
     try:
         with engine.connect() as conn:
-            rows = conn.execute(text("SELECT id::text, status, finished_at FROM orders "
-                                     "WHERE id::text = ANY(:ids)"), {"ids": ids}).all()
-            doubled = conn.execute(text("""
+            rows = conn.execute(
+                text("SELECT id::text, status, finished_at FROM orders WHERE id::text = ANY(:ids)"),
+                {"ids": ids},
+            ).all()
+            doubled = conn.execute(
+                text("""
                 SELECT a.target, c.operation, count(*) FROM sandbox_operations a
                 JOIN sandbox_operations c ON c.target = a.reference
                   OR (c.operation = 'refund' AND c.target IN (
                       SELECT k.reference FROM sandbox_operations k WHERE k.target = a.reference))
                 WHERE a.operation = 'authorize' AND c.operation IN ('capture', 'refund')
                   AND (c.result ->> 'approved') = 'true' AND a.target = ANY(:ids)
-                GROUP BY a.target, c.operation HAVING count(*) > 1"""), {"ids": ids}).all()
+                GROUP BY a.target, c.operation HAVING count(*) > 1"""),
+                {"ids": ids},
+            ).all()
         with Session(engine) as session:
             violations = audit(session, checks=STOCK_CHECKS)["violations"]
     finally:
@@ -358,23 +468,31 @@ def check(env: dict, mail_dir: Path, accepted: list[tuple[str, float]], heal_at:
     for path in mail_dir.glob("*.eml"):
         message = email.message_from_bytes(path.read_bytes())
         emails.setdefault((message["X-Orion-Order"], message["X-Orion-Template"]), []).append(
-            message["Message-ID"])
+            message["Message-ID"]
+        )
     lost = [order_id for order_id in ids if status.get(order_id) not in FINAL]
     wrong = [order_id for order_id in ids if status.get(order_id) in ("cancelled", "failed")]
     # Two different emails for one order and template are a duplicate; the same
     # message (one Message-ID) received again after a crash between the server's
     # 250 and "sent" being recorded is the resend SMTP allows, counted apart.
     twice = [key for key, ids_ in emails.items() if len(set(ids_)) > 1 and key[0] in status]
-    resent = [key for key, ids_ in emails.items()
-              if len(ids_) > 1 and len(set(ids_)) == 1 and key[0] in status]
+    resent = [
+        key for key, ids_ in emails.items() if len(ids_) > 1 and len(set(ids_)) == 1 and key[0] in status
+    ]
     recovery = (max(finished).timestamp() - heal_at) if finished and not lost else None
-    return {"orders": len(ids), "lost": len(lost), "duplicated": len(doubled) + len(twice),
-            "wrong": len(wrong), "audit": sum(len(v) for v in violations.values()),
-            "resent": len(resent),
-            "recovery_s": None if recovery is None else round(max(recovery, 0.0), 1),
-            "lost_ids": lost[:20], "wrong_ids": wrong[:20],
-            "duplicates": [list(map(str, d)) for d in doubled][:20] + [list(k) for k in twice][:20],
-            "violations": {k: v[:5] for k, v in violations.items() if v}}
+    return {
+        "orders": len(ids),
+        "lost": len(lost),
+        "duplicated": len(doubled) + len(twice),
+        "wrong": len(wrong),
+        "audit": sum(len(v) for v in violations.values()),
+        "resent": len(resent),
+        "recovery_s": None if recovery is None else round(max(recovery, 0.0), 1),
+        "lost_ids": lost[:20],
+        "wrong_ids": wrong[:20],
+        "duplicates": [list(map(str, d)) for d in doubled][:20] + [list(k) for k in twice][:20],
+        "violations": {k: v[:5] for k, v in violations.items() if v},
+    }
 
 
 def _catalog(env: dict, skus: int) -> list[str]:
@@ -409,9 +527,13 @@ def _wait_final(env: dict, ids: list[str], timeout: float) -> None:
         while time.monotonic() < deadline:
             try:
                 with engine.connect() as conn:
-                    open_ = conn.scalar(text("SELECT count(*) FROM orders WHERE id::text = ANY(:ids) "
-                                             "AND status NOT IN ('completed', 'cancelled', 'failed')"),
-                                        {"ids": ids})
+                    open_ = conn.scalar(
+                        text(
+                            "SELECT count(*) FROM orders WHERE id::text = ANY(:ids) "
+                            "AND status NOT IN ('completed', 'cancelled', 'failed')"
+                        ),
+                        {"ids": ids},
+                    )
                 if open_ == 0:
                     return
             except Exception:  # noqa: BLE001 - the database may be the fault
@@ -424,8 +546,7 @@ def _wait_final(env: dict, ids: list[str], timeout: float) -> None:
 def run_fault(name: str, args: argparse.Namespace) -> dict:
     inject, heal, _ = FAULTS[name]
     data_dir = temp_dir(f"faults-{name}")
-    env = services_env(data_dir, **SAFETY_NET, MAX_OPEN_ORDERS="100000",
-                       MAX_OPEN_UNITS="100000000")
+    env = services_env(data_dir, **SAFETY_NET, MAX_OPEN_ORDERS="100000", MAX_OPEN_UNITS="100000000")
     os.environ.update(env)
     print(f"faults: {name}: preparing {BENCH_DB} in {data_dir}", flush=True)
     fresh_database(env, catalog=False)
@@ -437,8 +558,22 @@ def run_fault(name: str, args: argparse.Namespace) -> dict:
         stack.callback(lambda: platform.smtp and stop(platform.smtp))
         stack.enter_context(outbox_relay(env, data_dir))
         web = stack.enter_context(web_server(env, data_dir))
-        beat = spawn([sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", "info",
-                      "-s", str(data_dir / "celerybeat-schedule")], env, data_dir / "beat.log")
+        beat = spawn(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker",
+                "beat",
+                "-l",
+                "info",
+                "-s",
+                str(data_dir / "celerybeat-schedule"),
+            ],
+            env,
+            data_dir / "beat.log",
+        )
         stack.callback(stop, beat)
         platform.start_worker()
         stack.callback(lambda: platform.worker and stop(platform.worker))
@@ -465,15 +600,21 @@ def run_fault(name: str, args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--faults", default=",".join(FAULTS),
-                        help=f"comma-separated, of: {', '.join(FAULTS)}")
+    parser.add_argument(
+        "--faults", default=",".join(FAULTS), help=f"comma-separated, of: {', '.join(FAULTS)}"
+    )
     parser.add_argument("--rate", type=float, default=4.0, help="orders per second")
     parser.add_argument("--before", type=float, default=8.0, help="seconds of load before the fault")
-    parser.add_argument("--duration", type=float, default=20.0,
-                        help="seconds the fault lasts (for faults that are healed)")
+    parser.add_argument(
+        "--duration", type=float, default=20.0, help="seconds the fault lasts (for faults that are healed)"
+    )
     parser.add_argument("--after", type=float, default=8.0, help="seconds of load after the heal")
-    parser.add_argument("--quiet-timeout", type=float, default=240.0,
-                        help="seconds to wait for every accepted order to be final")
+    parser.add_argument(
+        "--quiet-timeout",
+        type=float,
+        default=240.0,
+        help="seconds to wait for every accepted order to be final",
+    )
     parser.add_argument("--out", default="faults")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.faults.split(",") if n.strip()]
@@ -485,26 +626,51 @@ def main(argv: list[str] | None = None) -> int:
         try:
             results.append(run_fault(name, args))
         except Exception as exc:  # noqa: BLE001 - one fault's harness failing ends not the rest
-            print(f"faults: {name}: the run itself failed: {type(exc).__name__}: {exc}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"faults: {name}: the run itself failed: {type(exc).__name__}: {exc}",
+                file=sys.stderr,
+                flush=True,
+            )
             results.append({"fault": name, "error": f"{type(exc).__name__}: {exc}"[:500]})
             continue
-        print(json.dumps({k: results[-1][k] for k in ("fault", "orders", "lost", "duplicated",
-                                                      "wrong", "audit", "recovery_s")}), flush=True)
-        write_results(args.out, {"at": datetime.now(UTC).isoformat(), "args": vars(args),
-                                 "results": results})
-    write_results(args.out, {"at": datetime.now(UTC).isoformat(), "args": vars(args),
-                             "results": results})
-    print(table(results, [("fault", "fault"), ("orders", "orders"), ("refused", "refused at the door"),
-                          ("lost", "lost"), ("duplicated", "duplicated"), ("wrong", "wrong"),
-                          ("audit", "audit violations"), ("resent", "emails resent"),
-                          ("recovery_s", "recovery s"),
-                          ("error", "error")]))
-    bad = [r["fault"] for r in results
-           if r.get("error") or r["lost"] or r["duplicated"] or r["wrong"] or r["audit"]]
+        print(
+            json.dumps(
+                {
+                    k: results[-1][k]
+                    for k in ("fault", "orders", "lost", "duplicated", "wrong", "audit", "recovery_s")
+                }
+            ),
+            flush=True,
+        )
+        write_results(args.out, {"at": datetime.now(UTC).isoformat(), "args": vars(args), "results": results})
+    write_results(args.out, {"at": datetime.now(UTC).isoformat(), "args": vars(args), "results": results})
+    print(
+        table(
+            results,
+            [
+                ("fault", "fault"),
+                ("orders", "orders"),
+                ("refused", "refused at the door"),
+                ("lost", "lost"),
+                ("duplicated", "duplicated"),
+                ("wrong", "wrong"),
+                ("audit", "audit violations"),
+                ("resent", "emails resent"),
+                ("recovery_s", "recovery s"),
+                ("error", "error"),
+            ],
+        )
+    )
+    bad = [
+        r["fault"]
+        for r in results
+        if r.get("error") or r["lost"] or r["duplicated"] or r["wrong"] or r["audit"]
+    ]
     if bad:
-        print(f"faults: guarantees broken under {', '.join(bad)} (details in bench/results/"
-              f"{args.out}.json)", file=sys.stderr)
+        print(
+            f"faults: guarantees broken under {', '.join(bad)} (details in bench/results/{args.out}.json)",
+            file=sys.stderr,
+        )
     return 1 if bad else 0
 
 

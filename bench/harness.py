@@ -7,6 +7,7 @@ Benchmarks run their reference in the same run as the thing measured, so a
 headline is a ratio that holds on a noisy machine (absolute times drift 20 %
 or more between runs here).
 """
+
 from __future__ import annotations
 
 import json
@@ -54,11 +55,13 @@ def bench_broker_url(vhost: str = BENCH_VHOST) -> str:
     the default vhost if ``rabbitmqctl`` is not allowed here."""
     made = subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], capture_output=True, text=True)
     if made.returncode == 0 or "already exists" in made.stderr:
-        subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest",
-                        ".*", ".*", ".*"], capture_output=True, check=True)
+        subprocess.run(
+            ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+            capture_output=True,
+            check=True,
+        )
         return f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
-    print(f"bench: no vhost {vhost} ({made.stderr.strip()[:200]}); using the default one",
-          file=sys.stderr)
+    print(f"bench: no vhost {vhost} ({made.stderr.strip()[:200]}); using the default one", file=sys.stderr)
     return "amqp://guest:guest@127.0.0.1:5672//"
 
 
@@ -66,18 +69,26 @@ def services_env(data_dir: Path, **extra: str) -> dict[str, str]:
     """The environment of a services-mode platform on its own database, Redis
     database, RabbitMQ vhost and Socket.IO channel, so a benchmark never meets a
     test's rows or messages."""
-    env = {**os.environ, "ORION_MODE": "services", "ORION_DATA_DIR": str(data_dir),
-           "BROKER_URL": bench_broker_url(),
-           "DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{BENCH_DB}",
-           "RESULT_BACKEND": "redis://127.0.0.1:6379/4", "REDIS_URL": "redis://127.0.0.1:6379/4",
-           "SOCKETIO_CHANNEL": "orion-bench", "PROMETHEUS_MULTIPROC_DIR": str(data_dir / "metrics"),
-           "WEB_PORT": str(free_port()), "SMTP_PORT": str(free_port()),
-           # Beat's sweeps would publish work of their own in the middle of a measurement.
-           "OUTBOX_STALE_SECONDS": "3600", "SAGA_REDRIVE_AFTER_SECONDS": "3600",
-           # Benchmarks register thousands of customers from one address.
-           "REGISTER_LIMIT": "1000000 per hour",
-           # Services mode needs a signing key of its own (config.settings.jwt_secret).
-           "JWT_SECRET_KEY": os.environ.get("JWT_SECRET_KEY") or secrets.token_urlsafe(48)}
+    env = {
+        **os.environ,
+        "ORION_MODE": "services",
+        "ORION_DATA_DIR": str(data_dir),
+        "BROKER_URL": bench_broker_url(),
+        "DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{BENCH_DB}",
+        "RESULT_BACKEND": "redis://127.0.0.1:6379/4",
+        "REDIS_URL": "redis://127.0.0.1:6379/4",
+        "SOCKETIO_CHANNEL": "orion-bench",
+        "PROMETHEUS_MULTIPROC_DIR": str(data_dir / "metrics"),
+        "WEB_PORT": str(free_port()),
+        "SMTP_PORT": str(free_port()),
+        # Beat's sweeps would publish work of their own in the middle of a measurement.
+        "OUTBOX_STALE_SECONDS": "3600",
+        "SAGA_REDRIVE_AFTER_SECONDS": "3600",
+        # Benchmarks register thousands of customers from one address.
+        "REGISTER_LIMIT": "1000000 per hour",
+        # Services mode needs a signing key of its own (config.settings.jwt_secret).
+        "JWT_SECRET_KEY": os.environ.get("JWT_SECRET_KEY") or secrets.token_urlsafe(48),
+    }
     env.pop("PAYMENT_SANDBOX_URL", None)
     env.update(extra)
     (data_dir / "metrics").mkdir(parents=True, exist_ok=True)
@@ -85,31 +96,44 @@ def services_env(data_dir: Path, **extra: str) -> dict[str, str]:
 
 
 def run_py(env: dict[str, str], code: str) -> str:
-    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, check=True,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, check=True, capture_output=True, text=True
+    )
     return done.stdout
 
 
 def fresh_database(env: dict[str, str], catalog: bool = True) -> None:
     """Drop and re-create the benchmark database, migrate it, import the catalog."""
-    run_py(env, "import os; from tools.dbsetup import ensure_database, upgrade; "
-                "u = os.environ['DATABASE_URL']; ensure_database(u, fresh=True); upgrade(u)")
+    run_py(
+        env,
+        "import os; from tools.dbsetup import ensure_database, upgrade; "
+        "u = os.environ['DATABASE_URL']; ensure_database(u, fresh=True); upgrade(u)",
+    )
     if catalog:
-        subprocess.run([sys.executable, "-m", "tools.catalog"], env=env, cwd=ROOT, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "tools.catalog"], env=env, cwd=ROOT, check=True, capture_output=True
+        )
     purge_queues(env)
 
 
 def purge_queues(env: dict[str, str], queues: str = QUEUES) -> None:
-    subprocess.run([sys.executable, "-m", "celery", "-A", "worker", "purge", "-f", "-Q", queues],
-                   env=env, cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "worker", "purge", "-f", "-Q", queues],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
 
 
 def stock_up(env: dict[str, str], skus: int | list[str], units: int) -> list[str]:
     """Give the ``skus`` first SKUs (or the SKUs listed) ``units`` more units on hand
     (through the ledger, so the audit still balances); returns those SKUs."""
-    pick = (f"select(Inventory.sku).where(Inventory.sku.in_({list(skus)!r}))" if isinstance(skus, list)
-            else f"select(Inventory.sku).order_by(Inventory.sku).limit({skus})")
+    pick = (
+        f"select(Inventory.sku).where(Inventory.sku.in_({list(skus)!r}))"
+        if isinstance(skus, list)
+        else f"select(Inventory.sku).order_by(Inventory.sku).limit({skus})"
+    )
     code = f"""
 import json
 from sqlalchemy import select
@@ -143,8 +167,9 @@ print(json.dumps(emails))
 
 
 def spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
@@ -182,11 +207,27 @@ def wait_consuming(proc: subprocess.Popen, queue: str, timeout: float = 90) -> N
     raise TimeoutError(f"no consumer on {queue} after {timeout}s")
 
 
-def worker_command(app: str = "worker", concurrency: int | None = None, queues: str = QUEUES,
-                   extra: tuple[str, ...] = ()) -> list[str]:
+def worker_command(
+    app: str = "worker", concurrency: int | None = None, queues: str = QUEUES, extra: tuple[str, ...] = ()
+) -> list[str]:
     """``celery worker`` with the launcher's flags (``tools.launch``)."""
-    cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-l", LOGLEVEL["level"], "-Q", queues,
-           "-n", f"bench-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        app,
+        "worker",
+        "-l",
+        LOGLEVEL["level"],
+        "-Q",
+        queues,
+        "-n",
+        f"bench-{uuid.uuid4().hex[:6]}@%h",
+        "--without-gossip",
+        "--without-mingle",
+        *extra,
+    ]
     if concurrency is not None:
         cmd += ["-c", str(concurrency)]
     return cmd
@@ -299,6 +340,7 @@ class CpuMeter:
         def loop():
             while not self._stop.wait(self.interval):
                 self.sample()
+
         self._thread = threading.Thread(target=loop, daemon=True)
         self._thread.start()
         return self
@@ -326,10 +368,17 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def order_body(skus: list[str], lines: int, rng: random.Random) -> dict:
-    return {"lines": [{"sku": sku, "quantity": 1} for sku in rng.sample(skus, lines)],
-            "shipping_address": {"name": "Bench Customer", "line1": "1 Load Street",
-                                 "city": "London", "postal_code": "E1 6AN", "country": "GB"},
-            "payment": {"token": "tok_visa"}}
+    return {
+        "lines": [{"sku": sku, "quantity": 1} for sku in rng.sample(skus, lines)],
+        "shipping_address": {
+            "name": "Bench Customer",
+            "line1": "1 Load Street",
+            "city": "London",
+            "postal_code": "E1 6AN",
+            "country": "GB",
+        },
+        "payment": {"token": "tok_visa"},
+    }
 
 
 def login_all(base: str, emails: list[str]) -> list[str]:
@@ -339,8 +388,9 @@ def login_all(base: str, emails: list[str]) -> list[str]:
     tokens = []
     with requests.Session() as http:
         for email in emails:
-            reply = http.post(f"{base}/api/v1/auth/login", json={"email": email, "password": PASSWORD},
-                              timeout=30)
+            reply = http.post(
+                f"{base}/api/v1/auth/login", json={"email": email, "password": PASSWORD}, timeout=30
+            )
             reply.raise_for_status()
             tokens.append(reply.json()["access_token"])
     return tokens
@@ -383,13 +433,15 @@ def write_results(name: str, result: dict) -> Path:
 
 def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     """A plain-text table of ``rows`` with ``columns`` as (key, heading)."""
+
     def cell(value):
         if isinstance(value, float):
             return f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"
         return "" if value is None else str(value)
+
     cells = [[heading for _, heading in columns]] + [[cell(r.get(k)) for k, _ in columns] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=False)) for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

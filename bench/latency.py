@@ -20,6 +20,7 @@ receives every ``order.updated``; arrival minus the event's ``at``, stamped just
 before the step's COMMIT, one clock). Then the burst's median finish time by
 arrival decile. Writes ``bench/results/latency.json`` and ``.png``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,9 @@ from bench import harness
 from bench.saga_throughput import FINAL, arrival_deciles
 
 
-def _post_all(base: str, tokens: list[str], bodies: list[dict], rate: float | None,
-              clients: int) -> list[str]:
+def _post_all(
+    base: str, tokens: list[str], bodies: list[dict], rate: float | None, clients: int
+) -> list[str]:
     """POST ``bodies``: all at once (``rate`` None) or one every 1/``rate`` s, open loop."""
     import requests
 
@@ -47,8 +49,12 @@ def _post_all(base: str, tokens: list[str], bodies: list[dict], rate: float | No
     def post(i: int) -> None:
         http = getattr(local, "http", None) or requests.Session()
         local.http = http
-        reply = http.post(f"{base}/api/v1/orders", json=bodies[i], timeout=60,
-                          headers={"Authorization": f"Bearer {tokens[i % len(tokens)]}"})
+        reply = http.post(
+            f"{base}/api/v1/orders",
+            json=bodies[i],
+            timeout=60,
+            headers={"Authorization": f"Bearer {tokens[i % len(tokens)]}"},
+        )
         if reply.status_code != 202:
             raise RuntimeError(f"POST /orders answered {reply.status_code}: {reply.text[:200]}")
         with lock:
@@ -71,8 +77,9 @@ def _post_all(base: str, tokens: list[str], bodies: list[dict], rate: float | No
 def _wait_final(db, ids: list[str], timeout: float) -> list[tuple[datetime, datetime]]:
     deadline = time.monotonic() + timeout
     while True:
-        rows = db.execute("SELECT created_at, finished_at, status FROM orders WHERE id::text = ANY(%s)",
-                          (ids,)).fetchall()
+        rows = db.execute(
+            "SELECT created_at, finished_at, status FROM orders WHERE id::text = ANY(%s)", (ids,)
+        ).fetchall()
         if sum(1 for r in rows if r[2] in FINAL) == len(ids) or time.monotonic() > deadline:
             return [(r[0], r[1]) for r in rows if r[1] is not None]
         time.sleep(0.2)
@@ -107,8 +114,9 @@ class EventClock:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--levels", type=float, nargs="+", default=[25, 50, 75, 90],
-                        help="percent of the measured maximum")
+    parser.add_argument(
+        "--levels", type=float, nargs="+", default=[25, 50, 75, 90], help="percent of the measured maximum"
+    )
     parser.add_argument("--seconds", type=float, default=30, help="arrivals per level")
     parser.add_argument("--burst", type=int, default=400, help="orders in the maximum's burst")
     parser.add_argument("--lines", type=int, default=3)
@@ -127,11 +135,19 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(7)
     dsn = env["DATABASE_URL"].replace("postgresql+psycopg", "postgresql")
     worker_log = data_dir / "worker.log"
-    result: dict = {"levels": [], "concurrency": concurrency, "cpus": os.cpu_count(),
-                    "payment_latency_ms": Settings.from_env(env).payment_latency_ms,
-                    "command": " ".join(["python -m bench.latency", *(argv or sys.argv[1:])])}
-    with psycopg.connect(dsn, autocommit=True) as db, harness.smtp_sink(env, data_dir), \
-            harness.web_server(env, data_dir) as web, harness.outbox_relay(env, data_dir):
+    result: dict = {
+        "levels": [],
+        "concurrency": concurrency,
+        "cpus": os.cpu_count(),
+        "payment_latency_ms": Settings.from_env(env).payment_latency_ms,
+        "command": " ".join(["python -m bench.latency", *(argv or sys.argv[1:])]),
+    }
+    with (
+        psycopg.connect(dsn, autocommit=True) as db,
+        harness.smtp_sink(env, data_dir),
+        harness.web_server(env, data_dir) as web,
+        harness.outbox_relay(env, data_dir),
+    ):
         worker = harness.spawn(harness.worker_command("worker", concurrency), env, worker_log)
         try:
             harness.wait_for_log(worker, worker_log, b" ready.")
@@ -146,10 +162,16 @@ def main(argv: list[str] | None = None) -> int:
             maximum = len(rows) / (last - first).total_seconds()
             clock.take()
             result["maximum_orders_per_s"] = maximum
-            result["burst"] = {"orders": len(rows), "finish_by_arrival_decile_s": arrival_deciles(rows),
-                               **_percentiles([(f - c).total_seconds() * 1000 for c, f in rows])}
-            print(f"  {maximum:.1f} orders/s; median finish by arrival decile "
-                  f"{result['burst']['finish_by_arrival_decile_s']}", flush=True)
+            result["burst"] = {
+                "orders": len(rows),
+                "finish_by_arrival_decile_s": arrival_deciles(rows),
+                **_percentiles([(f - c).total_seconds() * 1000 for c, f in rows]),
+            }
+            print(
+                f"  {maximum:.1f} orders/s; median finish by arrival decile "
+                f"{result['burst']['finish_by_arrival_decile_s']}",
+                flush=True,
+            )
 
             for level in args.levels:
                 rate = maximum * level / 100
@@ -161,19 +183,35 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.5)  # the last events' arrival
                 final = [(f - c).total_seconds() * 1000 for c, f in rows]
                 events = clock.take()
-                entry = {"percent": level, "rate": rate, "orders": count, "final": len(rows),
-                         "placed_to_final_ms": _percentiles(final),
-                         "commit_to_event_ms": _percentiles(events), "events": len(events)}
+                entry = {
+                    "percent": level,
+                    "rate": rate,
+                    "orders": count,
+                    "final": len(rows),
+                    "placed_to_final_ms": _percentiles(final),
+                    "commit_to_event_ms": _percentiles(events),
+                    "events": len(events),
+                }
                 result["levels"].append(entry)
-                print(f"  202 -> final p50/p95/p99 {entry['placed_to_final_ms']['p50']:.0f} / "
-                      f"{entry['placed_to_final_ms']['p95']:.0f} / {entry['placed_to_final_ms']['p99']:.0f} ms;"
-                      f" commit -> event p99 {entry['commit_to_event_ms']['p99']:.1f} ms", flush=True)
+                print(
+                    f"  202 -> final p50/p95/p99 {entry['placed_to_final_ms']['p50']:.0f} / "
+                    f"{entry['placed_to_final_ms']['p95']:.0f} / {entry['placed_to_final_ms']['p99']:.0f} ms;"
+                    f" commit -> event p99 {entry['commit_to_event_ms']['p99']:.1f} ms",
+                    flush=True,
+                )
             clock.client.disconnect()
         finally:
             harness.stop(worker)
-    rows = [{"load": f"{e['percent']:g} %", "orders/s": e["rate"], "orders": e["orders"],
-             **{f"final {k} ms": v for k, v in e["placed_to_final_ms"].items()},
-             **{f"event {k} ms": v for k, v in e["commit_to_event_ms"].items()}} for e in result["levels"]]
+    rows = [
+        {
+            "load": f"{e['percent']:g} %",
+            "orders/s": e["rate"],
+            "orders": e["orders"],
+            **{f"final {k} ms": v for k, v in e["placed_to_final_ms"].items()},
+            **{f"event {k} ms": v for k, v in e["commit_to_event_ms"].items()},
+        }
+        for e in result["levels"]
+    ]
     path = harness.finish(args.out, result, _plot, rows)
     print(f"maximum {result['maximum_orders_per_s']:.1f} orders/s -> {path}")
     return 0

@@ -15,6 +15,7 @@ order::
 one row in PostgreSQL), the floor for a task that records anything durably.
 ``complete`` adds one to a Redis counter, which the benchmark polls.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,9 +33,19 @@ DONE_KEY = "bench:noop:done"
 app = Celery("orion_noop")
 app.config_from_object(celeryconfig)
 app.conf.update(
-    task_queues=[Queue(QUEUE, Exchange("orion", type="direct", durable=True), routing_key=QUEUE,
-                       durable=True, max_priority=celeryconfig.MAX_PRIORITY)],
-    task_default_queue=QUEUE, task_default_routing_key=QUEUE, task_routes={}, beat_schedule={},
+    task_queues=[
+        Queue(
+            QUEUE,
+            Exchange("orion", type="direct", durable=True),
+            routing_key=QUEUE,
+            durable=True,
+            max_priority=celeryconfig.MAX_PRIORITY,
+        )
+    ],
+    task_default_queue=QUEUE,
+    task_default_routing_key=QUEUE,
+    task_routes={},
+    beat_schedule={},
 )
 
 _SQL = os.environ.get("BENCH_NOOP_SQL") == "1"
@@ -82,15 +93,18 @@ def complete(results: list, order: int) -> None:
 
 def canvas(order: int, lines: int = 3) -> Signature:
     """The saga's shape for one order of ``lines`` lines (``lines`` + 7 tasks)."""
+
     def sig(name: str) -> Signature:
         return app.signature(name, args=(order,), immutable=True, ignore_result=True)
 
     def body(name: str) -> Signature:  # a chord body receives its header's results
         return app.signature(name, args=(order,), ignore_result=True)
+
     return chain(
-        sig("noop.step"),                                                  # validate
+        sig("noop.step"),  # validate
         chord([sig("noop.header") for _ in range(lines)], body("noop.join")),  # reserve, collect
-        sig("noop.step"), sig("noop.step"),                                # authorize, capture
+        sig("noop.step"),
+        sig("noop.step"),  # authorize, capture
         chord([sig("noop.header"), sig("noop.header")], body("noop.complete")),
     )
 

@@ -15,6 +15,7 @@ before it commits, so each figure is an upper bound on commit-to-arrival, by
 the rest of that transaction (the COMMIT itself). Client and server share this
 machine's clock. Writes ``bench/results/relay-<mode>.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,14 +41,20 @@ from bench.replay_bench import environment, fresh_services, wait_ready
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 PASSWORD = "bench password 1"
-ADDRESS = {"name": "Bench", "line1": "1 Bench Street", "city": "London", "postal_code": "E1 6AN",
-           "country": "United Kingdom"}
+ADDRESS = {
+    "name": "Bench",
+    "line1": "1 Bench Street",
+    "city": "London",
+    "postal_code": "E1 6AN",
+    "country": "United Kingdom",
+}
 
 
 async def account(http: aiohttp.ClientSession, base: str, name: str) -> str:
     email = f"{name}-{uuid.uuid4().hex[:8]}@bench.orion.example"
-    async with http.post(f"{base}/api/v1/auth/register",
-                         json={"email": email, "password": PASSWORD, "name": name}) as reply:
+    async with http.post(
+        f"{base}/api/v1/auth/register", json={"email": email, "password": PASSWORD, "name": name}
+    ) as reply:
         assert reply.status == 201, await reply.text()
     async with http.post(f"{base}/api/v1/auth/login", json={"email": email, "password": PASSWORD}) as reply:
         return (await reply.json())["access_token"]
@@ -57,14 +64,19 @@ async def connect_idle(base: str, token: str, count: int, batch: int = 50) -> li
     clients: list[socketio.AsyncClient] = []
     for start in range(0, count, batch):
         group = [socketio.AsyncClient(reconnection=False) for _ in range(min(batch, count - start))]
-        await asyncio.gather(*(c.connect(base, auth={"token": token}, transports=["websocket"],
-                                         wait_timeout=30) for c in group))
+        await asyncio.gather(
+            *(
+                c.connect(base, auth={"token": token}, transports=["websocket"], wait_timeout=30)
+                for c in group
+            )
+        )
         clients.extend(group)
     return clients
 
 
-async def measure(base: str, http: aiohttp.ClientSession, buyer: str, sku: str,
-                  orders: int, interval: float) -> list[float]:
+async def measure(
+    base: str, http: aiohttp.ClientSession, buyer: str, sku: str, orders: int, interval: float
+) -> list[float]:
     latencies: list[float] = []
     finals: set[str] = set()
     watcher = socketio.AsyncClient(reconnection=False)
@@ -80,10 +92,14 @@ async def measure(base: str, http: aiohttp.ClientSession, buyer: str, sku: str,
     await watcher.connect(base, auth={"token": buyer}, transports=["websocket"], wait_timeout=30)
     placed = []
     for _ in range(orders):
-        body = {"lines": [{"sku": sku, "quantity": 1}], "shipping_address": ADDRESS,
-                "payment": {"token": "tok_visa"}}
-        async with http.post(f"{base}/api/v1/orders", json=body,
-                             headers={"Authorization": f"Bearer {buyer}"}) as reply:
+        body = {
+            "lines": [{"sku": sku, "quantity": 1}],
+            "shipping_address": ADDRESS,
+            "payment": {"token": "tok_visa"},
+        }
+        async with http.post(
+            f"{base}/api/v1/orders", json=body, headers={"Authorization": f"Bearer {buyer}"}
+        ) as reply:
             assert reply.status == 202, await reply.text()
             placed.append((await reply.json())["id"])
         await asyncio.sleep(interval)
@@ -100,8 +116,14 @@ async def measure(base: str, http: aiohttp.ClientSession, buyer: str, sku: str,
 def summarize(latencies: list[float]) -> dict:
     ordered = sorted(latencies)
     pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)  # noqa: E731
-    return {"events": len(ordered), "p50_ms": pick(0.50), "p90_ms": pick(0.90), "p99_ms": pick(0.99),
-            "max_ms": round(ordered[-1], 1), "mean_ms": round(statistics.fmean(ordered), 1)}
+    return {
+        "events": len(ordered),
+        "p50_ms": pick(0.50),
+        "p90_ms": pick(0.90),
+        "p99_ms": pick(0.99),
+        "max_ms": round(ordered[-1], 1),
+        "mean_ms": round(statistics.fmean(ordered), 1),
+    }
 
 
 def web_worker(port: int) -> psutil.Process:
@@ -116,10 +138,12 @@ def web_worker(port: int) -> psutil.Process:
 def server_load(worker: psutil.Process, cpu_before: float) -> dict:
     """What the web worker holds while the level runs: threads, open sockets, memory, CPU."""
     with worker.oneshot():
-        return {"web_threads": worker.num_threads(),
-                "web_tcp_connections": len(worker.net_connections(kind="tcp")),
-                "web_rss_mb": round(worker.memory_info().rss / 2**20, 1),
-                "web_cpu_s": round(sum(worker.cpu_times()[:2]) - cpu_before, 2)}
+        return {
+            "web_threads": worker.num_threads(),
+            "web_tcp_connections": len(worker.net_connections(kind="tcp")),
+            "web_rss_mb": round(worker.memory_info().rss / 2**20, 1),
+            "web_cpu_s": round(sum(worker.cpu_times()[:2]) - cpu_before, 2),
+        }
 
 
 async def bench(base: str, levels: list[int], orders: int, interval: float) -> dict:
@@ -153,9 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "services":
         fresh_services(env)
     log = (data_dir / "platform.log").open("wb")
-    platform = subprocess.Popen([sys.executable, "-m", "tools.launch", "--no-flower", "--no-beat"],
-                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    platform = subprocess.Popen(
+        [sys.executable, "-m", "tools.launch", "--no-flower", "--no-beat"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         wait_ready(args.port)
         levels = [int(level) for level in args.levels.split(",")]
@@ -164,9 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         os.killpg(platform.pid, signal.SIGTERM)
         platform.wait(60)
-    report = {"mode": args.mode, "orders_per_level": args.orders, "interval_s": args.interval,
-              "cpus": os.cpu_count(), "command": "python -m bench.relay_latency " + " ".join(argv or sys.argv[1:]),
-              "levels": results}
+    report = {
+        "mode": args.mode,
+        "orders_per_level": args.orders,
+        "interval_s": args.interval,
+        "cpus": os.cpu_count(),
+        "command": "python -m bench.relay_latency " + " ".join(argv or sys.argv[1:]),
+        "levels": results,
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"relay-{args.mode}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -23,6 +23,7 @@ PostgreSQL, Redis) over the same window. The headline is Orion's orders/s
 divided by the reference's. Writes ``bench/results/saga-throughput.json`` and
 ``.png`` and prints a table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,18 @@ PROFILE: dict = {"seconds": 0}
 DRAIN_HOOK: dict = {}
 
 
-def drain(env: dict, app: str, queues: str, done, total: int, concurrency: int | None,
-          log_dir, label: str, extra_trees: dict | None = None, timeout: float = 1800) -> dict:
+def drain(
+    env: dict,
+    app: str,
+    queues: str,
+    done,
+    total: int,
+    concurrency: int | None,
+    log_dir,
+    label: str,
+    extra_trees: dict | None = None,
+    timeout: float = 1800,
+) -> dict:
     """Start a worker on a published backlog and time it until ``done() >= total``.
 
     With ``--profile N``, py-spy samples the worker and its pool children for
@@ -67,11 +78,27 @@ def drain(env: dict, app: str, queues: str, done, total: int, concurrency: int |
         sampler = DRAIN_HOOK["enter"](trees) if "enter" in DRAIN_HOOK else None
         spy: dict = {}
         if PROFILE["seconds"]:
-            command = [str(Path(sys.executable).parent / "py-spy"), "record", "--subprocesses",
-                       "--nonblocking", "--gil", "-r", "200", "-d", str(PROFILE["seconds"]), "-f", "raw",
-                       "-o", str(log_dir / f"profile-{label}.txt"), "-p", str(proc.pid)]
-            timer = threading.Timer(PROFILE.get("after", 0), lambda: spy.update(proc=harness.spawn(
-                command, env, log_dir / f"py-spy-{label}.log")))
+            command = [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--subprocesses",
+                "--nonblocking",
+                "--gil",
+                "-r",
+                "200",
+                "-d",
+                str(PROFILE["seconds"]),
+                "-f",
+                "raw",
+                "-o",
+                str(log_dir / f"profile-{label}.txt"),
+                "-p",
+                str(proc.pid),
+            ]
+            timer = threading.Timer(
+                PROFILE.get("after", 0),
+                lambda: spy.update(proc=harness.spawn(command, env, log_dir / f"py-spy-{label}.log")),
+            )
             timer.start()
         started = time.monotonic()
         deadline = started + timeout
@@ -92,14 +119,21 @@ def drain(env: dict, app: str, queues: str, done, total: int, concurrency: int |
         harness.stop(proc)
     text = log.read_text(errors="replace")
     tasks = len(re.findall(r"succeeded in|ignored", text)) if harness.LOGLEVEL["level"] == "info" else 0
-    return {"label": label, "orders": finished, "seconds": elapsed, "orders_per_s": finished / elapsed,
-            "tasks": tasks, "tasks_per_s": tasks / elapsed, "timed_out": finished < total,
-            "cpu_s": cpu, "cpu_ms_per_order": {g: 1000 * s / max(finished, 1) for g, s in cpu.items()},
-            "log": str(log)}
+    return {
+        "label": label,
+        "orders": finished,
+        "seconds": elapsed,
+        "orders_per_s": finished / elapsed,
+        "tasks": tasks,
+        "tasks_per_s": tasks / elapsed,
+        "timed_out": finished < total,
+        "cpu_s": cpu,
+        "cpu_ms_per_order": {g: 1000 * s / max(finished, 1) for g, s in cpu.items()},
+        "log": str(log),
+    }
 
 
-def run_reference(env: dict, orders: int, lines: int, concurrency: int | None, log_dir,
-                  sql: bool) -> dict:
+def run_reference(env: dict, orders: int, lines: int, concurrency: int | None, log_dir, sql: bool) -> dict:
     import redis
 
     from bench import noop_canvas
@@ -119,9 +153,16 @@ def run_reference(env: dict, orders: int, lines: int, concurrency: int | None, l
     from worker.results import release_pending_results
 
     release_pending_results(noop_canvas.app)
-    result = drain(run_env, "bench.noop_canvas", noop_canvas.QUEUE,
-                   lambda: int(store.get(noop_canvas.DONE_KEY) or 0), orders, concurrency,
-                   log_dir, label)
+    result = drain(
+        run_env,
+        "bench.noop_canvas",
+        noop_canvas.QUEUE,
+        lambda: int(store.get(noop_canvas.DONE_KEY) or 0),
+        orders,
+        concurrency,
+        log_dir,
+        label,
+    )
     result["tasks_per_order"] = lines + 7
     return result
 
@@ -133,14 +174,22 @@ def invoice_bodies(count: int, skip: int = 0) -> list[dict]:
     from tools.retail_data import default_data_path, read_invoices
 
     actions, _ = plan(read_invoices(default_data_path()), 0, [("tok_visa", 1.0)])
-    bodies = [a.body for a in actions if isinstance(a, OrderAction)][skip:skip + count]
+    bodies = [a.body for a in actions if isinstance(a, OrderAction)][skip : skip + count]
     if len(bodies) < count:
         raise SystemExit(f"saga_throughput: the dataset has only {len(bodies)} sale invoices after {skip}")
     return bodies
 
 
-def place_orders(base: str, tokens: list[str], skus: list[str], orders: int, lines: int,
-                 clients: int, seed: int, bodies: list[dict] | None = None) -> dict:
+def place_orders(
+    base: str,
+    tokens: list[str],
+    skus: list[str],
+    orders: int,
+    lines: int,
+    clients: int,
+    seed: int,
+    bodies: list[dict] | None = None,
+) -> dict:
     """POST ``orders`` orders (``bodies``, else synthetic ones of ``lines`` lines over
     ``skus``) from ``clients`` threads; returns timings and ids."""
     import requests
@@ -153,8 +202,12 @@ def place_orders(base: str, tokens: list[str], skus: list[str], orders: int, lin
         http = getattr(local, "http", None) or requests.Session()
         local.http = http
         started = time.perf_counter()
-        reply = http.post(f"{base}/api/v1/orders", json=bodies[i], timeout=60,
-                          headers={"Authorization": f"Bearer {tokens[i % len(tokens)]}"})
+        reply = http.post(
+            f"{base}/api/v1/orders",
+            json=bodies[i],
+            timeout=60,
+            headers={"Authorization": f"Bearer {tokens[i % len(tokens)]}"},
+        )
         if reply.status_code != 202:
             raise RuntimeError(f"POST /orders answered {reply.status_code}: {reply.text[:300]}")
         return time.perf_counter() - started, reply.json()["id"]
@@ -164,20 +217,38 @@ def place_orders(base: str, tokens: list[str], skus: list[str], orders: int, lin
         done = list(pool.map(post, range(orders)))
     elapsed = time.perf_counter() - started
     latencies = [d[0] * 1000 for d in done]
-    return {"orders": orders, "seconds": elapsed, "req_per_s": orders / elapsed,
-            "p50_ms": harness.percentile(latencies, 50), "p99_ms": harness.percentile(latencies, 99),
-            "ids": [d[1] for d in done]}
+    return {
+        "orders": orders,
+        "seconds": elapsed,
+        "req_per_s": orders / elapsed,
+        "p50_ms": harness.percentile(latencies, 50),
+        "p99_ms": harness.percentile(latencies, 99),
+        "ids": [d[1] for d in done],
+    }
 
 
-def run_orion(env: dict, orders: int, lines: int, concurrency: int | None, log_dir, skus, emails,
-              clients: int, seed: int, bodies: list[dict] | None = None) -> dict:
+def run_orion(
+    env: dict,
+    orders: int,
+    lines: int,
+    concurrency: int | None,
+    log_dir,
+    skus,
+    emails,
+    clients: int,
+    seed: int,
+    bodies: list[dict] | None = None,
+) -> dict:
     import psycopg
 
     dsn = env["DATABASE_URL"].replace("postgresql+psycopg", "postgresql")
     harness.purge_queues(env)
-    with psycopg.connect(dsn, autocommit=True) as db, \
-            harness.smtp_sink(env, log_dir) as smtp, harness.web_server(env, log_dir) as web, \
-            harness.outbox_relay(env, log_dir) as relay:
+    with (
+        psycopg.connect(dsn, autocommit=True) as db,
+        harness.smtp_sink(env, log_dir) as smtp,
+        harness.web_server(env, log_dir) as web,
+        harness.outbox_relay(env, log_dir) as relay,
+    ):
         before = db.execute("SELECT count(*) FROM orders").fetchone()[0]
         tokens = harness.login_all(web.base_url, emails)
         placed = place_orders(web.base_url, tokens, skus, orders, lines, clients, seed, bodies)
@@ -188,30 +259,52 @@ def run_orion(env: dict, orders: int, lines: int, concurrency: int | None, log_d
             time.sleep(0.2)
 
         def final() -> int:
-            return db.execute("SELECT count(*) FROM orders WHERE status = ANY(%s)",
-                              (list(FINAL),)).fetchone()[0] - before_final
+            return (
+                db.execute("SELECT count(*) FROM orders WHERE status = ANY(%s)", (list(FINAL),)).fetchone()[0]
+                - before_final
+            )
 
-        before_final = db.execute("SELECT count(*) FROM orders WHERE status = ANY(%s)",
-                                  (list(FINAL),)).fetchone()[0]
-        result = drain(env, "worker", harness.QUEUES, final, orders, concurrency, log_dir, "orion",
-                       extra_trees={"web": web.pid, "relay": relay.pid, "smtp": smtp.pid},
-                       timeout=max(1800.0, orders / 4))  # a 20,000-order backlog takes a while
+        before_final = db.execute(
+            "SELECT count(*) FROM orders WHERE status = ANY(%s)", (list(FINAL),)
+        ).fetchone()[0]
+        result = drain(
+            env,
+            "worker",
+            harness.QUEUES,
+            final,
+            orders,
+            concurrency,
+            log_dir,
+            "orion",
+            extra_trees={"web": web.pid, "relay": relay.pid, "smtp": smtp.pid},
+            timeout=max(1800.0, orders / 4),
+        )  # a 20,000-order backlog takes a while
         statuses = dict(db.execute("SELECT status, count(*) FROM orders GROUP BY status").fetchall())
-        deciles = arrival_deciles(db.execute(
-            "SELECT created_at, finished_at FROM orders WHERE finished_at IS NOT NULL "
-            "ORDER BY created_at DESC LIMIT %s", (orders,)).fetchall())
+        deciles = arrival_deciles(
+            db.execute(
+                "SELECT created_at, finished_at FROM orders WHERE finished_at IS NOT NULL "
+                "ORDER BY created_at DESC LIMIT %s",
+                (orders,),
+            ).fetchall()
+        )
         steps = db.execute("SELECT count(*) FROM saga_steps").fetchone()[0]
     placed.pop("ids")
-    result.update(placed_via_api=placed, statuses=statuses, orders_before=before,
-                  finish_by_arrival_decile_s=deciles,
-                  step_rows=steps, tasks_per_order=result["tasks"] / max(result["orders"], 1))
+    result.update(
+        placed_via_api=placed,
+        statuses=statuses,
+        orders_before=before,
+        finish_by_arrival_decile_s=deciles,
+        step_rows=steps,
+        tasks_per_order=result["tasks"] / max(result["orders"], 1),
+    )
     return result
 
 
 def arrival_deciles(rows: list[tuple]) -> list[float]:
     """Median seconds from the drain's first finished order to each order's
-    finish, per tenth of the orders by placement time (first placed first). Rising values mean orders end in the order they
-    came; flat ones mean every order waits for the whole backlog."""
+    finish, per tenth of the orders by placement time (first placed first).
+    Rising values mean orders end in the order they came; flat ones mean every
+    order waits for the whole backlog."""
     rows = sorted(rows)  # by created_at
     if not rows:
         return []
@@ -219,7 +312,7 @@ def arrival_deciles(rows: list[tuple]) -> list[float]:
     tenth = max(1, len(rows) // 10)
     out = []
     for i in range(0, len(rows), tenth):
-        part = [(finished - start).total_seconds() for _, finished in rows[i:i + tenth]]
+        part = [(finished - start).total_seconds() for _, finished in rows[i : i + tenth]]
         out.append(round(harness.percentile(part, 50), 2))
     return out[:10]
 
@@ -233,8 +326,11 @@ def plot(result: dict, path) -> None:
     runs = result["runs"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     labels = [f"{r['label']}\n(round {r['round']})" for r in runs]
-    left.bar(labels, [r["orders_per_s"] for r in runs], color=["#888" if r["label"] != "orion" else "#2a6"
-                                                                 for r in runs])
+    left.bar(
+        labels,
+        [r["orders_per_s"] for r in runs],
+        color=["#888" if r["label"] != "orion" else "#2a6" for r in runs],
+    )
     left.set_ylabel("orders/s")
     left.set_title(f"Drain of {result['orders']} orders, {result['lines']} lines")
     groups = sorted({g for r in runs for g in r["cpu_ms_per_order"]})
@@ -242,7 +338,7 @@ def plot(result: dict, path) -> None:
     for group in groups:
         values = [r["cpu_ms_per_order"].get(group, 0.0) for r in runs]
         right.bar(labels, values, bottom=bottom, label=group)
-        bottom = [b + v for b, v in zip(bottom, values)]
+        bottom = [b + v for b, v in zip(bottom, values, strict=False)]
     right.set_ylabel("CPU ms per order")
     right.legend(fontsize=8)
     if result["ratio"] is not None:
@@ -255,24 +351,48 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=1000)
     parser.add_argument("--lines", type=int, default=3, help="lines per Orion order (reference: 3)")
-    parser.add_argument("--invoices", action="store_true",
-                        help="Orion places the dataset's real invoices (their lines and quantities) "
-                             "instead of synthetic orders; the reference keeps its 3-line shape")
-    parser.add_argument("--concurrency", type=int, default=None,
-                        help="worker processes, for Orion and the reference (default: as ./run.sh, WORKER_CONCURRENCY)")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="reference and Orion measured alternately this many times")
+    parser.add_argument(
+        "--invoices",
+        action="store_true",
+        help="Orion places the dataset's real invoices (their lines and quantities) "
+        "instead of synthetic orders; the reference keeps its 3-line shape",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="worker processes, for Orion and the reference (default: as ./run.sh, WORKER_CONCURRENCY)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="reference and Orion measured alternately this many times"
+    )
     parser.add_argument("--clients", type=int, default=16, help="threads placing orders")
-    parser.add_argument("--sql-reference", action="store_true",
-                        help="also run the reference with one SQL transaction per task")
+    parser.add_argument(
+        "--sql-reference",
+        action="store_true",
+        help="also run the reference with one SQL transaction per task",
+    )
     parser.add_argument("--only-orion", action="store_true", help="skip the reference (no ratio)")
-    parser.add_argument("--loglevel", default="info",
-                        help="the workers' log level (./run.sh: info; warning drops the per-task lines)")
+    parser.add_argument(
+        "--loglevel",
+        default="info",
+        help="the workers' log level (./run.sh: info; warning drops the per-task lines)",
+    )
     parser.add_argument("--out", default="saga-throughput")
-    parser.add_argument("--profile", type=int, default=0, metavar="SECONDS",
-                        help="py-spy the workers for SECONDS of each drain (collapsed stacks)")
-    parser.add_argument("--profile-after", type=float, default=0.0, metavar="SECONDS",
-                        help="start the profile this long into the drain")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="py-spy the workers for SECONDS of each drain (collapsed stacks)",
+    )
+    parser.add_argument(
+        "--profile-after",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="start the profile this long into the drain",
+    )
     args = parser.parse_args(argv)
     PROFILE["seconds"], PROFILE["after"] = args.profile, args.profile_after
     harness.LOGLEVEL["level"] = args.loglevel
@@ -302,36 +422,65 @@ def main(argv: list[str] | None = None) -> int:
         run_reference(env, 100, 3, args.concurrency, data_dir, False)
     runs = []
     for rnd in range(1, args.rounds + 1):
-        kinds = (["orion"] if args.only_orion else
-                 ["reference"] + (["reference+sql"] if args.sql_reference else []) + ["orion"])
+        kinds = (
+            ["orion"]
+            if args.only_orion
+            else ["reference"] + (["reference+sql"] if args.sql_reference else []) + ["orion"]
+        )
         for kind in kinds:
             print(f"round {rnd}: {kind} ...", flush=True)
             if kind == "orion":
-                batch = (invoices[(rnd - 1) * args.orders:rnd * args.orders] if invoices else None)
-                r = run_orion(env, len(batch) if batch else args.orders, args.lines, args.concurrency,
-                              data_dir, skus, emails, args.clients, seed=rnd, bodies=batch)
+                batch = invoices[(rnd - 1) * args.orders : rnd * args.orders] if invoices else None
+                r = run_orion(
+                    env,
+                    len(batch) if batch else args.orders,
+                    args.lines,
+                    args.concurrency,
+                    data_dir,
+                    skus,
+                    emails,
+                    args.clients,
+                    seed=rnd,
+                    bodies=batch,
+                )
             else:
                 r = run_reference(env, args.orders, 3, args.concurrency, data_dir, kind.endswith("sql"))
             r["round"] = rnd
             runs.append(r)
-            print(f"  {r['orders_per_s']:.1f} orders/s, {r['tasks_per_s']:.0f} tasks/s, "
-                  f"worker {r['cpu_ms_per_order'].get('worker', 0):.1f} CPU ms/order", flush=True)
+            print(
+                f"  {r['orders_per_s']:.1f} orders/s, {r['tasks_per_s']:.0f} tasks/s, "
+                f"worker {r['cpu_ms_per_order'].get('worker', 0):.1f} CPU ms/order",
+                flush=True,
+            )
     ref = [r["orders_per_s"] for r in runs if r["label"] == "reference"]
     orion = [r["orders_per_s"] for r in runs if r["label"] == "orion"]
-    result = {"orders": args.orders, "lines": "invoices" if args.invoices else args.lines,
-              "concurrency": args.concurrency,
-              "cpus": os.cpu_count(),
-              "ratio": (sum(orion) / len(orion)) / (sum(ref) / len(ref)) if ref else None,
-              "runs": runs, "command": " ".join(["python -m bench.saga_throughput", *(argv or sys.argv[1:])])}
+    result = {
+        "orders": args.orders,
+        "lines": "invoices" if args.invoices else args.lines,
+        "concurrency": args.concurrency,
+        "cpus": os.cpu_count(),
+        "ratio": (sum(orion) / len(orion)) / (sum(ref) / len(ref)) if ref else None,
+        "runs": runs,
+        "command": " ".join(["python -m bench.saga_throughput", *(argv or sys.argv[1:])]),
+    }
     groups = sorted({g for r in runs for g in r["cpu_s"]})
-    rows = [{"run": f"{r['label']} #{r['round']}", "orders/s": r["orders_per_s"],
-             "tasks/s": r["tasks_per_s"], "tasks/order": r["tasks_per_order"],
-             **{f"{g} ms/order": r["cpu_ms_per_order"].get(g) for g in groups}} for r in runs]
+    rows = [
+        {
+            "run": f"{r['label']} #{r['round']}",
+            "orders/s": r["orders_per_s"],
+            "tasks/s": r["tasks_per_s"],
+            "tasks/order": r["tasks_per_order"],
+            **{f"{g} ms/order": r["cpu_ms_per_order"].get(g) for g in groups},
+        }
+        for r in runs
+    ]
     path = harness.finish(args.out, result, plot, rows)
     for r in runs:
         if r.get("finish_by_arrival_decile_s"):
-            print(f"orion #{r['round']}: median finish (s into the drain) by arrival decile: "
-                  f"{r['finish_by_arrival_decile_s']}")
+            print(
+                f"orion #{r['round']}: median finish (s into the drain) by arrival decile: "
+                f"{r['finish_by_arrival_decile_s']}"
+            )
     if result["ratio"] is not None:
         print(f"orion / reference (orders/s): {result['ratio']:.2f}")
     print(f"-> {path}")

@@ -14,9 +14,11 @@ and last tenth's averages (flat means no leak). This machine has 2 cores: past 2
 processes, throughput can only rise while steps wait (PostgreSQL, row locks, the
 provider's ``PAYMENT_LATENCY_MS``). Writes ``bench/results/scaling.json`` and ``.png``.
 """
+
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import threading
@@ -42,8 +44,10 @@ class MemorySampler:
 
     def series(self) -> list[dict[str, float]]:
         """Every sample, MiB per group, with ``t``: seconds since the first."""
-        return [{"t": i * self.interval, **{g: round(v, 1) for g, v in s.items()}}
-                for i, s in enumerate(self.samples)]
+        return [
+            {"t": i * self.interval, **{g: round(v, 1) for g, v in s.items()}}
+            for i, s in enumerate(self.samples)
+        ]
 
     def sample(self) -> dict[str, float]:
         meter = harness.CpuMeter(trees=self.trees)
@@ -53,10 +57,8 @@ class MemorySampler:
             group = meter._group(proc, tree_pids)
             if group is None:
                 continue
-            try:
+            with contextlib.suppress(psutil.Error):
                 rss[group] = rss.get(group, 0.0) + proc.memory_info().rss / 2**20
-            except psutil.Error:
-                pass
         return rss
 
     def __enter__(self) -> MemorySampler:
@@ -76,8 +78,11 @@ class MemorySampler:
 
         def mean(part, group):
             return sum(s.get(group, 0.0) for s in part) / len(part)
-        return {g: {"first_mib": mean(self.samples[:tenth], g), "last_mib": mean(self.samples[-tenth:], g)}
-                for g in groups}
+
+        return {
+            g: {"first_mib": mean(self.samples[:tenth], g), "last_mib": mean(self.samples[-tenth:], g)}
+            for g in groups
+        }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{processes} process(es): {args.orders} orders ...", flush=True)
         if args.memory:
             saga.DRAIN_HOOK["enter"] = lambda trees: MemorySampler(trees).__enter__()
-        r = saga.run_orion(env, args.orders, args.lines, processes, data_dir, skus, emails,
-                           args.clients, seed=processes)
+        r = saga.run_orion(
+            env, args.orders, args.lines, processes, data_dir, skus, emails, args.clients, seed=processes
+        )
         sampler = saga.DRAIN_HOOK.pop("sampler", None)
         saga.DRAIN_HOOK.pop("enter", None)
         r.update(processes=processes, orders_per_s_per_process=r["orders_per_s"] / processes)
@@ -105,18 +111,34 @@ def main(argv: list[str] | None = None) -> int:
             r["memory"] = sampler.summary()
             r["memory_series"] = sampler.series()
         runs.append(r)
-        print(f"  {r['orders_per_s']:.1f} orders/s, {r['orders_per_s_per_process']:.1f} per process",
-              flush=True)
+        print(
+            f"  {r['orders_per_s']:.1f} orders/s, {r['orders_per_s_per_process']:.1f} per process", flush=True
+        )
     base = runs[0]["orders_per_s_per_process"]
     for r in runs:
         r["per_process_vs_first"] = r["orders_per_s_per_process"] / base
-    result = {"orders": args.orders, "cpus": os.cpu_count(), "runs": runs,
-              "command": " ".join(["python -m bench.scaling", *(argv or sys.argv[1:])])}
-    rows = [{"processes": r["processes"], "orders/s": r["orders_per_s"],
-             "per process": r["orders_per_s_per_process"], "vs 1st": r["per_process_vs_first"],
-             "worker CPU ms/order": r["cpu_ms_per_order"].get("worker"),
-             **({f"{g} MiB first/last": f"{m['first_mib']:.0f}/{m['last_mib']:.0f}"
-                 for g, m in r.get("memory", {}).items()})} for r in runs]
+    result = {
+        "orders": args.orders,
+        "cpus": os.cpu_count(),
+        "runs": runs,
+        "command": " ".join(["python -m bench.scaling", *(argv or sys.argv[1:])]),
+    }
+    rows = [
+        {
+            "processes": r["processes"],
+            "orders/s": r["orders_per_s"],
+            "per process": r["orders_per_s_per_process"],
+            "vs 1st": r["per_process_vs_first"],
+            "worker CPU ms/order": r["cpu_ms_per_order"].get("worker"),
+            **(
+                {
+                    f"{g} MiB first/last": f"{m['first_mib']:.0f}/{m['last_mib']:.0f}"
+                    for g, m in r.get("memory", {}).items()
+                }
+            ),
+        }
+        for r in runs
+    ]
     path = harness.finish(args.out, result, _plot, rows)
     print(f"-> {path}")
     return 0

@@ -5,6 +5,7 @@
 exists, each recipient address listed in it (one per line) is refused at RCPT with
 ``550 5.1.1``, the permanent refusal a real relay gives for an unknown mailbox.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,7 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--refuse-file", type=Path, required=True)
     args = parser.parse_args()
-    controller = Controller(RefusingHandler(args.dir, args.refuse_file), hostname="127.0.0.1",
-                            port=args.port)
+    controller = Controller(RefusingHandler(args.dir, args.refuse_file), hostname="127.0.0.1", port=args.port)
     controller.start()
     print(f"SMTP server on 127.0.0.1:{args.port}, writing to {args.dir}", flush=True)
     try:

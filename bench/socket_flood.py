@@ -18,6 +18,7 @@ with the flood's p99 as a ratio to the quiet one. Writes
 ``bench/results/socket-flood.json`` and ``.png``. Traffic goes to loopback only;
 every loop is bounded in count and time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,10 +54,12 @@ async def _flood(base: str, connections: int, hold_s: float, outcome: dict) -> N
     url = base.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
+
         async def one() -> None:
             try:
-                async with http.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_close=5),
-                                           heartbeat=None) as ws:
+                async with http.ws_connect(
+                    url, timeout=aiohttp.ClientWSTimeout(ws_close=5), heartbeat=None
+                ) as ws:
                     outcome["admitted"] += 1
                     deadline = time.monotonic() + hold_s
                     while time.monotonic() < deadline:
@@ -64,22 +67,31 @@ async def _flood(base: str, connections: int, hold_s: float, outcome: dict) -> N
                             message = await ws.receive(timeout=deadline - time.monotonic())
                         except TimeoutError:
                             break
-                        if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
-                                            aiohttp.WSMsgType.ERROR):
+                        if message.type in (
+                            aiohttp.WSMsgType.CLOSE,
+                            aiohttp.WSMsgType.CLOSED,
+                            aiohttp.WSMsgType.ERROR,
+                        ):
                             outcome["closed_by_server"] += 1
                             return
             except aiohttp.WSServerHandshakeError as exc:
                 outcome["refused" if exc.status == 429 else "failed"] += 1
             except (TimeoutError, aiohttp.ClientError, OSError):
                 outcome["failed"] += 1
+
         await asyncio.gather(*(one() for _ in range(connections)))
 
 
 def _summary(latencies: list[float | None]) -> dict:
     done = [x * 1000 for x in latencies if x is not None]
-    return {"reads": len(latencies), "timeouts": latencies.count(None),
-            "p50_ms": percentile(done, 50), "p95_ms": percentile(done, 95),
-            "p99_ms": percentile(done, 99), "max_ms": max(done) if done else None}
+    return {
+        "reads": len(latencies),
+        "timeouts": latencies.count(None),
+        "p50_ms": percentile(done, 50),
+        "p95_ms": percentile(done, 95),
+        "p99_ms": percentile(done, 99),
+        "max_ms": max(done) if done else None,
+    }
 
 
 async def _run(base: str, connections: int, reads: int, hold_s: float) -> dict:
@@ -99,13 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold", type=float, default=20.0, help="seconds each connection stays")
     parser.add_argument("--out", default="socket-flood")
     args = parser.parse_args(argv)
-    data_dir, env, _, _ = prepare("socket-flood", customers=1, skus=10)
+    _data_dir, env, _, _ = prepare("socket-flood", customers=1, skus=10)
     log_dir = temp_dir("socket-flood-logs")
     with web_server(env, log_dir) as web:
         result = asyncio.run(_run(web.base_url, args.connections, args.reads, args.hold))
     quiet, flood = result["quiet"], result["flood"]
-    result |= {"connections": args.connections, "hold_s": args.hold,
-               "p99_ratio": (flood["p99_ms"] / quiet["p99_ms"]) if quiet["p99_ms"] and flood["p99_ms"] else None}
+    result |= {
+        "connections": args.connections,
+        "hold_s": args.hold,
+        "p99_ratio": (flood["p99_ms"] / quiet["p99_ms"]) if quiet["p99_ms"] and flood["p99_ms"] else None,
+    }
     rows = [{"phase": name, **result[name]} for name in ("quiet", "flood")]
     path = finish(args.out, result, _plot, rows)
     print(f"flood connections: {result['flood_connections']}")
@@ -116,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _plot(result: dict, path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -124,12 +140,18 @@ def _plot(result: dict, path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.2
     for i, key in enumerate(keys):
-        ax.bar([p + i * width for p in range(len(phases))],
-               [result[phase][key] or 0 for phase in phases], width, label=key)
+        ax.bar(
+            [p + i * width for p in range(len(phases))],
+            [result[phase][key] or 0 for phase in phases],
+            width,
+            label=key,
+        )
     ax.set_xticks([p + 1.5 * width for p in range(len(phases))], phases)
     ax.set_ylabel("GET /api/v1/products latency (ms)")
-    ax.set_title(f"{result['connections']} unauthenticated WebSockets from one address: "
-                 f"{result['flood_connections']['refused']} refused")
+    ax.set_title(
+        f"{result['connections']} unauthenticated WebSockets from one address: "
+        f"{result['flood_connections']['refused']} refused"
+    )
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)

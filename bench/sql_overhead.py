@@ -9,6 +9,7 @@ same read in a transaction of its own (``engine.begin()``, as every saga step
 does). Prints CPU microseconds per statement (``time.process_time``: this
 process only, not PostgreSQL's).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         order_id = conn.execute(text("SELECT id FROM orders LIMIT 1")).scalar()
     if order_id is None:
         parser.error(f"no order in {args.database}; run a services benchmark first")
-    raw = ("SELECT id, status, saga_run, customer_id, last_event_seq, total, currency, "
-           "payment_token, correlation_id, cancel_reason, failure FROM orders WHERE id = %(b_id)s")
+    raw = (
+        "SELECT id, status, saga_run, customer_id, last_event_seq, total, currency, "
+        "payment_token, correlation_id, cancel_reason, failure FROM orders WHERE id = %(b_id)s"
+    )
     ways = {
         "core": lambda conn: conn.execute(_READ, {"b_id": order_id}).one(),
         "exec_driver_sql": lambda conn: conn.exec_driver_sql(raw, {"b_id": order_id}).one(),

@@ -18,6 +18,7 @@ redelivered message gets past it, as after a real crash; without Redis it never
 fires. The process dies with SIGKILL: no ``finally``, no ack, no rollback message
 to PostgreSQL (the server sees the connection drop).
 """
+
 from __future__ import annotations
 
 import fnmatch

@@ -9,6 +9,7 @@ Two modes share one code path:
 
 Any URL given explicitly wins over the mode's default.
 """
+
 from __future__ import annotations
 
 import os
@@ -116,9 +117,11 @@ class Settings:
     def require_jwt_secret(self) -> str:
         """The JWT signing key; raises ConfigError when production has none."""
         if not self.jwt_secret_key:
-            raise ConfigError("JWT_SECRET_KEY is required outside development (ORION_ENV="
-                              "development); generate one with: python -c \"import secrets; "
-                              "print(secrets.token_urlsafe(48))\"")
+            raise ConfigError(
+                "JWT_SECRET_KEY is required outside development (ORION_ENV="
+                'development); generate one with: python -c "import secrets; '
+                'print(secrets.token_urlsafe(48))"'
+            )
         return self.jwt_secret_key
 
     @property
@@ -151,9 +154,11 @@ class Settings:
         hold_s = _int(env, "RESERVATION_HOLD_SECONDS", 25 * 3600)
         window_s = _float(env, "PAYMENT_WINDOW_SECONDS", 24 * 3600.0)
         if window_s >= hold_s:
-            raise ConfigError(f"PAYMENT_WINDOW_SECONDS ({window_s:g}) must be shorter than "
-                              f"RESERVATION_HOLD_SECONDS ({hold_s}): a parked order's stock "
-                              "must stay held until its window closes")
+            raise ConfigError(
+                f"PAYMENT_WINDOW_SECONDS ({window_s:g}) must be shorter than "
+                f"RESERVATION_HOLD_SECONDS ({hold_s}): a parked order's stock "
+                "must stay held until its window closes"
+            )
         redis_url = env.get("REDIS_URL") or defaults["redis_url"]
         relay_url = env.get("SOCKETIO_MESSAGE_QUEUE") or redis_url or "orionfs://"
         database_url = env.get("DATABASE_URL") or defaults["database_url"]
@@ -197,8 +202,9 @@ class Settings:
             socket_check_every_s=_float(env, "SOCKETIO_CHECK_SECONDS", 2.0),
             # The embedded default is a local demo whose replay (./run.sh replay)
             # registers thousands of customers from 127.0.0.1.
-            register_limit=env.get("REGISTER_LIMIT",
-                                   "100000 per hour" if mode == "embedded" else "20 per hour"),
+            register_limit=env.get(
+                "REGISTER_LIMIT", "100000 per hour" if mode == "embedded" else "20 per hour"
+            ),
             metrics_token=env.get("METRICS_TOKEN", ""),
             worker_concurrency=_int(env, "WORKER_CONCURRENCY", default_concurrency(mode)),
             web_host=env.get("WEB_HOST", "127.0.0.1"),
@@ -242,8 +248,10 @@ def jwt_secret(env: Mapping[str, str], mode: str) -> str:
     if not secret:
         return DEV_SECRET if environment == "development" else ""
     if len(secret.encode()) < MIN_SECRET_BYTES:
-        raise ConfigError(f"JWT_SECRET_KEY must have at least {MIN_SECRET_BYTES} bytes "
-                          f"(256 bits, RFC 8725 §3.5); it has {len(secret.encode())}")
+        raise ConfigError(
+            f"JWT_SECRET_KEY must have at least {MIN_SECRET_BYTES} bytes "
+            f"(256 bits, RFC 8725 §3.5); it has {len(secret.encode())}"
+        )
     return secret
 
 
@@ -330,8 +338,10 @@ def flower_basic_auth(settings: Settings, env: Mapping[str, str] | None = None) 
         value = path.read_text().strip()
     user, _, password = value.partition(":")
     if not (user and password):
-        raise ConfigError("FLOWER_BASIC_AUTH must be set to user:password outside the embedded "
-                          "default (Flower refuses to run without authentication)")
+        raise ConfigError(
+            "FLOWER_BASIC_AUTH must be set to user:password outside the embedded "
+            "default (Flower refuses to run without authentication)"
+        )
     return value
 
 
@@ -365,4 +375,4 @@ def prepare_data_dir(settings: Settings) -> None:
             if key in options:
                 Path(options[key]).mkdir(parents=True, exist_ok=True)
     if settings.result_backend.startswith("file://"):
-        Path(settings.result_backend[len("file://"):]).mkdir(parents=True, exist_ok=True)
+        Path(settings.result_backend[len("file://") :]).mkdir(parents=True, exist_ok=True)

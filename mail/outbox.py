@@ -8,6 +8,7 @@ Written in SQLAlchemy Core: ``db`` is a Connection or a Session in the caller's
 transaction (both execute Core statements), so a saga step that works on a
 bare connection and a beat job that works on a session share the code.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -27,26 +28,42 @@ from models.fulfilment import EMAIL_REFUSED, EMAIL_SENDING, EMAIL_SENT
 # smtp.send gives up after 10 s; a claim older than this belongs to a dead attempt.
 CLAIM_TIMEOUT = timedelta(seconds=15)
 
-EMAILS, ORDERS, LINES, USERS = (EmailMessage.__table__, Order.__table__, OrderLine.__table__,
-                                User.__table__)
+EMAILS, ORDERS, LINES, USERS = (EmailMessage.__table__, Order.__table__, OrderLine.__table__, User.__table__)
 # The order and its customer, with the email row when it exists: one statement
 # whether the email is new (render it) or not (claim or skip it).
-_FIND = (select(ORDERS.c.id.label("o_id"), ORDERS.c.total, ORDERS.c.currency,
-                ORDERS.c.cancel_reason, USERS.c.email,
-                *(c.label(f"m_{c.name}") for c in EMAILS.c))
-         .select_from(ORDERS.join(USERS, USERS.c.id == ORDERS.c.customer_id)
-                      .outerjoin(EMAILS, (EMAILS.c.order_id == ORDERS.c.id)
-                                 & (EMAILS.c.template == bindparam("b_template"))))
-         .where(ORDERS.c.id == bindparam("b_id")))
-_LINES = (select(LINES.c.quantity, LINES.c.name, LINES.c.sku, LINES.c.line_total)
-          .where(LINES.c.order_id == bindparam("b_id")).order_by(LINES.c.id))
+_FIND = (
+    select(
+        ORDERS.c.id.label("o_id"),
+        ORDERS.c.total,
+        ORDERS.c.currency,
+        ORDERS.c.cancel_reason,
+        USERS.c.email,
+        *(c.label(f"m_{c.name}") for c in EMAILS.c),
+    )
+    .select_from(
+        ORDERS.join(USERS, USERS.c.id == ORDERS.c.customer_id).outerjoin(
+            EMAILS, (EMAILS.c.order_id == ORDERS.c.id) & (EMAILS.c.template == bindparam("b_template"))
+        )
+    )
+    .where(ORDERS.c.id == bindparam("b_id"))
+)
+_LINES = (
+    select(LINES.c.quantity, LINES.c.name, LINES.c.sku, LINES.c.line_total)
+    .where(LINES.c.order_id == bindparam("b_id"))
+    .order_by(LINES.c.id)
+)
 _INSERT = insert(EMAILS).returning(EMAILS.c.id)
-_CLAIM = (update(EMAILS).where(EMAILS.c.id == bindparam("b_id"))
-          .values(status=EMAIL_SENDING, claimed_at=bindparam("b_now"),
-                  attempts=EMAILS.c.attempts + 1))
+_CLAIM = (
+    update(EMAILS)
+    .where(EMAILS.c.id == bindparam("b_id"))
+    .values(status=EMAIL_SENDING, claimed_at=bindparam("b_now"), attempts=EMAILS.c.attempts + 1)
+)
 _RELEASE = update(EMAILS).where(EMAILS.c.id == bindparam("b_id")).values(claimed_at=None)
-_MARK_SENT = (update(EMAILS).where(EMAILS.c.id == bindparam("b_id"))
-              .values(status=EMAIL_SENT, sent_at=bindparam("b_now")))
+_MARK_SENT = (
+    update(EMAILS)
+    .where(EMAILS.c.id == bindparam("b_id"))
+    .values(status=EMAIL_SENT, sent_at=bindparam("b_now"))
+)
 _MARK_REFUSED = update(EMAILS).where(EMAILS.c.id == bindparam("b_id")).values(status=EMAIL_REFUSED)
 
 
@@ -91,8 +108,15 @@ def claim(db: Connection | Session, order_id: uuid.UUID, template: str) -> Outgo
     if row.m_claimed_at is not None and now - row.m_claimed_at < CLAIM_TIMEOUT:
         raise ClaimedElsewhere(f"{template} for {order_id} is being sent by another attempt")
     db.execute(_CLAIM, {"b_id": row.m_id, "b_now": now})
-    return OutgoingEmail(row.m_id, row.m_order_id, row.m_template, row.m_to_address,
-                         row.m_subject, row.m_body, row.m_message_id)
+    return OutgoingEmail(
+        row.m_id,
+        row.m_order_id,
+        row.m_template,
+        row.m_to_address,
+        row.m_subject,
+        row.m_body,
+        row.m_message_id,
+    )
 
 
 def release(db: Connection | Session, message_id: int) -> None:
@@ -121,16 +145,29 @@ def mark_refused(db: Connection | Session, message: OutgoingEmail) -> None:
     db.execute(_MARK_REFUSED, {"b_id": message.id})
 
 
-def _render(db: Connection | Session, order: Row[Unpack[TupleAny]], template: str,
-            now: datetime) -> OutgoingEmail:
+def _render(
+    db: Connection | Session, order: Row[Unpack[TupleAny]], template: str, now: datetime
+) -> OutgoingEmail:
     """Render and insert the row of ``order`` (a ``_FIND`` row), already claimed
     (status ``sending``, attempt 1)."""
     lines = db.execute(_LINES, {"b_id": order.o_id}).all()
     view = _OrderView(order.o_id, order.total, order.currency, order.cancel_reason, lines)
     subject, body = templates.render(template, view)
     message_id = f"<{order.o_id}.{template.replace(':', '-')}@orion.example>"
-    new_id = db.execute(_INSERT, {
-        "order_id": order.o_id, "template": template, "to_address": order.email,
-        "subject": subject, "body": body, "message_id": message_id, "status": EMAIL_SENDING,
-        "attempts": 1, "claimed_at": now, "created_at": now, "sent_at": None}).scalar_one()
+    new_id = db.execute(
+        _INSERT,
+        {
+            "order_id": order.o_id,
+            "template": template,
+            "to_address": order.email,
+            "subject": subject,
+            "body": body,
+            "message_id": message_id,
+            "status": EMAIL_SENDING,
+            "attempts": 1,
+            "claimed_at": now,
+            "created_at": now,
+            "sent_at": None,
+        },
+    ).scalar_one()
     return OutgoingEmail(new_id, order.o_id, template, order.email, subject, body, message_id)

@@ -7,6 +7,7 @@ when it sat idle longer than ``IDLE_CHECK_S`` (servers drop idle clients:
 RFC 5321 §4.5.3.2.7 lets a server time out after 5 minutes), and dropped on
 any error, so the retry opens a new one.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,8 +47,9 @@ def _refusal(exc: BaseException) -> MailRefused | None:
         replies = list(exc.recipients.values())
         if replies and all(500 <= code < 600 and not _policy(text) for code, text in replies):
             return MailRefused(min(code for code, _ in replies), "recipient")
-    elif (isinstance(exc, smtplib.SMTPDataError) and 500 <= exc.smtp_code < 600
-          and not _policy(exc.smtp_error)):
+    elif (
+        isinstance(exc, smtplib.SMTPDataError) and 500 <= exc.smtp_code < 600 and not _policy(exc.smtp_error)
+    ):
         return MailRefused(exc.smtp_code, "message")
     return None
 
@@ -102,9 +104,14 @@ def send(message: OutgoingEmail, correlation_id: str | None = None) -> None:
 def _mime(message: OutgoingEmail, sender: str, correlation_id: str | None) -> MimeMessage | bytes:
     """The message as bytes (MIMEText: a fifth of ``email.message.EmailMessage``'s
     CPU), or as an EmailMessage when an address is not ASCII (SMTPUTF8, RFC 6531)."""
-    headers = {"From": sender, "To": message.to_address, "Subject": message.subject,
-               "Message-ID": message.message_id, "X-Orion-Order": str(message.order_id),
-               "X-Orion-Template": message.template}
+    headers = {
+        "From": sender,
+        "To": message.to_address,
+        "Subject": message.subject,
+        "Message-ID": message.message_id,
+        "X-Orion-Order": str(message.order_id),
+        "X-Orion-Template": message.template,
+    }
     if correlation_id:
         headers["X-Request-ID"] = correlation_id
     if not (message.to_address + sender + message.subject).isascii():
@@ -138,8 +145,7 @@ def _client(settings: Settings) -> smtplib.SMTP:
         _drop()
     _connection.clear()  # a connection inherited through fork belongs to the parent
     client = smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=SEND_TIMEOUT_S)
-    _connection.update(pid=os.getpid(), client=client, sent=0, last_used=time.monotonic(),
-                       server=server)
+    _connection.update(pid=os.getpid(), client=client, sent=0, last_used=time.monotonic(), server=server)
     return client
 
 

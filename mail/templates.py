@@ -1,4 +1,5 @@
 """Email templates: (subject, plain-text body) for an order."""
+
 from __future__ import annotations
 
 import uuid
@@ -16,6 +17,7 @@ PAYMENT_REMINDER = "payment_reminder"  # one template per reminder step: payment
 def reminder(step: int) -> str:
     """The template name of reminder ``step`` (1, 2, ...)."""
     return f"{PAYMENT_REMINDER}:{step}"
+
 
 _REASONS = {
     "out_of_stock": "some items are out of stock",
@@ -67,34 +69,44 @@ def render(template: str, order: Renderable) -> tuple[str, str]:
 
 
 def _lines(order: Renderable) -> str:
-    return "\n".join(f"  {l.quantity} x {l.name} ({l.sku}) {l.line_total} {order.currency}"
-                     for l in order.lines)
+    return "\n".join(
+        f"  {line.quantity} x {line.name} ({line.sku}) {line.line_total} {order.currency}"
+        for line in order.lines
+    )
 
 
 def _confirmation(order: Renderable) -> tuple[str, str]:
     subject = f"Your Orion order {order.id} is confirmed"
-    body = (GREETING + f"Thank you for your order {order.id}. We have taken your payment "
-            f"of {order.total} {order.currency} and are preparing:\n\n{_lines(order)}\n\n"
-            "Orion Shop\n")
+    body = (
+        GREETING + f"Thank you for your order {order.id}. We have taken your payment "
+        f"of {order.total} {order.currency} and are preparing:\n\n{_lines(order)}\n\n"
+        "Orion Shop\n"
+    )
     return subject, body
 
 
 def _cancellation(order: Renderable) -> tuple[str, str]:
     subject = f"Your Orion order {order.id} was cancelled"
     why = _REASONS.get(order.cancel_reason, _REASONS[None])
-    body = (GREETING + f"Your order {order.id} was cancelled because {why}. Any payment "
-            f"taken has been returned, and nothing was shipped.\n\n{_lines(order)}\n\nOrion Shop\n")
+    body = (
+        GREETING + f"Your order {order.id} was cancelled because {why}. Any payment "
+        f"taken has been returned, and nothing was shipped.\n\n{_lines(order)}\n\nOrion Shop\n"
+    )
     return subject, body
 
 
 def _payment_reminder(order: Renderable) -> tuple[str, str]:
     subject = f"Your Orion order {order.id} is waiting for payment"
-    body = (GREETING + f"Your bank declined the payment of {order.total} {order.currency} "
-            f"for order {order.id}. We are holding these items for you:\n\n{_lines(order)}\n\n"
-            "Pay with another card from your orders page before the hold ends, or the order "
-            "will be cancelled.\n\nOrion Shop\n")
+    body = (
+        GREETING + f"Your bank declined the payment of {order.total} {order.currency} "
+        f"for order {order.id}. We are holding these items for you:\n\n{_lines(order)}\n\n"
+        "Pay with another card from your orders page before the hold ends, or the order "
+        "will be cancelled.\n\nOrion Shop\n"
+    )
     return subject, body
 
 
 _RENDERERS: dict[str, Callable[[Renderable], tuple[str, str]]] = {
-    CONFIRMATION: _confirmation, CANCELLATION: _cancellation}
+    CONFIRMATION: _confirmation,
+    CANCELLATION: _cancellation,
+}

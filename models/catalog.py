@@ -4,6 +4,7 @@ Stock rules (SPEC guarantee 3): ``on_hand`` and ``reserved`` never go negative,
 ``reserved`` equals the sum of held reservations, and every change to
 ``on_hand`` is written to the ledger with its reason.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -134,15 +135,13 @@ def reserve_all(session: Transaction, wanted: Mapping[str, int]) -> list[str]:
     conn = session.connection()
     skus = sorted(wanted)
     rows = {row.sku: row for row in conn.execute(_LOCK_STOCK, {"b_skus": skus})}
-    short = [sku for sku in skus
-             if sku not in rows or rows[sku].on_hand - rows[sku].reserved < wanted[sku]]
+    short = [sku for sku in skus if sku not in rows or rows[sku].on_hand - rows[sku].reserved < wanted[sku]]
     if short:
         return short
     conn.execute(*_change_per_sku(wanted, reserved=True))
     for sku in skus:
         row = rows[sku]
-        _note_if_low(session, sku, row.on_hand - row.reserved - wanted[sku], wanted[sku],
-                     row.reorder_point)
+        _note_if_low(session, sku, row.on_hand - row.reserved - wanted[sku], wanted[sku], row.reorder_point)
     return []
 
 
@@ -163,16 +162,33 @@ def ship_all(session: Transaction, units: Mapping[str, int], reference: str) -> 
     conn = session.connection()
     skus = sorted(units)
     rows = {row.sku: row for row in conn.execute(_LOCK_STOCK, {"b_skus": skus})}
-    conn.execute(*_change_per_sku({sku: -units[sku] for sku in skus}, on_hand=True,
-                                 reserved=True))
+    conn.execute(*_change_per_sku({sku: -units[sku] for sku in skus}, on_hand=True, reserved=True))
     now = utcnow()
-    conn.execute(_INSERT_LEDGER, [  # an executemany INSERT is one statement (insertmanyvalues)
-        {"sku": sku, "delta": -units[sku], "on_hand_after": rows[sku].on_hand - units[sku],
-         "reason": "shipment", "reference": reference, "at": now} for sku in skus])
+    conn.execute(
+        _INSERT_LEDGER,
+        [  # an executemany INSERT is one statement (insertmanyvalues)
+            {
+                "sku": sku,
+                "delta": -units[sku],
+                "on_hand_after": rows[sku].on_hand - units[sku],
+                "reason": "shipment",
+                "reference": reference,
+                "at": now,
+            }
+            for sku in skus
+        ],
+    )
 
 
-def change_on_hand(session: Transaction, sku: str, delta: int, reason: str, reference: str | None,
-                   *, release_reserved: int = 0) -> int:
+def change_on_hand(
+    session: Transaction,
+    sku: str,
+    delta: int,
+    reason: str,
+    reference: str | None,
+    *,
+    release_reserved: int = 0,
+) -> int:
     """Apply ``delta`` to ``on_hand`` (and drop ``release_reserved`` from ``reserved``), with a ledger row.
 
     Returns the new ``on_hand``. A result below zero or below ``reserved`` violates
@@ -186,8 +202,17 @@ def change_on_hand(session: Transaction, sku: str, delta: int, reason: str, refe
         .values(on_hand=_INV.c.on_hand + delta, reserved=_INV.c.reserved - release_reserved)
         .returning(_INV.c.on_hand, _INV.c.reserved, _INV.c.reorder_point)
     ).one()
-    session.execute(_INSERT_LEDGER, {"sku": sku, "delta": delta, "on_hand_after": row.on_hand,
-                                     "reason": reason, "reference": reference, "at": utcnow()})
+    session.execute(
+        _INSERT_LEDGER,
+        {
+            "sku": sku,
+            "delta": delta,
+            "on_hand_after": row.on_hand,
+            "reason": reason,
+            "reference": reference,
+            "at": utcnow(),
+        },
+    )
     if delta > 0:
         _notify(session, "inventory.restocked", {"sku": sku, "quantity": delta})
     available = row.on_hand - row.reserved
@@ -199,8 +224,9 @@ def change_on_hand(session: Transaction, sku: str, delta: int, reason: str, refe
 _INV = Inventory.__table__
 
 
-def _change_per_sku(delta: Mapping[str, int], *, on_hand: bool = False,
-                    reserved: bool = False) -> tuple[Update, dict[str, str | int]]:
+def _change_per_sku(
+    delta: Mapping[str, int], *, on_hand: bool = False, reserved: bool = False
+) -> tuple[Update, dict[str, str | int]]:
     """One ``UPDATE inventory`` adding ``delta[sku]`` (signed units) to each SKU's
     ``on_hand`` and/or ``reserved``, as ``(statement, parameters)`` for
     ``Connection.execute``: ``SET reserved = reserved + CASE WHEN sku = :s0 THEN
@@ -220,28 +246,32 @@ def _change_per_sku(delta: Mapping[str, int], *, on_hand: bool = False,
 
 @lru_cache(maxsize=256)
 def _per_sku_update(skus: int, on_hand: bool, reserved: bool) -> Update:
-    per_sku = case(*[(_INV.c.sku == bindparam(f"s{i}"), bindparam(f"u{i}", type_=Integer))
-                     for i in range(skus)])
+    per_sku = case(
+        *[(_INV.c.sku == bindparam(f"s{i}"), bindparam(f"u{i}", type_=Integer)) for i in range(skus)]
+    )
     changes = {}
     if on_hand:
         changes["on_hand"] = _INV.c.on_hand + per_sku
     if reserved:
         changes["reserved"] = _INV.c.reserved + per_sku
-    return (update(_INV).where(_INV.c.sku.in_([bindparam(f"s{i}") for i in range(skus)]))
-            .values(**changes))
+    return update(_INV).where(_INV.c.sku.in_([bindparam(f"s{i}") for i in range(skus)])).values(**changes)
 
 
-_LOCK_STOCK = (select(_INV.c.sku, _INV.c.on_hand, _INV.c.reserved, _INV.c.reorder_point)
-               .where(_INV.c.sku.in_(bindparam("b_skus", expanding=True)))
-               .order_by(_INV.c.sku).with_for_update())
+_LOCK_STOCK = (
+    select(_INV.c.sku, _INV.c.on_hand, _INV.c.reserved, _INV.c.reorder_point)
+    .where(_INV.c.sku.in_(bindparam("b_skus", expanding=True)))
+    .order_by(_INV.c.sku)
+    .with_for_update()
+)
 _INSERT_LEDGER = insert(InventoryLedger.__table__)
 
 
 def _note_if_low(session: Transaction, sku: str, available: int, drop: int, reorder_point: int) -> None:
     """Queue ``inventory.low`` when ``available`` fell through ``reorder_point`` by ``drop`` units."""
     if drop > 0 and available < reorder_point <= available + drop:
-        _notify(session, "inventory.low",
-                {"sku": sku, "available": available, "reorder_point": reorder_point})
+        _notify(
+            session, "inventory.low", {"sku": sku, "available": available, "reorder_point": reorder_point}
+        )
 
 
 def _notify(session: Transaction, event: str, payload: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 The engine is built on first use, never at import, so a forked Celery child
 (after ``dispose_engine``) opens its own connections.
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -57,7 +58,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {Decimal: Numeric(12, 2), datetime: UTCDateTime()}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {Decimal: Numeric(12, 2), datetime: UTCDateTime()}
 
     if TYPE_CHECKING:
         # Every Orion model maps one Table (SQLAlchemy types ``__table__`` as any
@@ -81,8 +82,9 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, pool_size=5, max_overflow=5, hide_parameters=True)
         ping_when_idle(engine, IDLE_PING_AFTER_S)
         return engine
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
-                           hide_parameters=True)
+    engine = create_engine(
+        url, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
@@ -120,14 +122,16 @@ def ping_when_idle(engine: Engine, idle_s: float) -> None:
     disconnect handling, done at the pool's ``checkout`` event
     (https://docs.sqlalchemy.org/en/20/core/pooling.html#disconnect-handling-pessimistic).
     """
+
     @event.listens_for(engine, "checkin")
     def _checked_in(_dbapi_conn: DBAPIConnection, record: ConnectionPoolEntry | None) -> None:
         if record is not None:
             record.info["orion_checked_in"] = time.monotonic()
 
     @event.listens_for(engine, "checkout")
-    def _checked_out(dbapi_conn: DBAPIConnection, record: ConnectionPoolEntry,
-                     _proxy: PoolProxiedConnection) -> None:
+    def _checked_out(
+        dbapi_conn: DBAPIConnection, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+    ) -> None:
         since = record.info.get("orion_checked_in")
         if since is None or time.monotonic() - since <= idle_s:
             return  # new, or in use moments ago
@@ -135,8 +139,9 @@ def ping_when_idle(engine: Engine, idle_s: float) -> None:
             engine.dialect.do_ping(dbapi_conn)
             dbapi_conn.rollback()  # the ping's SELECT opened a transaction: start clean
         except Exception as exc:
-            if (isinstance(exc, engine.dialect.loaded_dbapi.Error)
-                    and engine.dialect.is_disconnect(exc, dbapi_conn, None)):
+            if isinstance(exc, engine.dialect.loaded_dbapi.Error) and engine.dialect.is_disconnect(
+                exc, dbapi_conn, None
+            ):
                 raise DisconnectionError(f"stale pooled connection: {exc}") from exc
             raise
 
@@ -194,8 +199,9 @@ def read_connection() -> Iterator[Connection]:
     transaction, as ``read_only`` does.
     """
     engine = get_engine()
-    options = ({"orion_read_only": True} if engine.dialect.name == "sqlite"
-               else {"isolation_level": "AUTOCOMMIT"})
+    options = (
+        {"orion_read_only": True} if engine.dialect.name == "sqlite" else {"isolation_level": "AUTOCOMMIT"}
+    )
     with engine.connect().execution_options(**options) as conn:
         yield conn
 
@@ -208,8 +214,9 @@ def pg_arrays(table: Table, columns: Iterable[str], prefix: str) -> str:
 
     # SQLAlchemy leaves the dialects' __init__ unannotated.
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
-    return ", ".join(f"%({prefix}{name})s::{table.c[name].type.compile(dialect=dialect)}[]"
-                     for name in columns)
+    return ", ".join(
+        f"%({prefix}{name})s::{table.c[name].type.compile(dialect=dialect)}[]" for name in columns
+    )
 
 
 class Transaction(Protocol):
@@ -222,9 +229,12 @@ class Transaction(Protocol):
 
     def connection(self) -> Connection: ...
 
-    def execute(self, statement: Executable,
-                parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None, /
-                ) -> Result[Unpack[TupleAny]]: ...
+    def execute(
+        self,
+        statement: Executable,
+        parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+        /,
+    ) -> Result[Unpack[TupleAny]]: ...
 
 
 def is_postgres(session: Session) -> bool:

@@ -1,4 +1,5 @@
 """Shipments and the email outbox (one email per order and template)."""
+
 from __future__ import annotations
 
 import uuid

@@ -1,4 +1,5 @@
 """Orders, their lines, and the order state machine from SPEC's "Order lifecycle"."""
+
 from __future__ import annotations
 
 import uuid
@@ -23,11 +24,27 @@ CANCELLED = "cancelled"
 FAILED = "failed"
 COMPENSATION_FAILED = "compensation_failed"
 
-STATUSES = (PENDING, STOCK_RESERVED, AWAITING_PAYMENT, PAYMENT_AUTHORIZED, CONFIRMED, SHIPPED,
-            COMPLETED, COMPENSATING, CANCELLED, FAILED, COMPENSATION_FAILED)
+STATUSES = (
+    PENDING,
+    STOCK_RESERVED,
+    AWAITING_PAYMENT,
+    PAYMENT_AUTHORIZED,
+    CONFIRMED,
+    SHIPPED,
+    COMPLETED,
+    COMPENSATING,
+    CANCELLED,
+    FAILED,
+    COMPENSATION_FAILED,
+)
 FINAL_STATUSES = frozenset({COMPLETED, CANCELLED, FAILED})
-CANCEL_REASONS = ("out_of_stock", "payment_declined", "payment_expired",
-                  "customer_request", "operator_request")
+CANCEL_REASONS = (
+    "out_of_stock",
+    "payment_declined",
+    "payment_expired",
+    "customer_request",
+    "operator_request",
+)
 
 # Allowed moves; anything else raises InvalidTransition.
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -64,9 +81,12 @@ class Order(Base):
         UniqueConstraint("customer_id", "idempotency_key", name="uq_orders_idempotency_key"),
         Index("ix_orders_customer_created", "customer_id", "created_at"),
         Index("ix_orders_status", "status"),
-        CheckConstraint("cancel_reason IS NULL OR cancel_reason IN ('out_of_stock', "
-                        "'payment_declined', 'payment_expired', 'customer_request', "
-                        "'operator_request')", name="ck_orders_cancel_reason"),
+        CheckConstraint(
+            "cancel_reason IS NULL OR cancel_reason IN ('out_of_stock', "
+            "'payment_declined', 'payment_expired', 'customer_request', "
+            "'operator_request')",
+            name="ck_orders_cancel_reason",
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -93,7 +113,8 @@ class Order(Base):
     finished_at: Mapped[datetime | None]
 
     lines: Mapped[list[OrderLine]] = relationship(
-        back_populates="order", order_by="OrderLine.line_no", cascade="all, delete-orphan")
+        back_populates="order", order_by="OrderLine.line_no", cascade="all, delete-orphan"
+    )
 
     def transition_to(self, target: str) -> None:
         """Move to ``target``; raises InvalidTransition if the lifecycle forbids it."""

@@ -2,6 +2,7 @@
 that calls for them. The relay (``python -m worker.relay``, ``tasks.outbox``)
 publishes them to the broker once they are committed; on PostgreSQL an insert
 wakes it at commit (``NOTIFY orion_outbox``, migration 0004)."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -31,8 +32,13 @@ class OutboxMessage(Base):
     attempts: Mapped[int] = mapped_column(default=0)
 
 
-def enqueue(session: Session, topic: str, payload: dict[str, Any], headers: dict[str, str] | None = None,
-            correlation: str | None = None) -> OutboxMessage:
+def enqueue(
+    session: Session,
+    topic: str,
+    payload: dict[str, Any],
+    headers: dict[str, str] | None = None,
+    correlation: str | None = None,
+) -> OutboxMessage:
     """Add an outbox row to ``session``'s transaction; the relay publishes it after commit.
 
     The row's message headers carry the current correlation id (else
@@ -44,13 +50,19 @@ def enqueue(session: Session, topic: str, payload: dict[str, Any], headers: dict
     return message
 
 
-def outbox_row(topic: str, payload: dict[str, Any], headers: dict[str, str] | None = None,
-               correlation: str | None = None) -> dict[str, Any]:
-
+def outbox_row(
+    topic: str, payload: dict[str, Any], headers: dict[str, str] | None = None, correlation: str | None = None
+) -> dict[str, Any]:
     """The ``outbox`` row ``enqueue`` adds, as a dict for a Core ``INSERT``."""
     headers = dict(headers or {})
     current = correlation_id() or correlation
     if current:
         headers.setdefault(CORRELATION_HEADER, current)
-    return {"topic": topic, "payload": payload, "headers": headers, "created_at": utcnow(),
-            "dispatched_at": None, "attempts": 0}
+    return {
+        "topic": topic,
+        "payload": payload,
+        "headers": headers,
+        "created_at": utcnow(),
+        "dispatched_at": None,
+        "attempts": 0,
+    }

@@ -3,6 +3,7 @@
 Partial unique indexes make a second capture or a second refund of one order
 impossible at the database (SPEC guarantee 2).
 """
+
 from __future__ import annotations
 
 import uuid
@@ -21,10 +22,20 @@ PENDING, SUCCEEDED, DECLINED, FAILED = "pending", "succeeded", "declined", "fail
 class Payment(Base):
     __tablename__ = "payments"
     __table_args__ = (
-        Index("uq_payments_one_capture", "order_id", unique=True,
-              postgresql_where=text("kind = 'capture'"), sqlite_where=text("kind = 'capture'")),
-        Index("uq_payments_one_refund", "order_id", unique=True,
-              postgresql_where=text("kind = 'refund'"), sqlite_where=text("kind = 'refund'")),
+        Index(
+            "uq_payments_one_capture",
+            "order_id",
+            unique=True,
+            postgresql_where=text("kind = 'capture'"),
+            sqlite_where=text("kind = 'capture'"),
+        ),
+        Index(
+            "uq_payments_one_refund",
+            "order_id",
+            unique=True,
+            postgresql_where=text("kind = 'refund'"),
+            sqlite_where=text("kind = 'refund'"),
+        ),
         Index("ix_payments_order", "order_id"),
     )
 

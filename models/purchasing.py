@@ -3,6 +3,7 @@
 At most one open purchase order per SKU: a partial unique index, so two restock
 runs at once (a second beat by mistake) cannot both raise one.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -19,8 +20,13 @@ class PurchaseOrder(Base):
     __tablename__ = "purchase_orders"
     __table_args__ = (
         CheckConstraint("quantity > 0", name="ck_purchase_orders_quantity"),
-        Index("uq_purchase_orders_one_open", "sku", unique=True,
-              postgresql_where=text("status = 'open'"), sqlite_where=text("status = 'open'")),
+        Index(
+            "uq_purchase_orders_one_open",
+            "sku",
+            unique=True,
+            postgresql_where=text("status = 'open'"),
+            sqlite_where=text("status = 'open'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

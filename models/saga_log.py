@@ -1,4 +1,5 @@
 """The saga step log and the order event log (per-order ``seq``, for timelines and replay)."""
+
 from __future__ import annotations
 
 import uuid
@@ -37,9 +38,13 @@ class SagaStep(Base):
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "status": self.status, "attempt": self.attempt,
-            "started_at": _iso(self.started_at), "finished_at": _iso(self.finished_at),
-            "error": self.error, "kind": self.kind,
+            "name": self.name,
+            "status": self.status,
+            "attempt": self.attempt,
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "error": self.error,
+            "kind": self.kind,
         }
 
 
@@ -62,22 +67,43 @@ class OrderEvent(Base):
     correlation_id: Mapped[str | None] = mapped_column(String(64))
 
     def to_dict(self) -> dict[str, Any]:
-        return event_payload({"order_id": self.order_id, "seq": self.seq, "status": self.status,
-                              "step": self.step, "step_status": self.step_status,
-                              "attempt": self.attempt, "detail": self.detail, "at": self.at})
+        return event_payload(
+            {
+                "order_id": self.order_id,
+                "seq": self.seq,
+                "status": self.status,
+                "step": self.step,
+                "step_status": self.step_status,
+                "attempt": self.attempt,
+                "detail": self.detail,
+                "at": self.at,
+            }
+        )
 
 
 def event_payload(row: Mapping[str, Any]) -> dict[str, Any]:
     """An ``order_events`` row (a dict of its columns) as clients see it: the
     ``order.updated`` payload, without the correlation id."""
-    return {"order_id": str(row["order_id"]), "seq": row["seq"], "status": row["status"],
-            "step": row["step"], "step_status": row["step_status"], "attempt": row["attempt"],
-            "detail": row["detail"], "at": _iso(row["at"])}
+    return {
+        "order_id": str(row["order_id"]),
+        "seq": row["seq"],
+        "status": row["status"],
+        "step": row["step"],
+        "step_status": row["step_status"],
+        "attempt": row["attempt"],
+        "detail": row["detail"],
+        "at": _iso(row["at"]),
+    }
 
 
-def record_event(session: Session, order: Order, step: str | None = None,
-                 step_status: str | None = None, attempt: int | None = None,
-                 detail: str | None = None) -> OrderEvent:
+def record_event(
+    session: Session,
+    order: Order,
+    step: str | None = None,
+    step_status: str | None = None,
+    attempt: int | None = None,
+    detail: str | None = None,
+) -> OrderEvent:
     """Append an event with the order's next ``seq``, and queue its ``order.updated``.
 
     The counter is bumped with one UPDATE on the order row, which the database
@@ -87,14 +113,23 @@ def record_event(session: Session, order: Order, step: str | None = None,
     """
     session.flush()
     seq = session.execute(
-        update(Order).where(Order.id == order.id)
+        update(Order)
+        .where(Order.id == order.id)
         .values(last_event_seq=Order.last_event_seq + 1)
         .returning(Order.last_event_seq)
     ).scalar_one()
     order.last_event_seq = seq
-    event = OrderEvent(order_id=order.id, seq=seq, status=order.status, step=step,
-                       step_status=step_status, attempt=attempt, detail=detail, at=utcnow(),
-                       correlation_id=correlation_id() or order.correlation_id)
+    event = OrderEvent(
+        order_id=order.id,
+        seq=seq,
+        status=order.status,
+        step=step,
+        step_status=step_status,
+        attempt=attempt,
+        detail=detail,
+        at=utcnow(),
+        correlation_id=correlation_id() or order.correlation_id,
+    )
     session.add(event)
     rooms = (order_room(str(order.id)), user_room(order.customer_id), OPERATORS)
     queue_notification(session, Notification("order.updated", event.to_dict(), rooms))

@@ -1,4 +1,5 @@
 """Revoked JWTs, for the embedded default (services mode keeps them in Redis)."""
+
 from __future__ import annotations
 
 from datetime import datetime

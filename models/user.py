@@ -1,4 +1,5 @@
 """Users: customers and operators, with argon2 password hashes."""
+
 from __future__ import annotations
 
 import os

@@ -7,6 +7,7 @@ the two expressions that differ, a timestamp's UTC minute and the milliseconds
 between two timestamps, are SQL constructs compiled per dialect; percentiles use
 window functions, which both have (SQLite since 3.25).
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -85,7 +86,9 @@ def _step_pg(element, compiler, **kw):
 @compiles(step_of, "sqlite")
 def _step_sqlite(element, compiler, **kw):
     (name,) = _args(element, compiler, **kw)
-    return f"(CASE WHEN instr({name}, ':') > 0 THEN substr({name}, 1, instr({name}, ':') - 1) ELSE {name} END)"
+    return (
+        f"(CASE WHEN instr({name}, ':') > 0 THEN substr({name}, 1, instr({name}, ':') - 1) ELSE {name} END)"
+    )
 
 
 @compiles(minute_of)
@@ -104,9 +107,11 @@ def outcomes_per_minute(session: Session, since: datetime) -> dict[tuple[str, st
     """``{(minute, status): orders}`` for orders that reached completed, cancelled
     or failed at or after ``since``, by the minute of their ``finished_at``."""
     minute = minute_of(Order.finished_at)
-    rows = session.execute(select(minute, Order.status, func.count())
-                           .where(Order.finished_at >= since, Order.status.in_(OUTCOMES))
-                           .group_by(minute, Order.status))
+    rows = session.execute(
+        select(minute, Order.status, func.count())
+        .where(Order.finished_at >= since, Order.status.in_(OUTCOMES))
+        .group_by(minute, Order.status)
+    )
     return {(at, status): n for at, status, n in rows}
 
 
@@ -115,9 +120,11 @@ def retries_per_minute(session: Session, since: datetime) -> dict[str, int]:
     counts ``attempt - 1`` retries in the minute it started (the step log keeps a
     run's highest attempt, not the time of each retry)."""
     minute = minute_of(SagaStep.started_at)
-    rows = session.execute(select(minute, func.sum(SagaStep.attempt - 1))
-                           .where(SagaStep.started_at >= since, SagaStep.attempt > 1)
-                           .group_by(minute))
+    rows = session.execute(
+        select(minute, func.sum(SagaStep.attempt - 1))
+        .where(SagaStep.started_at >= since, SagaStep.attempt > 1)
+        .group_by(minute)
+    )
     return {at: int(n) for at, n in rows}
 
 
@@ -129,15 +136,23 @@ def step_durations(session: Session, since: datetime) -> list[dict]:
     ``p * runs``."""
     step = step_of(SagaStep.name)
     took = milliseconds_between(SagaStep.started_at, SagaStep.finished_at)
-    ranked = (select(step.label("step"), took.label("ms"),
-                     func.row_number().over(partition_by=step, order_by=took).label("rank"),
-                     func.count().over(partition_by=step).label("runs"))
-              .where(SagaStep.kind == FORWARD, SagaStep.status == SUCCEEDED,
-                     SagaStep.finished_at >= since)
-              .subquery())
-    percentiles = [func.min(case((ranked.c.rank >= p * ranked.c.runs, ranked.c.ms))).label(key)
-                   for key, p in PERCENTILES.items()]
-    rows = session.execute(select(ranked.c.step, ranked.c.runs, *percentiles)
-                           .group_by(ranked.c.step, ranked.c.runs).order_by(ranked.c.step))
-    return [{**row._asdict(), **{key: round(row._mapping[key], 1) for key in PERCENTILES}}
-            for row in rows]
+    ranked = (
+        select(
+            step.label("step"),
+            took.label("ms"),
+            func.row_number().over(partition_by=step, order_by=took).label("rank"),
+            func.count().over(partition_by=step).label("runs"),
+        )
+        .where(SagaStep.kind == FORWARD, SagaStep.status == SUCCEEDED, SagaStep.finished_at >= since)
+        .subquery()
+    )
+    percentiles = [
+        func.min(case((ranked.c.rank >= p * ranked.c.runs, ranked.c.ms))).label(key)
+        for key, p in PERCENTILES.items()
+    ]
+    rows = session.execute(
+        select(ranked.c.step, ranked.c.runs, *percentiles)
+        .group_by(ranked.c.step, ranked.c.runs)
+        .order_by(ranked.c.step)
+    )
+    return [{**row._asdict(), **{key: round(row._mapping[key], 1) for key in PERCENTILES}} for row in rows]

@@ -10,6 +10,7 @@ the request or task carries it.
 
 ``LOG_FORMAT=console`` prints readable lines instead of JSON.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,15 +40,23 @@ def configure_logging(level: str | int = "INFO") -> None:
     global _configured
     if _configured:
         return
-    renderer = (structlog.dev.ConsoleRenderer() if os.environ.get("LOG_FORMAT") == "console"
-                else structlog.processors.JSONRenderer())
+    renderer = (
+        structlog.dev.ConsoleRenderer()
+        if os.environ.get("LOG_FORMAT") == "console"
+        else structlog.processors.JSONRenderer()
+    )
     structlog.configure(
         processors=[*SHARED_PROCESSORS, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(), cache_logger_on_first_use=True)
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=True,
+    )
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-        foreign_pre_chain=SHARED_PROCESSORS))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=SHARED_PROCESSORS,
+        )
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

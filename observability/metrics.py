@@ -9,6 +9,7 @@ one per container. Figures that live in the database
 (orders by status, the outbox backlog and its age) are read when scraped, and
 so is each queue's depth on the broker.
 """
+
 from __future__ import annotations
 
 import glob
@@ -28,22 +29,30 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import func, select
 
-HTTP_REQUESTS = Counter("orion_http_requests_total", "HTTP requests by route, method and status",
-                        ["route", "method", "status"])
-HTTP_LATENCY = Histogram("orion_http_request_duration_seconds", "HTTP request latency by route",
-                         ["route", "method"])
-STEP_DURATION = Histogram("orion_saga_step_duration_seconds",
-                          "Saga task run time by step and outcome (success, retry, failure, ignored)",
-                          ["step", "outcome"],
-                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-TASK_RETRIES = Counter("orion_task_retries_total", "Task retries scheduled after a transient fault",
-                       ["task"])
-INVENTORY_VIOLATIONS = Gauge("orion_inventory_audit_violations",
-                             "SKUs breaking SPEC's stock guarantee at the last audit, by check",
-                             ["check"], multiprocess_mode="mostrecent")
-INVENTORY_AUDIT_TIME = Gauge("orion_inventory_audit_last_run_timestamp_seconds",
-                             "When the inventory audit last ran (Unix time)",
-                             multiprocess_mode="mostrecent")
+HTTP_REQUESTS = Counter(
+    "orion_http_requests_total", "HTTP requests by route, method and status", ["route", "method", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "orion_http_request_duration_seconds", "HTTP request latency by route", ["route", "method"]
+)
+STEP_DURATION = Histogram(
+    "orion_saga_step_duration_seconds",
+    "Saga task run time by step and outcome (success, retry, failure, ignored)",
+    ["step", "outcome"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+TASK_RETRIES = Counter("orion_task_retries_total", "Task retries scheduled after a transient fault", ["task"])
+INVENTORY_VIOLATIONS = Gauge(
+    "orion_inventory_audit_violations",
+    "SKUs breaking SPEC's stock guarantee at the last audit, by check",
+    ["check"],
+    multiprocess_mode="mostrecent",
+)
+INVENTORY_AUDIT_TIME = Gauge(
+    "orion_inventory_audit_last_run_timestamp_seconds",
+    "When the inventory audit last ran (Unix time)",
+    multiprocess_mode="mostrecent",
+)
 
 
 class DatabaseCollector:
@@ -58,22 +67,31 @@ class DatabaseCollector:
         after_s = get_settings().stuck_after_s
         with read_only() as session:
             counts = dict(session.execute(select(Order.status, func.count()).group_by(Order.status)).all())
-            stuck_count = session.scalar(select(func.count()).select_from(Order)
-                                         .where(stuck(utcnow(), after_s)))
+            stuck_count = session.scalar(
+                select(func.count()).select_from(Order).where(stuck(utcnow(), after_s))
+            )
             backlog, oldest = session.execute(
-                select(func.count(), func.min(OutboxMessage.created_at))
-                .where(OutboxMessage.dispatched_at.is_(None))).one()
+                select(func.count(), func.min(OutboxMessage.created_at)).where(
+                    OutboxMessage.dispatched_at.is_(None)
+                )
+            ).one()
         orders = GaugeMetricFamily("orion_orders", "Orders by status", labels=["status"])
         for status in STATUSES:
             orders.add_metric([status], counts.get(status, 0))
         yield orders
-        yield GaugeMetricFamily("orion_sagas_stuck", "Orders in flight or compensating, unchanged "
-                                "for STUCK_AFTER_SECONDS (the operator overview's stuck list)",
-                                value=stuck_count)
+        yield GaugeMetricFamily(
+            "orion_sagas_stuck",
+            "Orders in flight or compensating, unchanged "
+            "for STUCK_AFTER_SECONDS (the operator overview's stuck list)",
+            value=stuck_count,
+        )
         yield GaugeMetricFamily("orion_outbox_backlog", "Outbox rows not yet published", value=backlog)
         age = (utcnow() - oldest).total_seconds() if oldest else 0.0
-        yield GaugeMetricFamily("orion_outbox_oldest_age_seconds",
-                                "Age of the oldest unpublished outbox row (0 when none)", value=age)
+        yield GaugeMetricFamily(
+            "orion_outbox_oldest_age_seconds",
+            "Age of the oldest unpublished outbox row (0 when none)",
+            value=age,
+        )
 
 
 def scrape() -> tuple[bytes, str]:
@@ -101,7 +119,8 @@ class _MergedFolders:
         files = glob.glob(os.path.join(self.root, "*", "*.db"))
         # prometheus-client leaves MultiProcessCollector unannotated.
         metrics: Iterable[Metric] = multiprocess.MultiProcessCollector.merge(  # type: ignore[no-untyped-call]
-            files, accumulate=True)
+            files, accumulate=True
+        )
         return metrics
 
 
@@ -123,11 +142,12 @@ class QueueCollector:
         depths = queue_depths()
         if depths is None:
             return
-        messages = GaugeMetricFamily("orion_queue_messages",
-                                     "Messages ready in a broker queue, not yet delivered",
-                                     labels=["queue"])
-        consumers = GaugeMetricFamily("orion_queue_consumers", "Consumers of a broker queue",
-                                      labels=["queue"])
+        messages = GaugeMetricFamily(
+            "orion_queue_messages", "Messages ready in a broker queue, not yet delivered", labels=["queue"]
+        )
+        consumers = GaugeMetricFamily(
+            "orion_queue_consumers", "Consumers of a broker queue", labels=["queue"]
+        )
         for name, depth in sorted(depths.items()):
             messages.add_metric([name], depth["messages"])
             consumers.add_metric([name], depth["consumers"])

@@ -1,7 +1,9 @@
 """Queue depth on the broker: how many messages wait in each of Orion's queues
 and how many consumers read them, for ``/metrics`` and the operator page."""
+
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -35,21 +37,20 @@ def queue_depths(app: Celery | None = None, timeout_s: float = 2.0) -> dict[str,
     try:
         with app.connection_for_read(connect_timeout=timeout_s) as conn:
             # kombu's stubs want whole seconds; kombu takes a float.
-            conn.ensure_connection(max_retries=1, interval_start=0,
-                                   timeout=timeout_s)  # type: ignore[arg-type]
+            conn.ensure_connection(max_retries=1, interval_start=0, timeout=timeout_s)  # type: ignore[arg-type]
             for name in [q.name for q in app.conf.task_queues] + [DEAD_LETTER]:
                 channel = conn.channel()
                 try:
                     # kombu's stubs type the channel as the abstract StdChannel (see worker.queues).
                     _, messages, consumers = channel.queue_declare(  # type: ignore[attr-defined]
-                        name, passive=True)
+                        name, passive=True
+                    )
                 except NotFound:
                     continue
                 finally:
-                    try:
+                    # A failed passive declare has closed the channel already.
+                    with contextlib.suppress(Exception):
                         channel.close()  # type: ignore[attr-defined]
-                    except Exception:  # noqa: BLE001 - a failed passive declare closes it
-                        pass
                 depths[name] = {"messages": messages, "consumers": consumers}
     except (OSError, KombuError, AMQPError) as exc:
         log.warning("queue depths: broker not reachable: %s", exc)

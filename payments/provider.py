@@ -3,6 +3,7 @@
 Every call carries the caller's idempotency key; a provider answers a repeated
 key with the first result and never charges twice (as Stripe's API does).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -38,8 +39,12 @@ class ProviderResult:
     soft: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"approved": self.approved, "reference": self.reference,
-                "decline_code": self.decline_code, "soft": self.soft}
+        return {
+            "approved": self.approved,
+            "reference": self.reference,
+            "decline_code": self.decline_code,
+            "soft": self.soft,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ProviderResult:
@@ -47,8 +52,9 @@ class ProviderResult:
 
 
 class PaymentProvider(Protocol):
-    def authorize(self, key: str, order_ref: str, token: str, amount: Decimal,
-                  currency: str) -> ProviderResult: ...
+    def authorize(
+        self, key: str, order_ref: str, token: str, amount: Decimal, currency: str
+    ) -> ProviderResult: ...
 
     def capture(self, key: str, authorization_ref: str, amount: Decimal) -> ProviderResult: ...
 
@@ -80,10 +86,12 @@ class _WithFailpoints:
     def __init__(self, provider: PaymentProvider) -> None:
         self._provider = provider
 
-    def authorize(self, key: str, order_ref: str, token: str, amount: Decimal,
-                  currency: str) -> ProviderResult:
-        return _around("authorize", key,
-                       lambda: self._provider.authorize(key, order_ref, token, amount, currency))
+    def authorize(
+        self, key: str, order_ref: str, token: str, amount: Decimal, currency: str
+    ) -> ProviderResult:
+        return _around(
+            "authorize", key, lambda: self._provider.authorize(key, order_ref, token, amount, currency)
+        )
 
     def capture(self, key: str, authorization_ref: str, amount: Decimal) -> ProviderResult:
         return _around("capture", key, lambda: self._provider.capture(key, authorization_ref, amount))

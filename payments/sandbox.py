@@ -12,6 +12,7 @@ remote provider, so its call counts survive the caller's rolled-back
 transaction. Repeating an idempotency key returns the first result.
 ``PAYMENT_LATENCY_MS`` delays each answer after the operation is recorded.
 """
+
 from __future__ import annotations
 
 import time
@@ -35,7 +36,7 @@ FLAKY_TIMEOUTS = 2
 
 
 class SandboxBase(DeclarativeBase):
-    type_annotation_map = {Decimal: Numeric(12, 2), datetime: UTCDateTime()}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {Decimal: Numeric(12, 2), datetime: UTCDateTime()}
 
     if TYPE_CHECKING:
         __table__: ClassVar[Table]  # each model maps one Table (as models.db.Base)
@@ -71,11 +72,12 @@ OPERATIONS = SandboxOperation.__table__
 CALL_COUNTS = SandboxCallCount.__table__
 _RESULT_OF = select(OPERATIONS.c.result).where(OPERATIONS.c.idempotency_key == bindparam("b_key"))
 _INSERT_OPERATION = insert(OPERATIONS)
-_BY_REFERENCE = (select(OPERATIONS.c.operation, OPERATIONS.c.token, OPERATIONS.c.target)
-                 .where(OPERATIONS.c.reference == bindparam("b_ref"),
-                        OPERATIONS.c.operation.in_(("authorize", "capture"))))
+_BY_REFERENCE = select(OPERATIONS.c.operation, OPERATIONS.c.token, OPERATIONS.c.target).where(
+    OPERATIONS.c.reference == bindparam("b_ref"), OPERATIONS.c.operation.in_(("authorize", "capture"))
+)
 _SETTLED = select(OPERATIONS.c.idempotency_key).where(
-    OPERATIONS.c.target == bindparam("b_target"), OPERATIONS.c.operation == bindparam("b_op"))
+    OPERATIONS.c.target == bindparam("b_target"), OPERATIONS.c.operation == bindparam("b_op")
+)
 
 
 class SandboxProvider:
@@ -95,16 +97,20 @@ class SandboxProvider:
         self._count = _count_statement(engine.dialect.name)
         self._latency = latency_ms / 1000.0
 
-    def authorize(self, key: str, order_ref: str, token: str, amount: Decimal,
-                  currency: str) -> ProviderResult:
+    def authorize(
+        self, key: str, order_ref: str, token: str, amount: Decimal, currency: str
+    ) -> ProviderResult:
         def decide(conn: Connection) -> tuple[ProviderResult | Exception, str]:
             calls = self._count_call(conn, order_ref, "authorize")
             if token == "tok_processingError":
                 return ProviderUnavailable("sandbox: processing error"), token
             if token == "tok_flaky" and calls <= FLAKY_TIMEOUTS:
-                return (ProviderTimeout(f"sandbox: authorization call {calls} for {order_ref} "
-                                        "timed out"), token)
+                return (
+                    ProviderTimeout(f"sandbox: authorization call {calls} for {order_ref} timed out"),
+                    token,
+                )
             return _authorization_outcome(token), token
+
         return self._answer(self._once(key, "authorize", order_ref, amount, decide))
 
     def capture(self, key: str, authorization_ref: str, amount: Decimal) -> ProviderResult:
@@ -123,6 +129,7 @@ class SandboxProvider:
 
     def _settle(self, key: str, operation: str, target: str, amount: Decimal | None) -> ProviderResult:
         """Capture, void or refund ``target``; each may happen once per target."""
+
         def decide(conn: Connection) -> tuple[ProviderResult | Exception, str | None]:
             token = self._token_of(conn, target)
             if token == "tok_processingError":
@@ -131,11 +138,17 @@ class SandboxProvider:
             if done is not None:
                 return ProviderError(f"sandbox: {target} already has a {operation}"), token
             return ProviderResult(True, reference=f"{operation[:2]}_{uuid.uuid4().hex[:16]}"), token
+
         return self._answer(self._once(key, operation, target, amount, decide))
 
-    def _once(self, key: str, operation: str, target: str, amount: Decimal | None,
-              decide: Callable[[Connection], tuple[ProviderResult | Exception, str | None]],
-              ) -> ProviderResult:
+    def _once(
+        self,
+        key: str,
+        operation: str,
+        target: str,
+        amount: Decimal | None,
+        decide: Callable[[Connection], tuple[ProviderResult | Exception, str | None]],
+    ) -> ProviderResult:
         """The first result for ``key``, or else ``decide(conn)``'s, recorded, in
         one transaction; raises the exception ``decide`` returns, after its
         transaction committed (a call counted stays counted)."""
@@ -147,10 +160,19 @@ class SandboxProvider:
                         return ProviderResult.from_dict(existing)
                     outcome, token = decide(conn)
                     if not isinstance(outcome, Exception):
-                        conn.execute(_INSERT_OPERATION, {
-                            "idempotency_key": key, "operation": operation, "target": target,
-                            "token": token, "amount": amount, "result": outcome.to_dict(),
-                            "reference": outcome.reference, "created_at": utcnow()})
+                        conn.execute(
+                            _INSERT_OPERATION,
+                            {
+                                "idempotency_key": key,
+                                "operation": operation,
+                                "target": target,
+                                "token": token,
+                                "amount": amount,
+                                "result": outcome.to_dict(),
+                                "reference": outcome.reference,
+                                "created_at": utcnow(),
+                            },
+                        )
                 if isinstance(outcome, Exception):
                     raise outcome
                 return outcome
@@ -167,8 +189,9 @@ class SandboxProvider:
 
     def _count_call(self, conn: Connection, order_ref: str, operation: str) -> int:
         """Count this call (an upsert: two first calls at once both count)."""
-        count: int = conn.execute(self._count, {"order_ref": order_ref, "operation": operation,
-                                                "count": 1}).scalar_one()
+        count: int = conn.execute(
+            self._count, {"order_ref": order_ref, "operation": operation, "count": 1}
+        ).scalar_one()
         return count
 
     def _answer(self, result: ProviderResult) -> ProviderResult:
@@ -186,7 +209,8 @@ def _count_statement(dialect: str) -> ReturningInsert[int]:
     stmt = insert_(CALL_COUNTS)
     return stmt.on_conflict_do_update(
         index_elements=[CALL_COUNTS.c.order_ref, CALL_COUNTS.c.operation],
-        set_={"count": CALL_COUNTS.c.count + 1}).returning(CALL_COUNTS.c.count)
+        set_={"count": CALL_COUNTS.c.count + 1},
+    ).returning(CALL_COUNTS.c.count)
 
 
 def _authorization_outcome(token: str) -> ProviderResult:
@@ -220,8 +244,7 @@ def _create_tables(engine: Engine, attempts: int = 3) -> None:
         try:
             with engine.begin() as conn:
                 if conn.dialect.name == "postgresql":
-                    conn.execute(text(
-                        "SELECT pg_advisory_xact_lock(hashtext('orion.payments.sandbox'))"))
+                    conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('orion.payments.sandbox'))"))
                 SandboxBase.metadata.create_all(conn, checkfirst=True)
                 _add_reference_column(conn)
             return
@@ -238,9 +261,12 @@ def _add_reference_column(conn: Connection) -> None:
     if "reference" in {c["name"] for c in inspect(conn).get_columns("sandbox_operations")}:
         return
     conn.execute(text("ALTER TABLE sandbox_operations ADD COLUMN reference VARCHAR(64)"))
-    conn.execute(text("CREATE INDEX IF NOT EXISTS ix_sandbox_operations_reference "
-                      "ON sandbox_operations (reference)"))
+    conn.execute(
+        text("CREATE INDEX IF NOT EXISTS ix_sandbox_operations_reference ON sandbox_operations (reference)")
+    )
     rows = conn.execute(select(SandboxOperation.idempotency_key, SandboxOperation.result)).all()
     for key, result in rows:
-        conn.execute(text("UPDATE sandbox_operations SET reference = :r WHERE idempotency_key = :k"),
-                     {"r": (result or {}).get("reference"), "k": key})
+        conn.execute(
+            text("UPDATE sandbox_operations SET reference = :r WHERE idempotency_key = :k"),
+            {"r": (result or {}).get("reference"), "k": key},
+        )

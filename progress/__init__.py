@@ -15,14 +15,15 @@ The order event log (``order_events``) stays the source of truth: a client that
 missed events (disconnected, or the relay was down) replays them with
 ``subscribe {order_id, after_seq}``.
 """
+
 from progress.notifications import Notification, queue_notification, take_notifications
 from progress.rooms import OPERATORS, order_room, user_room
 
 __all__ = [
-           "OPERATORS",
-           "Notification",
-           "order_room",
-           "queue_notification",
-           "take_notifications",
-           "user_room",
+    "OPERATORS",
+    "Notification",
+    "order_room",
+    "queue_notification",
+    "take_notifications",
+    "user_room",
 ]

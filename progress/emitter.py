@@ -5,6 +5,7 @@ event on the queue that every web process listens to (python-socketio's
 ``RedisManager`` or ``KombuManager`` with ``write_only=True``), and the web
 process that holds a room's connections delivers it.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,8 +47,9 @@ def build_manager(settings: Settings, write_only: bool) -> socketio.PubSubManage
         raise ConfigError(f"SOCKETIO_MESSAGE_QUEUE must be a redis:// or orionfs:// URL, got {url!r}")
     options = {"transport_options": settings.socketio_transport_options}
     queue = f"orion.relay.{settings.web_host}:{settings.web_port}"
-    return RelayKombuManager(url, channel=channel, write_only=write_only,
-                             connection_options=options, queue_name=queue)
+    return RelayKombuManager(
+        url, channel=channel, write_only=write_only, connection_options=options, queue_name=queue
+    )
 
 
 class Relay:

@@ -4,6 +4,7 @@ SQLAlchemy's ``after_commit`` runs once the database has acknowledged the
 COMMIT; ``after_soft_rollback`` drops what a rolled-back transaction queued.
 Installed once per process by the web app and the worker.
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """Notifications waiting in a session for its transaction to commit."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,5 +1,6 @@
 """Socket.IO room names (SPEC "Socket.IO"): one per user, one per order, and
 one for operators, who receive every order's and every SKU's events."""
+
 from __future__ import annotations
 
 OPERATORS = "operators"

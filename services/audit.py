@@ -7,6 +7,7 @@
 
 Used by ``python -m tools.audit`` and the beat job ``scheduled.audit_inventory``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -45,13 +46,13 @@ TOTALS = {
     "orders": "SELECT COUNT(*) FROM orders",
     "captures": "SELECT COUNT(*) FROM payments WHERE kind = 'capture' AND status = 'succeeded'",
     "confirmation_emails_sent": "SELECT COUNT(*) FROM email_outbox WHERE template = "
-                                "'order_confirmation' AND status = 'sent'",
+    "'order_confirmation' AND status = 'sent'",
 }
 
 
-def audit(session: Session, skus: list[str] | None = None,
-          checks: tuple[str, ...] | None = None) -> dict[str, Any]:
-
+def audit(
+    session: Session, skus: list[str] | None = None, checks: tuple[str, ...] | None = None
+) -> dict[str, Any]:
     """``{"violations": {check: [rows]}, "totals": {...}}``; empty lists mean all is well.
 
     ``skus`` limits the stock checks to those SKUs (default: every SKU);

@@ -32,8 +32,10 @@ class TooManyOpenOrders(ServiceError):
     "Availability and abuse": ``MAX_OPEN_ORDERS``)."""
 
     def __init__(self, limit: int):
-        super().__init__(f"at most {limit} open orders per customer (MAX_OPEN_ORDERS); "
-                         "wait until one of yours is completed, cancelled or failed")
+        super().__init__(
+            f"at most {limit} open orders per customer (MAX_OPEN_ORDERS); "
+            "wait until one of yours is completed, cancelled or failed"
+        )
         self.limit = limit
 
 
@@ -43,7 +45,10 @@ class TooManyUnitsHeld(TooManyOpenOrders):
     cannot hoard the stock: ``MAX_OPEN_UNITS``)."""
 
     def __init__(self, limit: int, held: int, asked: int):
-        ServiceError.__init__(self, f"at most {limit} units in open orders per customer "
-                              f"(MAX_OPEN_UNITS); yours hold {held} and this order asks for "
-                              f"{asked}; wait until one of yours is completed, cancelled or failed")
+        ServiceError.__init__(
+            self,
+            f"at most {limit} units in open orders per customer "
+            f"(MAX_OPEN_UNITS); yours hold {held} and this order asks for "
+            f"{asked}; wait until one of yours is completed, cancelled or failed",
+        )
         self.limit = limit

@@ -1,4 +1,5 @@
 """Stock commands for operators (SPEC ``POST /inventory/{sku}/adjustments``)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -26,13 +27,19 @@ def adjust_stock(sku: str, delta: int, reason: str, actor: Actor) -> dict[str, A
         if stock is None:
             raise NotFound(f"no stock record for sku {sku!r}")
         if stock.on_hand + delta < stock.reserved:
-            raise Conflict(f"on_hand {stock.on_hand} {delta:+d} would fall below the "
-                           f"{stock.reserved} unit(s) reserved")
+            raise Conflict(
+                f"on_hand {stock.on_hand} {delta:+d} would fall below the {stock.reserved} unit(s) reserved"
+            )
         change_on_hand(session, sku, delta, reason, f"adjustment by operator {actor.user_id}")
         session.refresh(stock)
         return stock_level(stock)
 
 
 def stock_level(stock: Inventory) -> dict[str, Any]:
-    return {"sku": stock.sku, "on_hand": stock.on_hand, "reserved": stock.reserved,
-            "available": stock.available, "reorder_point": stock.reorder_point}
+    return {
+        "sku": stock.sku,
+        "on_hand": stock.on_hand,
+        "reserved": stock.reserved,
+        "available": stock.available,
+        "reorder_point": stock.reorder_point,
+    }

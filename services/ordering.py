@@ -1,5 +1,6 @@
 """Order commands: place, cancel, pay again, retry. Each writes its outbox row in
 the same transaction as its change; the outbox relay publishes it after commit."""
+
 from __future__ import annotations
 
 import hashlib
@@ -65,8 +66,13 @@ def request_fingerprint(body: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def place_order(customer_id: int, body: Mapping[str, Any], idempotency_key: str | None,
-                correlation_id: str | None = None, max_open: int | None = None) -> Placed:
+def place_order(
+    customer_id: int,
+    body: Mapping[str, Any],
+    idempotency_key: str | None,
+    correlation_id: str | None = None,
+    max_open: int | None = None,
+) -> Placed:
     """Store an order, its lines, its first event and its ``saga.start`` outbox row
     in one transaction.
 
@@ -91,22 +97,37 @@ def place_order(customer_id: int, body: Mapping[str, Any], idempotency_key: str 
     try:
         with get_engine().begin() as conn:
             if idempotency_key:
-                existing = conn.execute(_BY_KEY, {"b_customer": customer_id,
-                                                  "b_key": idempotency_key}).first()
+                existing = conn.execute(
+                    _BY_KEY, {"b_customer": customer_id, "b_key": idempotency_key}
+                ).first()
                 if existing is not None:
                     return _replayed(existing.id, existing.request_hash, fingerprint)
             if conn.dialect.name == "postgresql":
                 conn.execute(_LOCK_CUSTOMER, {"b_customer": customer_id})
             limit = get_settings().max_open_orders if max_open is None else max_open
-            order, lines = _new_order_rows(conn, customer_id, body, idempotency_key,
-                                           fingerprint, correlation_id, limit)
-            event = {"order_id": order["id"], "seq": 1, "status": order["status"], "step": None,
-                     "step_status": None, "attempt": None, "detail": "order placed",
-                     "at": order["created_at"], "correlation_id": correlation_id}
-            outbox = outbox_row(SAGA_START, {
-                "order_id": str(order["id"]), "run": order["saga_run"],
-                "warehouses": sorted({line["warehouse"] for line in lines})},
-                correlation=correlation_id)
+            order, lines = _new_order_rows(
+                conn, customer_id, body, idempotency_key, fingerprint, correlation_id, limit
+            )
+            event = {
+                "order_id": order["id"],
+                "seq": 1,
+                "status": order["status"],
+                "step": None,
+                "step_status": None,
+                "attempt": None,
+                "detail": "order placed",
+                "at": order["created_at"],
+                "correlation_id": correlation_id,
+            }
+            outbox = outbox_row(
+                SAGA_START,
+                {
+                    "order_id": str(order["id"]),
+                    "run": order["saga_run"],
+                    "warehouses": sorted({line["warehouse"] for line in lines}),
+                },
+                correlation=correlation_id,
+            )
             if conn.dialect.name == "postgresql":
                 conn.exec_driver_sql(*_insert_all_postgresql(order, lines, event, outbox))
             else:
@@ -118,13 +139,19 @@ def place_order(customer_id: int, body: Mapping[str, Any], idempotency_key: str 
         if not idempotency_key:
             raise
         with read_connection() as conn:  # lost a race with the same key
-            existing = conn.execute(_BY_KEY, {"b_customer": customer_id,
-                                              "b_key": idempotency_key}).first()
+            existing = conn.execute(_BY_KEY, {"b_customer": customer_id, "b_key": idempotency_key}).first()
         if existing is None:
             raise
         return _replayed(existing.id, existing.request_hash, fingerprint)
-    emit_after_commit([Notification("order.updated", event_payload(event),
-                                    (order_room(str(order["id"])), user_room(customer_id), OPERATORS))])
+    emit_after_commit(
+        [
+            Notification(
+                "order.updated",
+                event_payload(event),
+                (order_room(str(order["id"])), user_room(customer_id), OPERATORS),
+            )
+        ]
+    )
     placed = Order(**order)
     placed.lines = [OrderLine(**line) for line in lines]
     return Placed(order["id"], True, placed)
@@ -132,23 +159,40 @@ def place_order(customer_id: int, body: Mapping[str, Any], idempotency_key: str 
 
 _ORDERS, _LINES = Order.__table__, OrderLine.__table__
 _BY_KEY = select(_ORDERS.c.id, _ORDERS.c.request_hash).where(
-    _ORDERS.c.customer_id == bindparam("b_customer"),
-    _ORDERS.c.idempotency_key == bindparam("b_key"))
-_LOCK_CUSTOMER = (select(User.__table__.c.id).where(User.__table__.c.id == bindparam("b_customer"))
-                  .with_for_update(key_share=True))  # FOR NO KEY UPDATE: FK checks still pass
+    _ORDERS.c.customer_id == bindparam("b_customer"), _ORDERS.c.idempotency_key == bindparam("b_key")
+)
+_LOCK_CUSTOMER = (
+    select(User.__table__.c.id)
+    .where(User.__table__.c.id == bindparam("b_customer"))
+    .with_for_update(key_share=True)
+)  # FOR NO KEY UPDATE: FK checks still pass
 # The customer's open orders ride along with the products: no extra round trip.
-_OPEN_ORDERS = (select(func.count()).select_from(_ORDERS)
-                .where(_ORDERS.c.customer_id == bindparam("b_customer"),
-                       _ORDERS.c.status.not_in(sorted(lifecycle.FINAL_STATUSES)))
-                .scalar_subquery())
-_OPEN_UNITS = (select(func.coalesce(func.sum(_LINES.c.quantity), 0))
-               .select_from(_LINES.join(_ORDERS, _ORDERS.c.id == _LINES.c.order_id))
-               .where(_ORDERS.c.customer_id == bindparam("b_customer"),
-                      _ORDERS.c.status.not_in(sorted(lifecycle.FINAL_STATUSES)))
-               .scalar_subquery())
-_PRODUCTS = (select(Product.sku, Product.name, Product.unit_price, Product.warehouse,
-                    _OPEN_ORDERS.label("open_orders"), _OPEN_UNITS.label("open_units"))
-             .where(Product.sku.in_(bindparam("b_skus", expanding=True))))
+_OPEN_ORDERS = (
+    select(func.count())
+    .select_from(_ORDERS)
+    .where(
+        _ORDERS.c.customer_id == bindparam("b_customer"),
+        _ORDERS.c.status.not_in(sorted(lifecycle.FINAL_STATUSES)),
+    )
+    .scalar_subquery()
+)
+_OPEN_UNITS = (
+    select(func.coalesce(func.sum(_LINES.c.quantity), 0))
+    .select_from(_LINES.join(_ORDERS, _ORDERS.c.id == _LINES.c.order_id))
+    .where(
+        _ORDERS.c.customer_id == bindparam("b_customer"),
+        _ORDERS.c.status.not_in(sorted(lifecycle.FINAL_STATUSES)),
+    )
+    .scalar_subquery()
+)
+_PRODUCTS = select(
+    Product.sku,
+    Product.name,
+    Product.unit_price,
+    Product.warehouse,
+    _OPEN_ORDERS.label("open_orders"),
+    _OPEN_UNITS.label("open_units"),
+).where(Product.sku.in_(bindparam("b_skus", expanding=True)))
 _INSERT_ORDER = _ORDERS.insert()
 _INSERT_LINES = _LINES.insert()
 _INSERT_EVENT = OrderEvent.__table__.insert()
@@ -168,25 +212,35 @@ def _insert_all_sql() -> str:
     """One PostgreSQL statement inserting an order, its lines (``unnest`` of one
     array per column), its first event and its outbox row: data-modifying CTEs
     run as one statement, so four inserts cost one round trip."""
+
     def insert(table: Table, prefix: str) -> str:
         names = _written(table)
-        return (f"INSERT INTO {table.name} ({', '.join(names)}) "
-                f"VALUES ({', '.join(f'%({prefix}{name})s' for name in names)})")
+        return (
+            f"INSERT INTO {table.name} ({', '.join(names)}) "
+            f"VALUES ({', '.join(f'%({prefix}{name})s' for name in names)})"
+        )
 
-    return (f"WITH new_order AS ({insert(_ORDERS, 'o_')}), "
-            f"new_lines AS (INSERT INTO order_lines (order_id, {', '.join(_LINE_ARRAYS)}) "
-            f"SELECT %(o_id)s, * FROM unnest({pg_arrays(_LINES, _LINE_ARRAYS, 'l_')})), "
-            f"new_event AS ({insert(OrderEvent.__table__, 'e_')}) "
-            f"{insert(OutboxMessage.__table__, 'x_')}")
+    return (
+        f"WITH new_order AS ({insert(_ORDERS, 'o_')}), "
+        f"new_lines AS (INSERT INTO order_lines (order_id, {', '.join(_LINE_ARRAYS)}) "
+        f"SELECT %(o_id)s, * FROM unnest({pg_arrays(_LINES, _LINE_ARRAYS, 'l_')})), "
+        f"new_event AS ({insert(OrderEvent.__table__, 'e_')}) "
+        f"{insert(OutboxMessage.__table__, 'x_')}"
+    )
 
 
 _INSERT_ALL_POSTGRESQL = _insert_all_sql()
-_JSON_COLUMNS = {c.name for table in (_ORDERS, OrderEvent.__table__, OutboxMessage.__table__)
-                 for c in table.c if isinstance(c.type, JSON)}
+_JSON_COLUMNS = {
+    c.name
+    for table in (_ORDERS, OrderEvent.__table__, OutboxMessage.__table__)
+    for c in table.c
+    if isinstance(c.type, JSON)
+}
 
 
-def _insert_all_postgresql(order: dict[str, Any], lines: list[dict[str, Any]], event: dict[str, Any],
-                           outbox: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def _insert_all_postgresql(
+    order: dict[str, Any], lines: list[dict[str, Any]], event: dict[str, Any], outbox: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
     params: dict[str, Any] = {}
     for prefix, row in (("o_", order), ("e_", event), ("x_", outbox)):
         for name, value in row.items():
@@ -202,16 +256,21 @@ def _replayed(order_id: uuid.UUID, request_hash: str | None, fingerprint: str) -
     return Placed(order_id, False)
 
 
-def _new_order_rows(conn: Connection, customer_id: int, body: Mapping[str, Any], key: str | None,
-                    fingerprint: str, correlation_id: str | None,
-                    max_open: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _new_order_rows(
+    conn: Connection,
+    customer_id: int,
+    body: Mapping[str, Any],
+    key: str | None,
+    fingerprint: str,
+    correlation_id: str | None,
+    max_open: int,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The ``orders`` row (its first event already counted) and its ``order_lines``
     rows, priced from the catalog; raises UnknownSku for a SKU not in it,
     TooManyOpenOrders when the customer has ``max_open`` open orders and
     TooManyUnitsHeld past ``MAX_OPEN_UNITS``."""
     skus = sorted({line["sku"] for line in body["lines"]})
-    products = {row.sku: row for row in conn.execute(_PRODUCTS, {"b_skus": skus,
-                                                                 "b_customer": customer_id})}
+    products = {row.sku: row for row in conn.execute(_PRODUCTS, {"b_skus": skus, "b_customer": customer_id})}
     if products:
         first = next(iter(products.values()))
         if first.open_orders >= max_open:
@@ -225,23 +284,46 @@ def _new_order_rows(conn: Connection, customer_id: int, body: Mapping[str, Any],
         product = products.get(line["sku"])
         if product is None:
             raise UnknownSku(line["sku"])
-        lines.append({"order_id": order_id, "line_no": line_no, "sku": product.sku,
-                      "name": product.name, "unit_price": product.unit_price,
-                      "quantity": line["quantity"], "warehouse": product.warehouse,
-                      "line_total": product.unit_price * line["quantity"]})
+        lines.append(
+            {
+                "order_id": order_id,
+                "line_no": line_no,
+                "sku": product.sku,
+                "name": product.name,
+                "unit_price": product.unit_price,
+                "quantity": line["quantity"],
+                "warehouse": product.warehouse,
+                "line_total": product.unit_price * line["quantity"],
+            }
+        )
     subtotal = sum((line["line_total"] for line in lines), Decimal("0.00"))
-    order = {"id": order_id, "customer_id": customer_id, "status": lifecycle.PENDING,
-             "cancel_reason": None, "failure": None, "currency": "GBP", "subtotal": subtotal,
-             "total": subtotal, "shipping_address": body["shipping_address"],
-             "payment_token": body["payment"]["token"], "idempotency_key": key,
-             "request_hash": fingerprint, "saga_run": 1, "last_event_seq": 1,
-             "correlation_id": correlation_id, "created_at": now, "updated_at": now,
-             "awaiting_payment_since": None, "finished_at": None}
+    order = {
+        "id": order_id,
+        "customer_id": customer_id,
+        "status": lifecycle.PENDING,
+        "cancel_reason": None,
+        "failure": None,
+        "currency": "GBP",
+        "subtotal": subtotal,
+        "total": subtotal,
+        "shipping_address": body["shipping_address"],
+        "payment_token": body["payment"]["token"],
+        "idempotency_key": key,
+        "request_hash": fingerprint,
+        "saga_run": 1,
+        "last_event_seq": 1,
+        "correlation_id": correlation_id,
+        "created_at": now,
+        "updated_at": now,
+        "awaiting_payment_since": None,
+        "finished_at": None,
+    }
     return order, lines
 
 
-def load_visible_order(session: Session, order_id: uuid.UUID | str, actor: Actor,
-                       *, lock: bool = False) -> Order:
+def load_visible_order(
+    session: Session, order_id: uuid.UUID | str, actor: Actor, *, lock: bool = False
+) -> Order:
     """The order if ``actor`` owns it or is an operator; else NotFound (SPEC: 404, not 403)."""
     try:
         key = order_id if isinstance(order_id, uuid.UUID) else uuid.UUID(str(order_id))
@@ -290,9 +372,18 @@ def pay_again(order_id: uuid.UUID | str, actor: Actor, token: str) -> Order:
     return order
 
 
-RETRYABLE = frozenset({lifecycle.FAILED, lifecycle.COMPENSATION_FAILED, lifecycle.PENDING,
-                       lifecycle.STOCK_RESERVED, lifecycle.PAYMENT_AUTHORIZED,
-                       lifecycle.CONFIRMED, lifecycle.SHIPPED, lifecycle.COMPENSATING})
+RETRYABLE = frozenset(
+    {
+        lifecycle.FAILED,
+        lifecycle.COMPENSATION_FAILED,
+        lifecycle.PENDING,
+        lifecycle.STOCK_RESERVED,
+        lifecycle.PAYMENT_AUTHORIZED,
+        lifecycle.CONFIRMED,
+        lifecycle.SHIPPED,
+        lifecycle.COMPENSATING,
+    }
+)
 
 
 def retry_saga(order_id: uuid.UUID | str, actor: Actor) -> Order:
@@ -319,8 +410,12 @@ def retry_saga(order_id: uuid.UUID | str, actor: Actor) -> Order:
 
 
 def _was_captured(session: Session, order: Order) -> bool:
-    return session.scalar(select(Payment.id).where(Payment.order_id == order.id,
-                                                   Payment.kind == "capture").limit(1)) is not None
+    return (
+        session.scalar(
+            select(Payment.id).where(Payment.order_id == order.id, Payment.kind == "capture").limit(1)
+        )
+        is not None
+    )
 
 
 def redrive_message(order: Order) -> tuple[str, dict[str, Any]]:

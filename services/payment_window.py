@@ -8,6 +8,7 @@ Both are safe to run twice: a reminder is an email-outbox row unique per
 the status under the order's row lock (rows claimed ``FOR UPDATE SKIP LOCKED``),
 so a second run finds the order ``compensating`` and leaves it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,9 +33,12 @@ def due_reminders(ages_s: tuple[float, ...], window_s: float) -> list[tuple[str,
     and still inside the window; the step is the latest one due (1-based)."""
     now = utcnow()
     with unit_of_work() as session:
-        parked = session.execute(select(Order.id, Order.awaiting_payment_since).where(
-            Order.status == lifecycle.AWAITING_PAYMENT,
-            Order.awaiting_payment_since > now - timedelta(seconds=window_s))).all()
+        parked = session.execute(
+            select(Order.id, Order.awaiting_payment_since).where(
+                Order.status == lifecycle.AWAITING_PAYMENT,
+                Order.awaiting_payment_since > now - timedelta(seconds=window_s),
+            )
+        ).all()
     due: list[tuple[str, int]] = []
 
     for order_id, since in parked:
@@ -81,14 +85,17 @@ def expire_unpaid(window_s: float, limit: int = 500) -> list[str]:
     """Cancel (``payment_expired``) orders parked longer than ``window_s``; their ids."""
     cutoff = utcnow() - timedelta(seconds=window_s)
     with unit_of_work() as session:
-        query = (select(Order).where(Order.status == lifecycle.AWAITING_PAYMENT,
-                                     Order.awaiting_payment_since <= cutoff)
-                 .order_by(Order.awaiting_payment_since).limit(limit).with_for_update())
+        query = (
+            select(Order)
+            .where(Order.status == lifecycle.AWAITING_PAYMENT, Order.awaiting_payment_since <= cutoff)
+            .order_by(Order.awaiting_payment_since)
+            .limit(limit)
+            .with_for_update()
+        )
         if is_postgres(session):
             query = query.with_for_update(skip_locked=True)
         orders = session.scalars(query).all()
         for order in orders:
-            begin_compensation(session, order, "payment_expired",
-                               "payment window closed (payment_expired)")
+            begin_compensation(session, order, "payment_expired", "payment window closed (payment_expired)")
         ids = [str(order.id) for order in orders]
     return ids

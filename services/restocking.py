@@ -10,6 +10,7 @@ Safe to run twice at once: at most one open purchase order per SKU (a partial
 unique index, inserted with ``ON CONFLICT DO NOTHING``), and receipts claim
 their rows with ``FOR UPDATE SKIP LOCKED`` and re-check them.
 """
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -26,9 +27,13 @@ from models.purchasing import OPEN, RECEIVED
 def receive_due(limit: int = 500) -> list[tuple[str, int]]:
     """Receive purchase orders whose lead time has passed; ``(sku, quantity)`` each."""
     with unit_of_work() as session:
-        query = (select(PurchaseOrder).where(PurchaseOrder.status == OPEN,
-                                             PurchaseOrder.due_at <= utcnow())
-                 .order_by(PurchaseOrder.id).limit(limit).with_for_update())
+        query = (
+            select(PurchaseOrder)
+            .where(PurchaseOrder.status == OPEN, PurchaseOrder.due_at <= utcnow())
+            .order_by(PurchaseOrder.id)
+            .limit(limit)
+            .with_for_update()
+        )
         if is_postgres(session):
             query = query.with_for_update(skip_locked=True)
         received = []
@@ -45,18 +50,22 @@ def raise_purchase_orders(lead_time_s: float) -> list[tuple[str, int]]:
     with unit_of_work() as session:
         low = session.execute(
             select(Inventory.sku, (Inventory.reorder_point - available + Inventory.reorder_quantity))
-            .where(available < Inventory.reorder_point,
-                   ~exists().where(PurchaseOrder.sku == Inventory.sku, PurchaseOrder.status == OPEN))
-            .order_by(Inventory.sku)).all()
+            .where(
+                available < Inventory.reorder_point,
+                ~exists().where(PurchaseOrder.sku == Inventory.sku, PurchaseOrder.status == OPEN),
+            )
+            .order_by(Inventory.sku)
+        ).all()
         due = utcnow() + timedelta(seconds=lead_time_s)
         insert = postgresql.insert if is_postgres(session) else sqlite.insert
         raised = []
         for sku, quantity in low:
             row = session.execute(
-                insert(PurchaseOrder).values(sku=sku, quantity=max(1, quantity), status=OPEN,
-                                             raised_at=utcnow(), due_at=due)
+                insert(PurchaseOrder)
+                .values(sku=sku, quantity=max(1, quantity), status=OPEN, raised_at=utcnow(), due_at=due)
                 .on_conflict_do_nothing(index_elements=["sku"], index_where=text("status = 'open'"))
-                .returning(PurchaseOrder.id)).first()
+                .returning(PurchaseOrder.id)
+            ).first()
             if row is not None:
                 raised.append((sku, max(1, quantity)))
         return raised

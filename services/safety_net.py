@@ -17,6 +17,7 @@ payment window.
 
 Reservations whose hold lapsed (``release_lapsed_holds``) are the other net.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,8 +40,14 @@ from services.ordering import redrive_message
 log = logging.getLogger(__name__)
 REDRIVE_DETAIL = "safety net: re-driven"
 REPEAT_FACTOR = 3  # a re-driven saga that stalls again waits 3 timeouts for the next one
-STALLABLE = (lifecycle.PENDING, lifecycle.STOCK_RESERVED, lifecycle.PAYMENT_AUTHORIZED,
-             lifecycle.CONFIRMED, lifecycle.SHIPPED, lifecycle.COMPENSATING)
+STALLABLE = (
+    lifecycle.PENDING,
+    lifecycle.STOCK_RESERVED,
+    lifecycle.PAYMENT_AUTHORIZED,
+    lifecycle.CONFIRMED,
+    lifecycle.SHIPPED,
+    lifecycle.COMPENSATING,
+)
 
 
 COMPENSATION_BACKOFF_MAX = timedelta(hours=24)
@@ -55,15 +62,24 @@ def redrive_stalled_sagas(after_s: float, limit: int = 100) -> list[str]:
     waiting for an operator, and without a loop that hammers the provider)."""
     cutoff = utcnow() - timedelta(seconds=after_s)
     with unit_of_work() as session:
-        query = (select(Order).where(Order.status.in_((*STALLABLE, lifecycle.COMPENSATION_FAILED)),
-                                     Order.updated_at < cutoff)
-                 .order_by(Order.updated_at).limit(limit).with_for_update())
+        query = (
+            select(Order)
+            .where(Order.status.in_((*STALLABLE, lifecycle.COMPENSATION_FAILED)), Order.updated_at < cutoff)
+            .order_by(Order.updated_at)
+            .limit(limit)
+            .with_for_update()
+        )
         if is_postgres(session):
             query = query.with_for_update(skip_locked=True)
-        orders = [order for order in session.scalars(query)
-                  if not (_compensation_backing_off(session, order, after_s)
-                          if order.status == lifecycle.COMPENSATION_FAILED
-                          else _redriven_lately(session, order, after_s))]
+        orders = [
+            order
+            for order in session.scalars(query)
+            if not (
+                _compensation_backing_off(session, order, after_s)
+                if order.status == lifecycle.COMPENSATION_FAILED
+                else _redriven_lately(session, order, after_s)
+            )
+        ]
         for order in orders:
             idle = int((utcnow() - order.updated_at).total_seconds())
             topic, payload = redrive_message(order)
@@ -86,24 +102,37 @@ def resend_cancellation_emails(after_s: float, limit: int = 100) -> list[str]:
     that got one within ``REPEAT_FACTOR`` timeouts is left alone. Returns their ids.
     The email outbox row (one per order and template) keeps it from going twice."""
     now = utcnow()
-    succeeded = (select(SagaStep.id).where(SagaStep.order_id == Order.id,
-                                           SagaStep.run == Order.saga_run,
-                                           SagaStep.name == "send_cancellation_email",
-                                           SagaStep.status == SUCCEEDED))
+    succeeded = select(SagaStep.id).where(
+        SagaStep.order_id == Order.id,
+        SagaStep.run == Order.saga_run,
+        SagaStep.name == "send_cancellation_email",
+        SagaStep.status == SUCCEEDED,
+    )
     with unit_of_work() as session:
-        query = (select(Order).where(Order.status.in_((lifecycle.CANCELLED, lifecycle.FAILED)),
-                                     Order.finished_at < now - timedelta(seconds=after_s),
-                                     Order.finished_at > now - EMAIL_LOOKBACK,
-                                     ~succeeded.exists())
-                 .order_by(Order.finished_at).limit(limit).with_for_update())
+        query = (
+            select(Order)
+            .where(
+                Order.status.in_((lifecycle.CANCELLED, lifecycle.FAILED)),
+                Order.finished_at < now - timedelta(seconds=after_s),
+                Order.finished_at > now - EMAIL_LOOKBACK,
+                ~succeeded.exists(),
+            )
+            .order_by(Order.finished_at)
+            .limit(limit)
+            .with_for_update()
+        )
         if is_postgres(session):
             query = query.with_for_update(skip_locked=True)
-        orders = [order for order in session.scalars(query)
-                  if not _event_within(session, order, EMAIL_RESENT_DETAIL, after_s)]
+        orders = [
+            order
+            for order in session.scalars(query)
+            if not _event_within(session, order, EMAIL_RESENT_DETAIL, after_s)
+        ]
         for order in orders:
             record_event(session, order, detail=EMAIL_RESENT_DETAIL)
-            enqueue(session, CANCELLATION_EMAIL, {"order_id": str(order.id)},
-                    correlation=order.correlation_id)
+            enqueue(
+                session, CANCELLATION_EMAIL, {"order_id": str(order.id)}, correlation=order.correlation_id
+            )
         ids = [str(order.id) for order in orders]
     return ids
 
@@ -113,15 +142,25 @@ def _event_within(session: Session, order: Order, detail: str, after_s: float) -
     ``REPEAT_FACTOR`` × ``after_s`` seconds (the re-sent email's own retry events
     may have come after it)."""
     since = utcnow() - timedelta(seconds=after_s * REPEAT_FACTOR)
-    return session.scalar(select(OrderEvent.id).where(
-        OrderEvent.order_id == order.id, OrderEvent.detail.startswith(detail),
-        OrderEvent.at >= since).limit(1)) is not None
+    return (
+        session.scalar(
+            select(OrderEvent.id)
+            .where(
+                OrderEvent.order_id == order.id, OrderEvent.detail.startswith(detail), OrderEvent.at >= since
+            )
+            .limit(1)
+        )
+        is not None
+    )
 
 
 def _compensation_backing_off(session: Session, order: Order, after_s: float) -> bool:
     """A ``compensation_failed`` order re-driven n times already waits ``after_s`` × 2^n."""
-    redrives = session.execute(select(func.count()).select_from(OrderEvent).where(
-        OrderEvent.order_id == order.id, OrderEvent.detail.startswith(REDRIVE_DETAIL))).scalar_one()
+    redrives = session.execute(
+        select(func.count())
+        .select_from(OrderEvent)
+        .where(OrderEvent.order_id == order.id, OrderEvent.detail.startswith(REDRIVE_DETAIL))
+    ).scalar_one()
 
     wait = min(timedelta(seconds=after_s * 2 ** min(redrives, 30)), COMPENSATION_BACKOFF_MAX)
     return utcnow() - order.updated_at < wait
@@ -131,10 +170,14 @@ def _redriven_lately(session: Session, order: Order, after_s: float) -> bool:
     """The order's last event is a re-drive that has not had ``REPEAT_FACTOR`` times the
     timeout to work: its saga may just be queued behind a backlog, and another whole
     chain of messages would only add to that backlog."""
-    last = session.scalar(select(OrderEvent).where(OrderEvent.order_id == order.id)
-                          .order_by(OrderEvent.seq.desc()).limit(1))
-    return (last is not None and (last.detail or "").startswith(REDRIVE_DETAIL)
-            and utcnow() - last.at < timedelta(seconds=after_s * REPEAT_FACTOR))
+    last = session.scalar(
+        select(OrderEvent).where(OrderEvent.order_id == order.id).order_by(OrderEvent.seq.desc()).limit(1)
+    )
+    return (
+        last is not None
+        and (last.detail or "").startswith(REDRIVE_DETAIL)
+        and utcnow() - last.at < timedelta(seconds=after_s * REPEAT_FACTOR)
+    )
 
 
 def release_lapsed_holds(limit: int = 500) -> dict[str, list[str]]:
@@ -147,10 +190,14 @@ def release_lapsed_holds(limit: int = 500) -> dict[str, list[str]]:
     consume or release the hold), so they are left alone.
     """
     with unit_of_work() as session:
-        order_ids = list(session.scalars(
-            select(Reservation.order_id).where(Reservation.status == HELD,
-                                               Reservation.expires_at < utcnow())
-            .distinct().limit(limit)))
+        order_ids = list(
+            session.scalars(
+                select(Reservation.order_id)
+                .where(Reservation.status == HELD, Reservation.expires_at < utcnow())
+                .distinct()
+                .limit(limit)
+            )
+        )
     outcome: dict[str, list[str]] = {"expired": [], "released": []}
     for order_id in order_ids:
         kind = _release_lapsed(order_id)
@@ -164,20 +211,23 @@ def _release_lapsed(order_id: uuid.UUID) -> str | None:
         # The reservation's foreign key guarantees the order exists.
         order = session.execute(select(Order).where(Order.id == order_id).with_for_update()).scalar_one()
         if order.status == lifecycle.AWAITING_PAYMENT:
-            begin_compensation(session, order, "payment_expired",
-                               "stock hold lapsed (payment_expired)")
+            begin_compensation(session, order, "payment_expired", "stock hold lapsed (payment_expired)")
             kind = "expired"
         elif order.status in lifecycle.FINAL_STATUSES:
-            held = list(session.scalars(select(Reservation).where(
-                Reservation.order_id == order.id, Reservation.status == HELD)))
+            held = list(
+                session.scalars(
+                    select(Reservation).where(Reservation.order_id == order.id, Reservation.status == HELD)
+                )
+            )
             units: Counter[str] = Counter()
 
             for reservation in held:
                 units[reservation.sku] += reservation.quantity
                 reservation.status, reservation.closed_at = RELEASED, utcnow()
             release_all(session, units)
-            log.warning("released %d reservation(s) left held by %s order %s",
-                        len(held), order.status, order.id)
+            log.warning(
+                "released %d reservation(s) left held by %s order %s", len(held), order.status, order.id
+            )
             kind = "released"
         else:
             return None

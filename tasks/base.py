@@ -1,6 +1,7 @@
 """The base class of every saga task: retries for transient faults, and what
 happens when a step fails for good (compensation) or a compensation does
 (``compensation_failed``)."""
+
 from __future__ import annotations
 
 import logging
@@ -49,8 +50,16 @@ class StepNotReady(Exception):
 
 # Faults that another attempt may cure. Business outcomes (out of stock, a
 # decline) are not exceptions at all; bugs are not in this list and fail at once.
-TRANSIENT_ERRORS = (TransientProviderError, OperationalError, PoolTimeout, IntegrityError,
-                    BrokerUnavailable, SoftTimeLimitExceeded, StepNotReady, *TRANSIENT_SMTP_ERRORS)
+TRANSIENT_ERRORS = (
+    TransientProviderError,
+    OperationalError,
+    PoolTimeout,
+    IntegrityError,
+    BrokerUnavailable,
+    SoftTimeLimitExceeded,
+    StepNotReady,
+    *TRANSIENT_SMTP_ERRORS,
+)
 
 _settings = get_settings()
 
@@ -78,8 +87,9 @@ class SagaTask(Task[..., Any]):
             return super().__call__(*args, **kwargs)
         if task_id in _COMMITTED:  # a retry or redelivery of it: not yet, again
             _COMMITTED.remove(task_id)
-        counted = ((self.request.delivery_info or {}).get("redelivered")
-                   and _count_delivery(task_id, self.name))
+        counted = (self.request.delivery_info or {}).get("redelivered") and _count_delivery(
+            task_id, self.name
+        )
         try:
             result = super().__call__(*args, **kwargs)
         except TRANSIENT_ERRORS as exc:
@@ -88,7 +98,7 @@ class SagaTask(Task[..., Any]):
             # Logged before the retry is published: a retry that runs at once on
             # another child must not overtake its own "retrying" entry.
             self._note_retry(args, exc)
-            raise self.retry(exc=exc, countdown=self.backoff(self.request.retries))
+            raise self.retry(exc=exc, countdown=self.backoff(self.request.retries)) from exc
         finally:
             if counted:  # this delivery finished (well or not): it crashed nothing
                 _forget_deliveries(task_id)
@@ -128,8 +138,9 @@ class SagaTask(Task[..., Any]):
             yield tx if should_run(tx.order, run, self.runs_in, halt) else None
 
     @contextmanager
-    def claiming(self, order_id: str, run: int, halt: type[Exception] = Halt,
-                 step: str | None = None) -> Iterator[SagaTx | None]:
+    def claiming(
+        self, order_id: str, run: int, halt: type[Exception] = Halt, step: str | None = None
+    ) -> Iterator[SagaTx | None]:
         """``forward`` for a chord header: the order is read without its row lock, so
         the headers of one order run side by side, and claimed (``SagaTx.claim``)
         when the step writes. Raises ``halt`` if the order moved on meanwhile: the
@@ -146,17 +157,23 @@ class SagaTask(Task[..., Any]):
 
     def backoff(self, retries: int) -> float:
         """Seconds before retry ``retries + 1``: half fixed, half random ("equal jitter")."""
-        ceiling: float = min(self.backoff_cap, 2 ** retries)
+        ceiling: float = min(self.backoff_cap, 2**retries)
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
     def _note_retry(self, args: tuple[Any, ...], exc: BaseException) -> None:
         # The full text goes to the log only; the step log gets a stable one.
-        log.warning("saga step %s of order %s will retry (attempt %d): %s", self.name,
-                    _order_arg(args), self.attempt, describe(exc))
+        log.warning(
+            "saga step %s of order %s will retry (attempt %d): %s",
+            self.name,
+            _order_arg(args),
+            self.attempt,
+            describe(exc),
+        )
         try:
             with self.locked(_order_arg(args)) as tx:
-                tx.record_step(self.step_name(args), self.step_kind, self.attempt, RETRYING,
-                               error=public_error(exc))
+                tx.record_step(
+                    self.step_name(args), self.step_kind, self.attempt, RETRYING, error=public_error(exc)
+                )
         except (OperationalError, PoolTimeout) as db_exc:  # the retry matters more than its log
             log.warning("could not log the retry of %s: %s", self.name, db_exc)
 
@@ -167,8 +184,14 @@ class SagaTask(Task[..., Any]):
     def attempt(self) -> int:
         return self.request.retries + 1
 
-    def on_failure(self, exc: Exception, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                   einfo: ExceptionInfo) -> None:
+    def on_failure(
+        self,
+        exc: Exception,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: ExceptionInfo,
+    ) -> None:
         """Retries ran out, or a fault that retrying cannot cure: start compensation.
 
         Unless the step itself succeeded and what failed is sending the saga's next
@@ -177,16 +200,16 @@ class SagaTask(Task[..., Any]):
         if task_id in _COMMITTED or (isinstance(exc, PoisonMessage) and self._succeeded(args)):
             self._resume(args, exc)
             return
-        log.error("saga step %s failed for good for order %s: %s", self.name, _order_arg(args),
-                  describe(exc))
+        log.error("saga step %s failed for good for order %s: %s", self.name, _order_arg(args), describe(exc))
         if isinstance(exc, TimeLimitExceeded):
             # Called in the worker's main process while the child that overran
             # may still hold the order's row lock: waiting for it would freeze
             # the worker. The order stays in its step for an operator's retry.
             return
         with self.locked(_order_arg(args)) as tx:
-            tx.record_step(self.step_name(args), self.step_kind, self.attempt, FAILED,
-                           error=public_error(exc))
+            tx.record_step(
+                self.step_name(args), self.step_kind, self.attempt, FAILED, error=public_error(exc)
+            )
             self.after_failure(tx, exc)
 
     def _succeeded(self, args: tuple[Any, ...]) -> bool:
@@ -206,17 +229,26 @@ class SagaTask(Task[..., Any]):
         such a stall, the safety net's re-drive (``SAGA_REDRIVE_AFTER_SECONDS``)
         takes over, rather than a loop of resumptions for as long as the outage lasts."""
         order_id = _order_arg(args)
-        log.error("saga step %s of order %s succeeded, but the next step was not sent: %s",
-                  self.name, order_id, describe(exc))
+        log.error(
+            "saga step %s of order %s succeeded, but the next step was not sent: %s",
+            self.name,
+            order_id,
+            describe(exc),
+        )
         try:
             with self.locked(order_id) as tx:
                 if tx.last_event_detail().startswith(NOT_SENT) or not tx.queue_resume():
                     return
-                tx.event(detail=f"{NOT_SENT} after {self.step_name(args)} "
-                                f"({public_error(exc)}); resumed through the outbox")
+                tx.event(
+                    detail=f"{NOT_SENT} after {self.step_name(args)} "
+                    f"({public_error(exc)}); resumed through the outbox"
+                )
         except (OperationalError, PoolTimeout) as db_exc:
-            log.warning("could not queue the resumption of order %s: %s; the safety net "
-                        "re-drives it", order_id, db_exc)
+            log.warning(
+                "could not queue the resumption of order %s: %s; the safety net re-drives it",
+                order_id,
+                db_exc,
+            )
 
     def after_failure(self, tx: SagaTx, exc: BaseException) -> None:
         # Past ``shipped`` nothing can be undone (SPEC lifecycle); the failed
@@ -277,8 +309,13 @@ def _count_delivery(task_id: str, name: str) -> bool:
         return False
     if deliveries > _settings.max_deliveries:
         raise PoisonMessage(f"{name} delivered {deliveries} times without finishing")
-    log.warning("%s %s delivered again (delivery %d of at most %d)", name, task_id,
-                deliveries, _settings.max_deliveries)
+    log.warning(
+        "%s %s delivered again (delivery %d of at most %d)",
+        name,
+        task_id,
+        deliveries,
+        _settings.max_deliveries,
+    )
     return True
 
 
@@ -312,7 +349,8 @@ def _redis_client() -> redis.Redis | None:
     if client is None:
         _redis.clear()
         client = _redis[os.getpid()] = redis.Redis.from_url(
-            _settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+            _settings.redis_url, socket_timeout=2, socket_connect_timeout=2
+        )
     return client
 
 

@@ -4,6 +4,7 @@ parallel after the capture), the shipments' undo, and the cancellation email.
 An email is a row in the email outbox, unique per (order, template): claimed,
 sent over SMTP, then marked sent; a redelivered task finds it sent and stops.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,19 +33,29 @@ LINES, RESERVATIONS, SHIPMENTS = OrderLine.__table__, Reservation.__table__, Shi
 log = logging.getLogger(__name__)
 
 
-_SHIPMENT_OF = select(SHIPMENTS.c.id).where(SHIPMENTS.c.order_id == bindparam("b_id"),
-                                            SHIPMENTS.c.warehouse == bindparam("b_wh"))
-_HELD_IN = (select(RESERVATIONS.c.id, RESERVATIONS.c.sku, RESERVATIONS.c.quantity)
-            .join(LINES, LINES.c.id == RESERVATIONS.c.order_line_id)
-            .where(RESERVATIONS.c.order_id == bindparam("b_id"), RESERVATIONS.c.status == HELD,
-                   LINES.c.warehouse == bindparam("b_wh")))
+_SHIPMENT_OF = select(SHIPMENTS.c.id).where(
+    SHIPMENTS.c.order_id == bindparam("b_id"), SHIPMENTS.c.warehouse == bindparam("b_wh")
+)
+_HELD_IN = (
+    select(RESERVATIONS.c.id, RESERVATIONS.c.sku, RESERVATIONS.c.quantity)
+    .join(LINES, LINES.c.id == RESERVATIONS.c.order_line_id)
+    .where(
+        RESERVATIONS.c.order_id == bindparam("b_id"),
+        RESERVATIONS.c.status == HELD,
+        LINES.c.warehouse == bindparam("b_wh"),
+    )
+)
 _INSERT_SHIPMENT = insert(SHIPMENTS)
 # Parcels the order still needs: its warehouses minus the shipments it has.
 _PARCELS_TO_GO = select(
     select(func.count(func.distinct(LINES.c.warehouse)))
-    .where(LINES.c.order_id == bindparam("b_id")).scalar_subquery()
-    - select(func.count()).select_from(SHIPMENTS)
-    .where(SHIPMENTS.c.order_id == bindparam("b_id")).scalar_subquery())
+    .where(LINES.c.order_id == bindparam("b_id"))
+    .scalar_subquery()
+    - select(func.count())
+    .select_from(SHIPMENTS)
+    .where(SHIPMENTS.c.order_id == bindparam("b_id"))
+    .scalar_subquery()
+)
 
 
 class _HaltBranch(Exception):
@@ -84,13 +95,16 @@ def send_confirmation_email(self: NotificationTask, order_id: str, run: int) -> 
 @shared_task(bind=True, base=CompensationTask, name="saga.send_cancellation_email")
 def send_cancellation_email(self: CompensationTask, order_id: str) -> None:
     """Tell the customer the order was cancelled or failed (after compensation)."""
-    if _deliver(self, order_id, templates.CANCELLATION, "send_cancellation_email",
-                CANCELLED_OR_FAILED) is None:
+    if (
+        _deliver(self, order_id, templates.CANCELLATION, "send_cancellation_email", CANCELLED_OR_FAILED)
+        is None
+    ):
         raise Halt()
 
 
-def _deliver(task: SagaTask, order_id: str, template: str, step_name: str,
-             statuses: tuple[str, ...]) -> bool | None:
+def _deliver(
+    task: SagaTask, order_id: str, template: str, step_name: str, statuses: tuple[str, ...]
+) -> bool | None:
     """Claim, send and mark one email; False if it had been sent already, None if the
     order is not in ``statuses`` (checked under the order lock, in the claim's
     transaction, so a cancel cannot slip in between check and send)."""
@@ -102,8 +116,9 @@ def _deliver(task: SagaTask, order_id: str, template: str, step_name: str,
         except outbox.ClaimedElsewhere as exc:
             raise StepNotReady(str(exc)) from None
         if message is None:  # sent (or refused) before, e.g. in an earlier run
-            tx.record_step(step_name, task.step_kind, task.attempt, SUCCEEDED,
-                           f"{template} sent before", event=False)
+            tx.record_step(
+                step_name, task.step_kind, task.attempt, SUCCEEDED, f"{template} sent before", event=False
+            )
             return False
         tx.record_step(step_name, task.step_kind, task.attempt, RUNNING, event=False)
         correlation = correlation_id() or tx.order.correlation_id
@@ -115,14 +130,16 @@ def _deliver(task: SagaTask, order_id: str, template: str, step_name: str,
         log.warning("%s for order %s refused for good: %s", template, order_id, refused)
         with task.locked(order_id) as tx:
             outbox.mark_refused(tx.conn, message)
-            tx.record_step(step_name, task.step_kind, task.attempt, SUCCEEDED,
-                           f"{template} not delivered: {refused}")
+            tx.record_step(
+                step_name, task.step_kind, task.attempt, SUCCEEDED, f"{template} not delivered: {refused}"
+            )
         return False
     failpoint("email:after_smtp", str(message.id))
     with task.locked(order_id) as tx:
         outbox.mark_sent(tx.conn, message)
-        tx.record_step(step_name, task.step_kind, task.attempt, SUCCEEDED,
-                       f"{template} sent to {message.to_address}")
+        tx.record_step(
+            step_name, task.step_kind, task.attempt, SUCCEEDED, f"{template} sent to {message.to_address}"
+        )
     return True
 
 
@@ -154,19 +171,35 @@ def create_shipment(self: ShipmentTask, order_id: str, run: int, warehouse: str)
             ship_all(tx, units, str(order.id))
             now = utcnow()
             if held:
-                tx.conn.execute(update(RESERVATIONS)
-                                .where(RESERVATIONS.c.id.in_([r.id for r in held]))
-                                .values(status=CONSUMED, closed_at=now))
+                tx.conn.execute(
+                    update(RESERVATIONS)
+                    .where(RESERVATIONS.c.id.in_([r.id for r in held]))
+                    .values(status=CONSUMED, closed_at=now)
+                )
             tracking = f"OR{uuid.uuid4().hex[:12].upper()}"
-            tx.conn.execute(_INSERT_SHIPMENT, dict(
-                order_id=order.id, warehouse=warehouse, tracking_number=tracking,
-                status=SHIPMENT_CREATED, carrier="orion-post", created_at=now, cancelled_at=None))
+            tx.conn.execute(
+                _INSERT_SHIPMENT,
+                dict(
+                    order_id=order.id,
+                    warehouse=warehouse,
+                    tracking_number=tracking,
+                    status=SHIPMENT_CREATED,
+                    carrier="orion-post",
+                    created_at=now,
+                    cancelled_at=None,
+                ),
+            )
             tx.claim()  # from here the order is locked: the parcel count sees the others'
             if tx.conn.execute(_PARCELS_TO_GO, {"b_id": order.id}).scalar_one() <= 0:
                 tx.transition_to(lifecycle.SHIPPED)
-            tx.record_step(self.step_name((order_id, run, warehouse)), self.step_kind,
-                           self.attempt, SUCCEEDED, f"tracking {tracking} from {warehouse}",
-                           started_at=now)
+            tx.record_step(
+                self.step_name((order_id, run, warehouse)),
+                self.step_kind,
+                self.attempt,
+                SUCCEEDED,
+                f"tracking {tracking} from {warehouse}",
+                started_at=now,
+            )
     except _HaltBranch:
         return {"halted": True}
     return {"shipped": True}
@@ -179,17 +212,25 @@ def cancel_shipment(self: CompensationTask, order_id: str) -> None:
         if tx is None:
             return
         conn, now = tx.conn, utcnow()
-        shipments = conn.execute(select(SHIPMENTS.c.id).where(
-            SHIPMENTS.c.order_id == tx.order.id, SHIPMENTS.c.status != SHIPMENT_CANCELLED)).all()
+        shipments = conn.execute(
+            select(SHIPMENTS.c.id).where(
+                SHIPMENTS.c.order_id == tx.order.id, SHIPMENTS.c.status != SHIPMENT_CANCELLED
+            )
+        ).all()
         if not shipments:
             return
-        consumed = conn.execute(select(RESERVATIONS.c.sku, RESERVATIONS.c.quantity).where(
-            RESERVATIONS.c.order_id == tx.order.id, RESERVATIONS.c.status == CONSUMED)
-            .order_by(RESERVATIONS.c.sku)).all()
+        consumed = conn.execute(
+            select(RESERVATIONS.c.sku, RESERVATIONS.c.quantity)
+            .where(RESERVATIONS.c.order_id == tx.order.id, RESERVATIONS.c.status == CONSUMED)
+            .order_by(RESERVATIONS.c.sku)
+        ).all()
         for reservation in consumed:
-            change_on_hand(tx, reservation.sku, reservation.quantity, "shipment cancelled",
-                           str(tx.order.id))
-        conn.execute(update(SHIPMENTS).where(SHIPMENTS.c.id.in_([s.id for s in shipments]))
-                     .values(status=SHIPMENT_CANCELLED, cancelled_at=now))
-        tx.record_step("cancel_shipment", self.step_kind, self.attempt, SUCCEEDED,
-                       f"{len(shipments)} parcel(s) recalled")
+            change_on_hand(tx, reservation.sku, reservation.quantity, "shipment cancelled", str(tx.order.id))
+        conn.execute(
+            update(SHIPMENTS)
+            .where(SHIPMENTS.c.id.in_([s.id for s in shipments]))
+            .values(status=SHIPMENT_CANCELLED, cancelled_at=now)
+        )
+        tx.record_step(
+            "cancel_shipment", self.step_kind, self.attempt, SUCCEEDED, f"{len(shipments)} parcel(s) recalled"
+        )

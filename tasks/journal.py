@@ -16,6 +16,7 @@ Chord headers, which would otherwise queue for one order's lock, open their
 conditional ``UPDATE`` that locks the row only if the order is still where they
 read it (else OrderMoved, and the transaction rolls back).
 """
+
 from __future__ import annotations
 
 import uuid
@@ -42,32 +43,59 @@ from progress import OPERATORS, Notification, order_room, queue_notification, ta
 ORDERS = Order.__table__
 STEPS = SagaStep.__table__
 EVENTS = OrderEvent.__table__
-_ORDER_COLUMNS = (ORDERS.c.id, ORDERS.c.status, ORDERS.c.saga_run, ORDERS.c.customer_id,
-                  ORDERS.c.last_event_seq, ORDERS.c.total, ORDERS.c.currency,
-                  ORDERS.c.payment_token, ORDERS.c.correlation_id, ORDERS.c.cancel_reason,
-                  ORDERS.c.failure)
+_ORDER_COLUMNS = (
+    ORDERS.c.id,
+    ORDERS.c.status,
+    ORDERS.c.saga_run,
+    ORDERS.c.customer_id,
+    ORDERS.c.last_event_seq,
+    ORDERS.c.total,
+    ORDERS.c.currency,
+    ORDERS.c.payment_token,
+    ORDERS.c.correlation_id,
+    ORDERS.c.cancel_reason,
+    ORDERS.c.failure,
+)
 # Statements built once: SQLAlchemy then finds their compiled form by a memoized
 # cache key instead of walking a new statement tree on every execution.
 _READ = select(*_ORDER_COLUMNS).where(ORDERS.c.id == bindparam("b_id"))
 _LOCK = _READ.with_for_update()
 # The same, with the status of one step of the order's current run beside it.
-_STEP_OF_RUN = (select(STEPS.c.status).where(STEPS.c.order_id == ORDERS.c.id,
-                                            STEPS.c.name == bindparam("b_name"),
-                                            STEPS.c.run == ORDERS.c.saga_run)
-                .scalar_subquery())
+_STEP_OF_RUN = (
+    select(STEPS.c.status)
+    .where(
+        STEPS.c.order_id == ORDERS.c.id, STEPS.c.name == bindparam("b_name"), STEPS.c.run == ORDERS.c.saga_run
+    )
+    .scalar_subquery()
+)
 _READ_WITH_STEP = select(*_ORDER_COLUMNS, _STEP_OF_RUN).where(ORDERS.c.id == bindparam("b_id"))
-_CLAIM = (update(ORDERS).where(ORDERS.c.id == bindparam("b_id"),
-                               ORDERS.c.status == bindparam("b_status"),
-                               ORDERS.c.saga_run == bindparam("b_run"))
-          .values(updated_at=bindparam("b_now")).returning(ORDERS.c.last_event_seq))
-_STEP_STATUS = select(STEPS.c.status).where(STEPS.c.order_id == bindparam("b_id"),
-                                            STEPS.c.name == bindparam("b_name"),
-                                            STEPS.c.run == bindparam("b_run"))
+_CLAIM = (
+    update(ORDERS)
+    .where(
+        ORDERS.c.id == bindparam("b_id"),
+        ORDERS.c.status == bindparam("b_status"),
+        ORDERS.c.saga_run == bindparam("b_run"),
+    )
+    .values(updated_at=bindparam("b_now"))
+    .returning(ORDERS.c.last_event_seq)
+)
+_STEP_STATUS = select(STEPS.c.status).where(
+    STEPS.c.order_id == bindparam("b_id"),
+    STEPS.c.name == bindparam("b_name"),
+    STEPS.c.run == bindparam("b_run"),
+)
 _INSERT_EVENTS = EVENTS.insert()
-_LAST_EVENT_DETAIL = (select(EVENTS.c.detail).where(EVENTS.c.order_id == bindparam("b_id"))
-                      .order_by(EVENTS.c.seq.desc()).limit(1))
-_BUMP_SEQ = (update(ORDERS).where(ORDERS.c.id == bindparam("b_id"))
-             .values(last_event_seq=bindparam("b_seq"), updated_at=bindparam("b_now")))
+_LAST_EVENT_DETAIL = (
+    select(EVENTS.c.detail)
+    .where(EVENTS.c.order_id == bindparam("b_id"))
+    .order_by(EVENTS.c.seq.desc())
+    .limit(1)
+)
+_BUMP_SEQ = (
+    update(ORDERS)
+    .where(ORDERS.c.id == bindparam("b_id"))
+    .values(last_event_seq=bindparam("b_seq"), updated_at=bindparam("b_now"))
+)
 _INSERT_OUTBOX = insert(OutboxMessage.__table__)
 _STATE_COLUMNS = ("status", "finished_at", "awaiting_payment_since", "cancel_reason", "failure")
 _UPSERTS: dict[str, Insert] = {}
@@ -128,20 +156,25 @@ class SagaTx:
         return cls._open(_connection(conn), order_id, _LOCK, None)
 
     @classmethod
-    def _open(cls, conn: Connection, order_id: str | uuid.UUID, statement: Executable,
-              step: str | None, locked: bool = True) -> SagaTx:
+    def _open(
+        cls,
+        conn: Connection,
+        order_id: str | uuid.UUID,
+        statement: Executable,
+        step: str | None,
+        locked: bool = True,
+    ) -> SagaTx:
         key = order_id if isinstance(order_id, uuid.UUID) else uuid.UUID(order_id)
         params = {"b_id": key} if step is None else {"b_id": key, "b_name": step}
         row = conn.execute(statement, params).one_or_none()
         if row is None:
             raise NoResultFound(f"no order {key}")
-        tx = cls(conn, LockedOrder(*row[:len(_ORDER_COLUMNS)]), locked=locked)
+        tx = cls(conn, LockedOrder(*row[: len(_ORDER_COLUMNS)]), locked=locked)
         tx.step_seen = row[-1] if step is not None else None
         return tx
 
     @classmethod
-    def read(cls, conn: Connection | Session, order_id: str | uuid.UUID,
-             step: str | None = None) -> SagaTx:
+    def read(cls, conn: Connection | Session, order_id: str | uuid.UUID, step: str | None = None) -> SagaTx:
         """Read the order without locking it; ``claim`` (or ``flush``) locks it later.
 
         For the chord headers of one order, which would otherwise wait for each
@@ -151,8 +184,7 @@ class SagaTx:
         (None: not recorded).
         """
         conn = _connection(conn)
-        tx = cls._open(conn, order_id, _READ if step is None else _READ_WITH_STEP, step,
-                       locked=False)
+        tx = cls._open(conn, order_id, _READ if step is None else _READ_WITH_STEP, step, locked=False)
         tx._read_as = (tx.order.status, tx.order.saga_run)
         return tx
 
@@ -168,8 +200,9 @@ class SagaTx:
             return
         assert self._read_as is not None  # opened by ``read``, the only way to be unlocked
         status, run = self._read_as
-        row = self.conn.execute(_CLAIM, {"b_id": self.order.id, "b_status": status,
-                                         "b_run": run, "b_now": utcnow()}).one_or_none()
+        row = self.conn.execute(
+            _CLAIM, {"b_id": self.order.id, "b_status": status, "b_run": run, "b_now": utcnow()}
+        ).one_or_none()
         if row is None:
             raise OrderMoved(f"order {self.order.id} left {status!r}")
         self.order.last_event_seq = row.last_event_seq
@@ -179,9 +212,11 @@ class SagaTx:
     def connection(self) -> Connection:
         return self.conn
 
-    def execute(self, statement: Executable,
-                parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
-                ) -> CursorResult[Unpack[TupleAny]]:
+    def execute(
+        self,
+        statement: Executable,
+        parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    ) -> CursorResult[Unpack[TupleAny]]:
         return self.conn.execute(statement, parameters)
 
     def take_notifications(self) -> list[Notification]:
@@ -198,8 +233,10 @@ class SagaTx:
         now = utcnow()
         self.order.status = target
         self._changes.update(
-            status=target, finished_at=now if target in lifecycle.FINAL_STATUSES else None,
-            awaiting_payment_since=now if target == lifecycle.AWAITING_PAYMENT else None)
+            status=target,
+            finished_at=now if target in lifecycle.FINAL_STATUSES else None,
+            awaiting_payment_since=now if target == lifecycle.AWAITING_PAYMENT else None,
+        )
 
     def start_compensation(self, cancel_reason: str | None, failure: str | None = None) -> None:
         """Move to ``compensating`` for a business ``cancel_reason`` or a technical
@@ -208,8 +245,12 @@ class SagaTx:
         self.order.cancel_reason, self.order.failure = cancel_reason, failure
         self._changes.update(cancel_reason=cancel_reason, failure=failure)
         self.event(detail=cancel_reason or failure)
-        self.conn.execute(_INSERT_OUTBOX, outbox_row(
-            SAGA_COMPENSATE, {"order_id": str(self.order.id)}, correlation=self.order.correlation_id))
+        self.conn.execute(
+            _INSERT_OUTBOX,
+            outbox_row(
+                SAGA_COMPENSATE, {"order_id": str(self.order.id)}, correlation=self.order.correlation_id
+            ),
+        )
 
     def last_event_detail(self) -> str:
         """The ``detail`` of the order's latest recorded event ("" if none or empty)."""
@@ -230,41 +271,71 @@ class SagaTx:
             topic, payload = SAGA_RESUME, {"order_id": str(self.order.id), "from_step": None}
         else:
             return False
-        self.conn.execute(_INSERT_OUTBOX, outbox_row(topic, payload,
-                                                     correlation=self.order.correlation_id))
+        self.conn.execute(_INSERT_OUTBOX, outbox_row(topic, payload, correlation=self.order.correlation_id))
         return True
 
     # -- the step log and events ---------------------------------------------------
     def step_status(self, name: str, run: int | None = None) -> str | None:
         """The status of step ``name`` in ``run`` (default: the order's run), or None."""
-        return self.conn.execute(_STEP_STATUS, {
-            "b_id": self.order.id, "b_name": name,
-            "b_run": self.order.saga_run if run is None else run}).scalar_one_or_none()
+        return self.conn.execute(
+            _STEP_STATUS,
+            {"b_id": self.order.id, "b_name": name, "b_run": self.order.saga_run if run is None else run},
+        ).scalar_one_or_none()
 
-    def record_step(self, name: str, kind: str, attempt: int, status: str,
-                    detail: str | None = None, error: str | None = None,
-                    started_at: datetime | None = None, event: bool = True) -> None:
+    def record_step(
+        self,
+        name: str,
+        kind: str,
+        attempt: int,
+        status: str,
+        detail: str | None = None,
+        error: str | None = None,
+        started_at: datetime | None = None,
+        event: bool = True,
+    ) -> None:
         """Write step ``name`` of this run as ``status`` (an upsert on (order, step, run):
         a retried step keeps its first ``started_at`` and its highest ``attempt``),
         and, unless ``event`` is false, its event."""
         now = utcnow()
         finished = None if status in (RUNNING, RETRYING) else now
-        self._steps.append({"order_id": self.order.id, "name": name, "run": self.order.saga_run,
-                            "kind": kind, "status": status, "attempt": attempt,
-                            "started_at": started_at or now, "finished_at": finished,
-                            "error": error})
+        self._steps.append(
+            {
+                "order_id": self.order.id,
+                "name": name,
+                "run": self.order.saga_run,
+                "kind": kind,
+                "status": status,
+                "attempt": attempt,
+                "started_at": started_at or now,
+                "finished_at": finished,
+                "error": error,
+            }
+        )
         if event:
             self.event(step=name, step_status=status, attempt=attempt, detail=detail or error)
 
-    def event(self, step: str | None = None, step_status: str | None = None,
-              attempt: int | None = None, detail: str | None = None) -> None:
+    def event(
+        self,
+        step: str | None = None,
+        step_status: str | None = None,
+        attempt: int | None = None,
+        detail: str | None = None,
+    ) -> None:
         """Append an order event (numbered by ``flush``: the next ``seq`` of the
         locked row); its ``order.updated`` goes to the order's room, its owner's
         and the operators' after COMMIT."""
-        self._events.append({"order_id": self.order.id, "status": self.order.status,
-                             "step": step, "step_status": step_status, "attempt": attempt,
-                             "detail": detail, "at": utcnow(),
-                             "correlation_id": correlation_id() or self.order.correlation_id})
+        self._events.append(
+            {
+                "order_id": self.order.id,
+                "status": self.order.status,
+                "step": step,
+                "step_status": step_status,
+                "attempt": attempt,
+                "detail": detail,
+                "at": utcnow(),
+                "correlation_id": correlation_id() or self.order.correlation_id,
+            }
+        )
 
     def _number_events(self) -> None:
         rooms = (order_room(str(self.order.id)), user_room(self.order.customer_id), OPERATORS)
@@ -284,8 +355,7 @@ class SagaTx:
         conn = self.conn
         if conn.dialect.name == "postgresql" and _distinct_steps(self._steps):
             if self._steps or self._events or self._changes:
-                conn.exec_driver_sql(*_flush_postgresql(self.order, self._steps, self._events,
-                                                        self._changes))
+                conn.exec_driver_sql(*_flush_postgresql(self.order, self._steps, self._events, self._changes))
         else:
             self._flush_statements(conn)
         self._steps, self._events, self._changes = [], [], {}
@@ -298,11 +368,13 @@ class SagaTx:
         if self._changes:
             now = utcnow()
             if any(column in self._changes for column in _STATE_COLUMNS):
-                conn.execute(update(ORDERS).where(ORDERS.c.id == self.order.id)
-                             .values(**self._changes, updated_at=now))
+                conn.execute(
+                    update(ORDERS).where(ORDERS.c.id == self.order.id).values(**self._changes, updated_at=now)
+                )
             else:
-                conn.execute(_BUMP_SEQ, {"b_id": self.order.id, "b_now": now,
-                                         "b_seq": self._changes["last_event_seq"]})
+                conn.execute(
+                    _BUMP_SEQ, {"b_id": self.order.id, "b_now": now, "b_seq": self._changes["last_event_seq"]}
+                )
 
 
 def _connection(conn: Connection | Session) -> Connection:
@@ -316,8 +388,7 @@ def _distinct_steps(steps: list[dict[str, Any]]) -> bool:
 
 
 _STEP_COLUMNS = ("name", "kind", "status", "attempt", "started_at", "finished_at", "error")
-_EVENT_COLUMNS = ("seq", "status", "step", "step_status", "attempt", "detail", "at",
-                  "correlation_id")
+_EVENT_COLUMNS = ("seq", "status", "step", "step_status", "attempt", "detail", "at", "correlation_id")
 _FLUSH_SQL: dict[tuple[int, int, tuple[str, ...]], str] = {}
 
 
@@ -334,31 +405,43 @@ def _flush_sql(steps: int, events: int, changed: tuple[str, ...]) -> str:
         return _FLUSH_SQL[key]
     parts = []
     if steps:
-        rows = ", ".join(f"(%(order_id)s, %(run)s, {', '.join(f'%(s{i}_{c})s' for c in _STEP_COLUMNS)})"
-                         for i in range(steps))
+        rows = ", ".join(
+            f"(%(order_id)s, %(run)s, {', '.join(f'%(s{i}_{c})s' for c in _STEP_COLUMNS)})"
+            for i in range(steps)
+        )
         parts.append(
             f"s AS (INSERT INTO saga_steps (order_id, run, {', '.join(_STEP_COLUMNS)}) VALUES {rows} "
             "ON CONFLICT (order_id, name, run) DO UPDATE SET status = excluded.status, "
             "finished_at = excluded.finished_at, error = excluded.error, kind = excluded.kind, "
             "attempt = greatest(saga_steps.attempt, excluded.attempt) "
-            f"WHERE saga_steps.status <> '{SUCCEEDED}')")
+            f"WHERE saga_steps.status <> '{SUCCEEDED}')"
+        )
     if events:
-        rows = ", ".join(f"(%(order_id)s, {', '.join(f'%(e{i}_{c})s' for c in _EVENT_COLUMNS)})"
-                         for i in range(events))
-        parts.append(f"e AS (INSERT INTO order_events (order_id, {', '.join(_EVENT_COLUMNS)}) "
-                     f"VALUES {rows})")
-    main = (f"UPDATE orders SET {', '.join(f'{c} = %(o_{c})s' for c in changed)}, "
-            "updated_at = %(now)s WHERE id = %(order_id)s" if changed else "SELECT 1")
-    sql = (f"WITH {', '.join(parts)} {main}" if parts else main)
+        rows = ", ".join(
+            f"(%(order_id)s, {', '.join(f'%(e{i}_{c})s' for c in _EVENT_COLUMNS)})" for i in range(events)
+        )
+        parts.append(f"e AS (INSERT INTO order_events (order_id, {', '.join(_EVENT_COLUMNS)}) VALUES {rows})")
+    main = (
+        f"UPDATE orders SET {', '.join(f'{c} = %(o_{c})s' for c in changed)}, "
+        "updated_at = %(now)s WHERE id = %(order_id)s"
+        if changed
+        else "SELECT 1"
+    )
+    sql = f"WITH {', '.join(parts)} {main}" if parts else main
     _FLUSH_SQL[key] = sql
     return sql
 
 
-def _flush_postgresql(order: LockedOrder, steps: list[dict[str, Any]], events: list[dict[str, Any]],
-                      changes: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def _flush_postgresql(
+    order: LockedOrder, steps: list[dict[str, Any]], events: list[dict[str, Any]], changes: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
     changed = tuple(sorted(changes))
-    params = {"order_id": order.id, "run": order.saga_run, "now": utcnow(),
-              **{f"o_{name}": changes[name] for name in changed}}
+    params = {
+        "order_id": order.id,
+        "run": order.saga_run,
+        "now": utcnow(),
+        **{f"o_{name}": changes[name] for name in changed},
+    }
     for i, step in enumerate(steps):
         for name in _STEP_COLUMNS:
             params[f"s{i}_{name}"] = step[name]
@@ -379,10 +462,15 @@ def _upsert_step(dialect: str) -> Insert:
         # beside the first one must not write "retrying" or "failed" over it.
         _UPSERTS[dialect] = stmt.on_conflict_do_update(
             index_elements=[STEPS.c.order_id, STEPS.c.name, STEPS.c.run],
-            set_={"status": excluded.status, "finished_at": excluded.finished_at,
-                  "error": excluded.error, "kind": excluded.kind,
-                  "attempt": bigger(STEPS.c.attempt, excluded.attempt)},
-            where=STEPS.c.status != SUCCEEDED)
+            set_={
+                "status": excluded.status,
+                "finished_at": excluded.finished_at,
+                "error": excluded.error,
+                "kind": excluded.kind,
+                "attempt": bigger(STEPS.c.attempt, excluded.attempt),
+            },
+            where=STEPS.c.status != SUCCEEDED,
+        )
     return _UPSERTS[dialect]
 
 

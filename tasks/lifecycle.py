@@ -1,4 +1,5 @@
 """The saga's first and last forward steps, and compensation's entry and end."""
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -18,11 +19,16 @@ if TYPE_CHECKING:
 LINES, STEPS = OrderLine.__table__, SagaStep.__table__
 # Lines, quantities out of range, their total, and this run's validate_order step.
 _VALIDATE = select(
-    func.count(), func.count().filter(~LINES.c.quantity.between(1, 1000)),
+    func.count(),
+    func.count().filter(~LINES.c.quantity.between(1, 1000)),
     func.coalesce(func.sum(LINES.c.line_total), 0),
-    select(STEPS.c.status).where(STEPS.c.order_id == bindparam("b_id"),
-                                 STEPS.c.name == "validate_order",
-                                 STEPS.c.run == bindparam("b_run")).scalar_subquery(),
+    select(STEPS.c.status)
+    .where(
+        STEPS.c.order_id == bindparam("b_id"),
+        STEPS.c.name == "validate_order",
+        STEPS.c.run == bindparam("b_run"),
+    )
+    .scalar_subquery(),
 ).where(LINES.c.order_id == bindparam("b_id"))
 
 
@@ -39,13 +45,17 @@ def validate_order(self: SagaTask, order_id: str, run: int) -> None:
     with self.forward(order_id, run) as tx:
         if tx is None:
             return
-        count, bad, total, status = tx.conn.execute(
-            _VALIDATE, {"b_id": tx.order.id, "b_run": run}).one()
+        count, bad, total, status = tx.conn.execute(_VALIDATE, {"b_id": tx.order.id, "b_run": run}).one()
         if status == SUCCEEDED:  # a redelivered message
             return
         _check(count, bad, total, tx.order.total)
-        tx.record_step("validate_order", self.step_kind, self.attempt, SUCCEEDED,
-                       f"{count} line(s), total {tx.order.total} {tx.order.currency}")
+        tx.record_step(
+            "validate_order",
+            self.step_kind,
+            self.attempt,
+            SUCCEEDED,
+            f"{count} line(s), total {tx.order.total} {tx.order.currency}",
+        )
 
 
 def _check(lines: int, bad_quantities: int, lines_total: Decimal, order_total: Decimal) -> None:
@@ -58,8 +68,9 @@ def _check(lines: int, bad_quantities: int, lines_total: Decimal, order_total: D
 
 
 @shared_task(bind=True, base=SagaTask, name="saga.complete_order")
-def complete_order(self: SagaTask, header_results: list[FulfilmentResult | None], order_id: str,
-                   run: int) -> None:
+def complete_order(
+    self: SagaTask, header_results: list[FulfilmentResult | None], order_id: str, run: int
+) -> None:
     """Chord join after the confirmation email and the shipments: the order is done."""
     if any(result and result.get("halted") for result in header_results):
         raise Halt()
@@ -79,9 +90,13 @@ def compensate(self: CompensationTask, order_id: str) -> None:
     with self.locked(order_id) as tx:
         if tx.order.status != lifecycle.COMPENSATING:
             return
-        ran = set(tx.conn.execute(select(SagaStep.__table__.c.name).where(
-            SagaStep.__table__.c.order_id == tx.order.id,
-            SagaStep.__table__.c.kind == FORWARD)).scalars())
+        ran = set(
+            tx.conn.execute(
+                select(SagaStep.__table__.c.name).where(
+                    SagaStep.__table__.c.order_id == tx.order.id, SagaStep.__table__.c.kind == FORWARD
+                )
+            ).scalars()
+        )
     short_names = {name.split(":", 1)[0] for name in ran}
     compensation_canvas(app, order_id, short_names).apply_async()
 
@@ -93,5 +108,10 @@ def finish_compensation(self: CompensationTask, order_id: str) -> None:
         if tx.order.status != lifecycle.COMPENSATING:
             return
         tx.transition_to(lifecycle.CANCELLED if tx.order.cancel_reason else lifecycle.FAILED)
-        tx.record_step("finish_compensation", COMPENSATION, self.attempt, SUCCEEDED,
-                       tx.order.cancel_reason or tx.order.failure)
+        tx.record_step(
+            "finish_compensation",
+            COMPENSATION,
+            self.attempt,
+            SUCCEEDED,
+            tx.order.cancel_reason or tx.order.failure,
+        )

@@ -6,6 +6,7 @@ Publishing twice is harmless (every saga step is idempotent); never publishing
 would lose an order, so a row is marked dispatched only after the broker
 confirmed its message (publisher confirms, see ``celeryconfig``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,9 +47,13 @@ def publish_batch(limit: int = 200, older_than: float | None = None) -> int:
     from worker import app
     from worker.results import release_pending_results
 
-    query = (select(_outbox.c.id, _outbox.c.topic, _outbox.c.payload, _outbox.c.headers)
-             .where(_outbox.c.dispatched_at.is_(None)).order_by(_outbox.c.id).limit(limit)
-             .with_for_update(skip_locked=True))
+    query = (
+        select(_outbox.c.id, _outbox.c.topic, _outbox.c.payload, _outbox.c.headers)
+        .where(_outbox.c.dispatched_at.is_(None))
+        .order_by(_outbox.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
     if older_than:
         query = query.where(_outbox.c.created_at < utcnow() - timedelta(seconds=older_than))
     failure: BaseException | None = None
@@ -61,8 +66,7 @@ def publish_batch(limit: int = 200, older_than: float | None = None) -> int:
             try:
                 signature = _signature_for(conn, row)
             except (LookupError, ValueError, TypeError) as exc:  # the row, not a service
-                log.error("outbox: row %s (%s) cannot be published, left unsent: %s",
-                          row.id, row.topic, exc)
+                log.error("outbox: row %s (%s) cannot be published, left unsent: %s", row.id, row.topic, exc)
                 continue
             try:
                 # celery-types allows only a dict here; Celery takes None for "no headers".
@@ -72,8 +76,9 @@ def publish_batch(limit: int = 200, older_than: float | None = None) -> int:
                 break
             sent.append(row.id)
         if tried:
-            conn.execute(update(_outbox).where(_outbox.c.id.in_(tried))
-                         .values(attempts=_outbox.c.attempts + 1))
+            conn.execute(
+                update(_outbox).where(_outbox.c.id.in_(tried)).values(attempts=_outbox.c.attempts + 1)
+            )
         if sent:
             conn.execute(update(_outbox).where(_outbox.c.id.in_(sent)).values(dispatched_at=utcnow()))
     release_pending_results(app)
@@ -102,8 +107,9 @@ def _signature_for(conn: Connection, row: Row[Unpack[TupleAny]]) -> Signature[An
         run = conn.scalar(select(Order.saga_run).where(Order.id == key))
         if run is None:
             raise LookupError(f"no order {order_id}")
-        warehouses = list(conn.scalars(select(OrderLine.warehouse)
-                                       .where(OrderLine.order_id == key).distinct()))
+        warehouses = list(
+            conn.scalars(select(OrderLine.warehouse).where(OrderLine.order_id == key).distinct())
+        )
     from_task = None
     if row.topic == SAGA_RESUME and payload.get("from_step"):
         from_task = f"saga.{payload['from_step']}"

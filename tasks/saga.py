@@ -11,6 +11,7 @@ Compensation runs the undos of every step that ran, in reverse, then
 ``finish_compensation`` (the order ends ``cancelled`` or ``failed``) and the
 cancellation email.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -56,15 +57,29 @@ class Stage:
 
 ORDER_SAGA: tuple[Stage, ...] = (
     Stage((Step("saga.validate_order"),), runs_in="pending"),
-    Stage((Step("saga.reserve_stock", undo="saga.release_stock", per_warehouse=True),),
-          runs_in="pending", join="saga.collect_reservations", join_runs_in="pending"),
-    Stage((Step("saga.authorize_payment", undo="saga.void_authorization", external=True),),
-          runs_in="stock_reserved"),
-    Stage((Step("saga.capture_payment", undo="saga.refund_payment", external=True),),  # the pivot
-          runs_in="payment_authorized"),
-    Stage((Step("saga.send_confirmation_email"),
-           Step("saga.create_shipment", undo="saga.cancel_shipment", per_warehouse=True)),
-          runs_in="confirmed", join="saga.complete_order", join_runs_in="shipped"),
+    Stage(
+        (Step("saga.reserve_stock", undo="saga.release_stock", per_warehouse=True),),
+        runs_in="pending",
+        join="saga.collect_reservations",
+        join_runs_in="pending",
+    ),
+    Stage(
+        (Step("saga.authorize_payment", undo="saga.void_authorization", external=True),),
+        runs_in="stock_reserved",
+    ),
+    Stage(
+        (Step("saga.capture_payment", undo="saga.refund_payment", external=True),),  # the pivot
+        runs_in="payment_authorized",
+    ),
+    Stage(
+        (
+            Step("saga.send_confirmation_email"),
+            Step("saga.create_shipment", undo="saga.cancel_shipment", per_warehouse=True),
+        ),
+        runs_in="confirmed",
+        join="saga.complete_order",
+        join_runs_in="shipped",
+    ),
 )
 COMPENSATION_EPILOGUE = ("saga.finish_compensation", "saga.send_cancellation_email")
 
@@ -95,16 +110,21 @@ def task_priorities() -> dict[str, int]:
         priorities[name] = COMPENSATION_PRIORITY
     return priorities
 
+
 # The order status each forward task runs in (SagaTask.runs_in).
 RUNS_IN: dict[str, str] = {
     **{step.task: stage.runs_in for stage in ORDER_SAGA for step in stage.steps},
-    **{stage.join: stage.join_runs_in for stage in ORDER_SAGA
-       if stage.join is not None and stage.join_runs_in is not None},
+    **{
+        stage.join: stage.join_runs_in
+        for stage in ORDER_SAGA
+        if stage.join is not None and stage.join_runs_in is not None
+    },
 }
 
 
-def forward_canvas(app: Celery, order_id: str, run: int, warehouses: Sequence[str],
-                   from_task: str | None = None) -> Signature:
+def forward_canvas(
+    app: Celery, order_id: str, run: int, warehouses: Sequence[str], from_task: str | None = None
+) -> Signature:
     """The forward saga for one order as a Celery canvas, optionally from ``from_task`` on.
 
     ``warehouses``: the distinct warehouses of the order's lines; a
@@ -114,21 +134,27 @@ def forward_canvas(app: Celery, order_id: str, run: int, warehouses: Sequence[st
     start = 0
     if from_task is not None:
         start = next(i for i, s in enumerate(ORDER_SAGA) if any(st.task == from_task for st in s.steps))
-    return chain(*(_stage_signature(app, ORDER_SAGA[i], order_id, run, sorted(set(warehouses)))
-                   for i in range(start, len(ORDER_SAGA))))
+    return chain(
+        *(
+            _stage_signature(app, ORDER_SAGA[i], order_id, run, sorted(set(warehouses)))
+            for i in range(start, len(ORDER_SAGA))
+        )
+    )
 
 
-def _stage_signature(app: Celery, stage: Stage, order_id: str, run: int,
-                     warehouses: Sequence[str]) -> Signature:
+def _stage_signature(
+    app: Celery, stage: Stage, order_id: str, run: int, warehouses: Sequence[str]
+) -> Signature:
     if stage.join is None:
         return _task(app, stage.steps[0].task, order_id, run)
     # Header results reach the join through the backend's chord support; only
     # backends without native join (file://, db+) must store them for polling.
     keep = not app.backend.supports_native_join
-    header = [app.signature(step.task, args=(order_id, run, *extra), immutable=True,
-                            ignore_result=not keep)
-              for step in stage.steps
-              for extra in ([(w,) for w in warehouses] if step.per_warehouse else [()])]
+    header = [
+        app.signature(step.task, args=(order_id, run, *extra), immutable=True, ignore_result=not keep)
+        for step in stage.steps
+        for extra in ([(w,) for w in warehouses] if step.per_warehouse else [()])
+    ]
     return chord(header, app.signature(stage.join, args=(order_id, run), ignore_result=True))
 
 
@@ -139,12 +165,16 @@ def compensation_canvas(app: Celery, order_id: str, steps_that_ran: set[str]) ->
     provider call may have succeeded in a worker that died before recording it
     (the undo asks the provider, and does nothing if there is nothing to undo).
     """
-    ran = [i for i, stage in enumerate(ORDER_SAGA)
-           if any(s.short_name in steps_that_ran for s in stage.steps)]
+    ran = [
+        i for i, stage in enumerate(ORDER_SAGA) if any(s.short_name in steps_that_ran for s in stage.steps)
+    ]
     after = max(ran, default=-1) + 1
-    undos = [step.undo for i, stage in reversed(list(enumerate(ORDER_SAGA)))
-             for step in reversed(stage.steps) if step.undo and (
-                 step.short_name in steps_that_ran or (i == after and step.external))]
+    undos = [
+        step.undo
+        for i, stage in reversed(list(enumerate(ORDER_SAGA)))
+        for step in reversed(stage.steps)
+        if step.undo and (step.short_name in steps_that_ran or (i == after and step.external))
+    ]
     names = undos + list(COMPENSATION_EPILOGUE)
     return chain(*(_task(app, name, order_id) for name in names))
 

@@ -1,4 +1,5 @@
 """Beat jobs (``scheduled.<verb_object>``), each safe to run twice in a period."""
+
 from __future__ import annotations
 
 import logging
@@ -27,8 +28,9 @@ def redrive_stalled(after_s: float | None = None) -> int:
         log.warning("safety net: re-drove %d stalled saga(s): %s", len(ids), ", ".join(ids))
     emails = resend_cancellation_emails(after_s)
     if emails:
-        log.warning("safety net: cancellation email sent again for %d order(s): %s", len(emails),
-                    ", ".join(emails))
+        log.warning(
+            "safety net: cancellation email sent again for %d order(s): %s", len(emails), ", ".join(emails)
+        )
     return len(ids)
 
 
@@ -38,8 +40,9 @@ def send_payment_reminders() -> int:
     per reminder step, ages in ``PAYMENT_REMINDER_AFTER_SECONDS``); how many were sent."""
     settings = get_settings()
     sent = 0
-    for order_id, step in payment_window.due_reminders(settings.payment_reminder_ages_s,
-                                                       settings.payment_window_s):
+    for order_id, step in payment_window.due_reminders(
+        settings.payment_reminder_ages_s, settings.payment_window_s
+    ):
         try:
             sent += payment_window.send_reminder(order_id, step)
         except TRANSIENT_SMTP_ERRORS as exc:  # the next run tries again

@@ -1,4 +1,5 @@
 """Stock steps: reserve per warehouse (chord header), collect (chord join), release (undo)."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -18,17 +19,24 @@ from tasks.base import CompensationTask, Halt, SagaTask, StepNotReady
 LINES, RESERVATIONS, STEPS = OrderLine.__table__, Reservation.__table__, SagaStep.__table__
 
 
-_LINES_OF = (select(LINES.c.id, LINES.c.sku, LINES.c.quantity)
-             .where(LINES.c.order_id == bindparam("b_id"), LINES.c.warehouse == bindparam("b_wh"))
-             .order_by(LINES.c.sku, LINES.c.id))
+_LINES_OF = (
+    select(LINES.c.id, LINES.c.sku, LINES.c.quantity)
+    .where(LINES.c.order_id == bindparam("b_id"), LINES.c.warehouse == bindparam("b_wh"))
+    .order_by(LINES.c.sku, LINES.c.id)
+)
 _INSERT_RESERVATIONS = insert(RESERVATIONS)
 # This run's reservations that succeeded and failed, and how many warehouses the order has.
 _RESERVED_PER_WAREHOUSE = select(
-    func.count().filter(STEPS.c.status == SUCCEEDED), func.count().filter(STEPS.c.status == FAILED),
+    func.count().filter(STEPS.c.status == SUCCEEDED),
+    func.count().filter(STEPS.c.status == FAILED),
     select(func.count(func.distinct(LINES.c.warehouse)))
-    .where(LINES.c.order_id == bindparam("b_id")).scalar_subquery(),
-).where(STEPS.c.order_id == bindparam("b_id"), STEPS.c.run == bindparam("b_run"),
-        STEPS.c.name.like("reserve_stock:%"))
+    .where(LINES.c.order_id == bindparam("b_id"))
+    .scalar_subquery(),
+).where(
+    STEPS.c.order_id == bindparam("b_id"),
+    STEPS.c.run == bindparam("b_run"),
+    STEPS.c.name.like("reserve_stock:%"),
+)
 
 
 class _HaltBranch(Exception):
@@ -83,17 +91,40 @@ def reserve_stock(self: ReserveStockTask, order_id: str, run: int, warehouse: st
             if done in (SUCCEEDED, FAILED):
                 raise _DoneElsewhere(done)  # roll back what this copy did
             if short:
-                tx.record_step(name, self.step_kind, self.attempt, FAILED, started_at=started,
-                               error=f"insufficient stock of {', '.join(short)} in {warehouse}")
+                tx.record_step(
+                    name,
+                    self.step_kind,
+                    self.attempt,
+                    FAILED,
+                    started_at=started,
+                    error=f"insufficient stock of {', '.join(short)} in {warehouse}",
+                )
                 return {"warehouse": warehouse, "reserved": False}
             expires = started + timedelta(seconds=get_settings().reservation_hold_s)
-            tx.conn.execute(_INSERT_RESERVATIONS, [
-                {"order_id": tx.order.id, "order_line_id": line.id, "run": run, "sku": line.sku,
-                 "quantity": line.quantity, "status": HELD, "expires_at": expires,
-                 "created_at": started} for line in lines])
-            tx.record_step(name, self.step_kind, self.attempt, SUCCEEDED, started_at=started,
-                           detail=f"{sum(wanted.values())} unit(s) of {len(lines)} line(s) "
-                                  f"held in {warehouse}")
+            tx.conn.execute(
+                _INSERT_RESERVATIONS,
+                [
+                    {
+                        "order_id": tx.order.id,
+                        "order_line_id": line.id,
+                        "run": run,
+                        "sku": line.sku,
+                        "quantity": line.quantity,
+                        "status": HELD,
+                        "expires_at": expires,
+                        "created_at": started,
+                    }
+                    for line in lines
+                ],
+            )
+            tx.record_step(
+                name,
+                self.step_kind,
+                self.attempt,
+                SUCCEEDED,
+                started_at=started,
+                detail=f"{sum(wanted.values())} unit(s) of {len(lines)} line(s) held in {warehouse}",
+            )
     except _HaltBranch:
         return {"warehouse": warehouse, "reserved": False, "halted": True}
     except _DoneElsewhere as done:
@@ -118,16 +149,27 @@ def collect_reservations(self: SagaTask, results: list[Reserved], order_id: str,
         if tx is None:
             return
         held, short, warehouses = tx.conn.execute(
-            _RESERVED_PER_WAREHOUSE, {"b_id": tx.order.id, "b_run": run}).one()
+            _RESERVED_PER_WAREHOUSE, {"b_id": tx.order.id, "b_run": run}
+        ).one()
         if held == warehouses:
             tx.transition_to(lifecycle.STOCK_RESERVED)
-            tx.record_step("collect_reservations", self.step_kind, self.attempt, SUCCEEDED,
-                           f"stock held in {held} warehouse(s)")
+            tx.record_step(
+                "collect_reservations",
+                self.step_kind,
+                self.attempt,
+                SUCCEEDED,
+                f"stock held in {held} warehouse(s)",
+            )
             return
         if not short:  # a reservation not recorded yet: decide when it is
             raise StepNotReady(f"{held} of {warehouses} warehouse reservation(s) recorded")
-        tx.record_step("collect_reservations", self.step_kind, self.attempt, FAILED,
-                       error=f"out of stock in {short} of {warehouses} warehouse(s)")
+        tx.record_step(
+            "collect_reservations",
+            self.step_kind,
+            self.attempt,
+            FAILED,
+            error=f"out of stock in {short} of {warehouses} warehouse(s)",
+        )
         tx.start_compensation("out_of_stock")
     raise Halt()
 
@@ -138,16 +180,26 @@ def release_stock(self: CompensationTask, order_id: str) -> None:
     with self.undo(order_id) as tx:
         if tx is None:
             return
-        held = tx.conn.execute(select(RESERVATIONS.c.id, RESERVATIONS.c.sku, RESERVATIONS.c.quantity)
-                               .where(RESERVATIONS.c.order_id == tx.order.id,
-                                      RESERVATIONS.c.status == HELD)).all()
+        held = tx.conn.execute(
+            select(RESERVATIONS.c.id, RESERVATIONS.c.sku, RESERVATIONS.c.quantity).where(
+                RESERVATIONS.c.order_id == tx.order.id, RESERVATIONS.c.status == HELD
+            )
+        ).all()
         units: Counter[str] = Counter()
         for reservation in held:
             units[reservation.sku] += reservation.quantity
         release_all(tx, units)
         if held:
-            tx.conn.execute(update(RESERVATIONS)
-                            .where(RESERVATIONS.c.id.in_([r.id for r in held]))
-                            .values(status=RELEASED, closed_at=utcnow()))
-        tx.record_step("release_stock", self.step_kind, self.attempt, SUCCEEDED,
-                       f"{sum(units.values())} unit(s) released", event=bool(held))
+            tx.conn.execute(
+                update(RESERVATIONS)
+                .where(RESERVATIONS.c.id.in_([r.id for r in held]))
+                .values(status=RELEASED, closed_at=utcnow())
+            )
+        tx.record_step(
+            "release_stock",
+            self.step_kind,
+            self.attempt,
+            SUCCEEDED,
+            f"{sum(units.values())} unit(s) released",
+            event=bool(held),
+        )

@@ -4,6 +4,7 @@ The database ``orion_test`` (override with ``ORION_TEST_DATABASE_URL``) is made
 afresh and migrated to head once per session; within a session tests use
 unique ids instead of truncating tables.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,7 @@ import uuid
 import pytest
 import redis
 
-TEST_DB = os.environ.get("ORION_TEST_DATABASE_URL",
-                         "postgresql+psycopg://postgres@127.0.0.1:5432/orion_test")
+TEST_DB = os.environ.get("ORION_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/orion_test")
 os.environ.setdefault("ORION_MODE", "services")
 os.environ["DATABASE_URL"] = TEST_DB
 os.environ.setdefault("BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")

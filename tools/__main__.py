@@ -1,4 +1,5 @@
 """``python -m tools``: the same command line as ``orion`` (see ``tools.cli``)."""
+
 import sys
 
 from tools.cli import main

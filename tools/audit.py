@@ -8,6 +8,7 @@ if anything is off.
 - guarantee 2: no order has two captures or two refunds, and no refund lacks a capture;
 - guarantee 4 (emails): no order has two emails of one template.
 """
+
 from __future__ import annotations
 
 import json

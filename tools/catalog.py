@@ -7,6 +7,7 @@ only ever inserted, each with its ``initial stock`` ledger row (SPEC guarantee
 3), so a re-run changes nothing. The stock rule is in ``stock_levels`` and
 docs/replay.md. Exits 1 with a one-line message on bad input or a database error.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,11 +36,11 @@ from tools.retail_data import (
 )
 
 CURRENCY, CENT = "GBP", Decimal("0.01")
-EARLY_INVOICES = 2000   # the early window: the first 2,000 invoices that yield an order
-POPULAR_SHARE = 0.05    # this share of SKUs, ranked by early demand, is stocked short
-POPULAR_COVER = 0.5     # ...with this fraction of their early demand
-QUARTER = 4             # other SKUs: a quarter of the year's demand...
-MIN_STOCK = 10          # ...and at least this many units
+EARLY_INVOICES = 2000  # the early window: the first 2,000 invoices that yield an order
+POPULAR_SHARE = 0.05  # this share of SKUs, ranked by early demand, is stocked short
+POPULAR_COVER = 0.5  # ...with this fraction of their early demand
+QUARTER = 4  # other SKUs: a quarter of the year's demand...
+MIN_STOCK = 10  # ...and at least this many units
 LEDGER_REASON, LEDGER_REFERENCE = "initial stock", "catalog-import"
 
 
@@ -49,10 +50,10 @@ class Scan:
 
     rows: int = 0
     invoices: int = 0
-    names: Counter = field(default_factory=Counter)    # (sku, trimmed description) -> rows
-    prices: Counter = field(default_factory=Counter)   # (sku, positive price) -> rows
-    year: Counter = field(default_factory=Counter)    # units ordered in the whole file
-    early: Counter = field(default_factory=Counter)   # units ordered in the early window
+    names: Counter = field(default_factory=Counter)  # (sku, trimmed description) -> rows
+    prices: Counter = field(default_factory=Counter)  # (sku, positive price) -> rows
+    year: Counter = field(default_factory=Counter)  # units ordered in the whole file
+    early: Counter = field(default_factory=Counter)  # units ordered in the early window
     skipped: Counter = field(default_factory=Counter)  # non-product code -> rows
     products: Counter = field(default_factory=Counter)  # product sku -> rows
 
@@ -122,7 +123,7 @@ def stock_levels(skus: Iterable[str], year: Counter, early: Counter) -> dict[str
     one week of average demand (min 1); reorder quantity: four weeks (min 12).
     """
     ranked = sorted(skus, key=lambda s: (-early[s], -year[s], s))
-    popular = {s for s in ranked[:math.ceil(len(ranked) * POPULAR_SHARE)] if early[s] > 0}
+    popular = {s for s in ranked[: math.ceil(len(ranked) * POPULAR_SHARE)] if early[s] > 0}
     levels = {}
     for sku in ranked:
         if sku in popular:
@@ -139,8 +140,9 @@ def build_catalog(facts: Scan) -> tuple[list[Entry], list[str]]:
     priced = sorted(sku for sku in prices if modal_price(prices[sku]) is not None)
     unpriced = sorted(set(facts.products) - set(priced))
     levels = stock_levels(priced, facts.year, facts.early)
-    entries = [Entry(sku, _name(names.get(sku), sku), modal_price(prices[sku]), *levels[sku])
-               for sku in priced]
+    entries = [
+        Entry(sku, _name(names.get(sku), sku), modal_price(prices[sku]), *levels[sku]) for sku in priced
+    ]
     return entries, unpriced
 
 
@@ -183,19 +185,49 @@ def import_catalog(session: Session, entries: list[Entry]) -> Result:
         session.execute(update(Product), [_product(e) for e in changed])
     to_stock = [e for e in entries if e.sku not in stocked]
     if to_stock:
-        session.execute(insert(Inventory), [
-            {"sku": e.sku, "on_hand": e.on_hand, "reserved": 0, "reorder_point": e.reorder_point,
-             "reorder_quantity": e.reorder_quantity} for e in to_stock])
-        session.execute(insert(InventoryLedger), [
-            {"sku": e.sku, "delta": e.on_hand, "on_hand_after": e.on_hand,
-             "reason": LEDGER_REASON, "reference": LEDGER_REFERENCE} for e in to_stock])
-    return Result(len(new), len(changed), len(entries) - len(new) - len(changed),
-                  len(to_stock), sum(e.on_hand for e in to_stock))
+        session.execute(
+            insert(Inventory),
+            [
+                {
+                    "sku": e.sku,
+                    "on_hand": e.on_hand,
+                    "reserved": 0,
+                    "reorder_point": e.reorder_point,
+                    "reorder_quantity": e.reorder_quantity,
+                }
+                for e in to_stock
+            ],
+        )
+        session.execute(
+            insert(InventoryLedger),
+            [
+                {
+                    "sku": e.sku,
+                    "delta": e.on_hand,
+                    "on_hand_after": e.on_hand,
+                    "reason": LEDGER_REASON,
+                    "reference": LEDGER_REFERENCE,
+                }
+                for e in to_stock
+            ],
+        )
+    return Result(
+        len(new),
+        len(changed),
+        len(entries) - len(new) - len(changed),
+        len(to_stock),
+        sum(e.on_hand for e in to_stock),
+    )
 
 
 def _product(e: Entry) -> dict:
-    return {"sku": e.sku, "name": e.name, "unit_price": e.unit_price, "currency": CURRENCY,
-            "warehouse": warehouse_for(e.sku)}
+    return {
+        "sku": e.sku,
+        "name": e.name,
+        "unit_price": e.unit_price,
+        "currency": CURRENCY,
+        "warehouse": warehouse_for(e.sku),
+    }
 
 
 def _differs(product, e: Entry) -> bool:
@@ -219,25 +251,38 @@ def run(data: Path, database_url: str) -> str:
     return summary(data, facts, entries, unpriced, result, (scanned - started, time.monotonic() - scanned))
 
 
-def summary(data: Path, facts: Scan, entries: list[Entry], unpriced: list[str],
-            result: Result, seconds: tuple[float, float]) -> str:
+def summary(
+    data: Path,
+    facts: Scan,
+    entries: list[Entry],
+    unpriced: list[str],
+    result: Result,
+    seconds: tuple[float, float],
+) -> str:
     """The report printed by ``main``."""
     skipped = ", ".join(f"{code} {n}" for code, n in facts.skipped.most_common())
-    return "\n".join([
-        f"read {data}: {facts.rows:,} rows, {facts.invoices:,} invoices",
-        f"products: {len(entries):,} (inserted {result.inserted:,}, updated {result.updated:,},"
-        f" unchanged {result.unchanged:,})",
-        f"inventory: {result.stocked:,} SKUs stocked now, {result.units:,} units on hand"
-        f" (catalog total {sum(e.on_hand for e in entries):,} by the stock rule)",
-        f"skipped: {len(facts.skipped)} non-product codes, {sum(facts.skipped.values()):,} rows: {skipped}",
-        f"skipped: {len(unpriced)} product codes never sold at a positive price",
-        f"done in {sum(seconds):.1f}s (reading {seconds[0]:.1f}s, database {seconds[1]:.1f}s)",
-    ])
+    return "\n".join(
+        [
+            f"read {data}: {facts.rows:,} rows, {facts.invoices:,} invoices",
+            f"products: {len(entries):,} (inserted {result.inserted:,}, updated {result.updated:,},"
+            f" unchanged {result.unchanged:,})",
+            f"inventory: {result.stocked:,} SKUs stocked now, {result.units:,} units on hand"
+            f" (catalog total {sum(e.on_hand for e in entries):,} by the stock rule)",
+            f"skipped: {len(facts.skipped)} non-product codes,"
+            f" {sum(facts.skipped.values()):,} rows: {skipped}",
+            f"skipped: {len(unpriced)} product codes never sold at a positive price",
+            f"done in {sum(seconds):.1f}s (reading {seconds[0]:.1f}s, database {seconds[1]:.1f}s)",
+        ]
+    )
 
 
 @click.command("catalog")
-@click.option("--data", type=click.Path(path_type=Path), default=None,
-              help="dataset (default: $ORION_DATASET or the bundled file)")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="dataset (default: $ORION_DATASET or the bundled file)",
+)
 @click.option("--database-url", metavar="URL", default=None, help="default: the settings' DATABASE_URL")
 def command(data: Path | None, database_url: str | None) -> int:
     """Import the catalog (products, prices, stock) from the Online Retail dataset."""

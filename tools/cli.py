@@ -13,6 +13,7 @@
 ``python -m tools`` is the same command line. Each command's ``--help`` gives its
 options; settings come from the environment (README, "Configuration").
 """
+
 from __future__ import annotations
 
 import importlib

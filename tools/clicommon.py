@@ -1,6 +1,7 @@
 """Running a click command as a module's ``main(argv) -> exit status``, so each
 operator tool works the same as ``orion <command>``, ``python -m tools.<module>``
 and, in tests, as a function call."""
+
 from __future__ import annotations
 
 import click

@@ -2,6 +2,7 @@
 
 ``orion migrate [--database-url URL]`` (or ``python -m tools.dbsetup``).
 """
+
 from __future__ import annotations
 
 import sys
@@ -31,8 +32,7 @@ def ensure_database(url: str, fresh: bool = False) -> None:
     with admin.connect() as conn:
         if fresh:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
-        exists = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"),
-                             {"n": parsed.database})
+        exists = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": parsed.database})
         if not exists:
             conn.exec_driver_sql(f'CREATE DATABASE "{parsed.database}"')
     admin.dispose()

@@ -11,6 +11,7 @@ leaves it in both places, never in neither. Messages are read with
 ``basic.get`` and left unacknowledged while the command runs; the ones it does
 not act on go back in their places when it ends.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,11 +47,16 @@ def describe(message) -> DeadLetter:
     headers = message.headers or {}
     body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
     return DeadLetter(
-        id=headers.get("id"), task=headers.get("task"),
-        reason=str(headers.get(f"{HEADER}reason", "?")), detail=str(headers.get(f"{HEADER}detail", "")),
-        routing_key=str(headers.get(f"{HEADER}routing-key", "")), at=str(headers.get(f"{HEADER}at", "")),
+        id=headers.get("id"),
+        task=headers.get("task"),
+        reason=str(headers.get(f"{HEADER}reason", "?")),
+        detail=str(headers.get(f"{HEADER}detail", "")),
+        routing_key=str(headers.get(f"{HEADER}routing-key", "")),
+        at=str(headers.get(f"{HEADER}at", "")),
         host=str(headers.get(f"{HEADER}host", "")),
-        args=str(headers.get("argsrepr") or body[:80].decode("utf-8", "replace")), bytes=len(body))
+        args=str(headers.get("argsrepr") or body[:80].decode("utf-8", "replace")),
+        bytes=len(body),
+    )
 
 
 @contextmanager
@@ -87,20 +93,31 @@ def replay_message(message) -> None:
     headers = {k: v for k, v in (message.headers or {}).items() if not str(k).startswith(HEADER)}
     original = message.headers or {}
     properties = message.properties or {}
-    extra = {k: properties[k] for k in ("correlation_id", "reply_to", "priority")
-             if properties.get(k) is not None}
+    extra = {
+        k: properties[k] for k in ("correlation_id", "reply_to", "priority") if properties.get(k) is not None
+    }
     with app.producer_or_acquire() as producer:
-        producer.publish(message.body, exchange=str(original.get(f"{HEADER}exchange", "")),
-                         routing_key=str(original.get(f"{HEADER}routing-key", "")), serializer=None,
-                         content_type=message.content_type, content_encoding=message.content_encoding,
-                         headers=headers, delivery_mode=2, **extra)
+        producer.publish(
+            message.body,
+            exchange=str(original.get(f"{HEADER}exchange", "")),
+            routing_key=str(original.get(f"{HEADER}routing-key", "")),
+            serializer=None,
+            content_type=message.content_type,
+            content_encoding=message.content_encoding,
+            headers=headers,
+            delivery_mode=2,
+            **extra,
+        )
 
 
 def _chosen(messages: list, ids: tuple[str, ...], every: bool, reason: str | None) -> list:
     wanted = set(ids)
-    return [m for m in messages
-            if (every or (m.headers or {}).get("id") in wanted)
-            and (reason is None or (m.headers or {}).get(f"{HEADER}reason") == reason)]
+    return [
+        m
+        for m in messages
+        if (every or (m.headers or {}).get("id") in wanted)
+        and (reason is None or (m.headers or {}).get(f"{HEADER}reason") == reason)
+    ]
 
 
 @click.group("dlq")
@@ -109,8 +126,13 @@ def group() -> None:
 
 
 @group.command("list")
-@click.option("--limit", type=click.IntRange(min=1, max=SCAN_LIMIT), default=50, show_default=True,
-              help="show at most this many, oldest first")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1, max=SCAN_LIMIT),
+    default=50,
+    show_default=True,
+    help="show at most this many, oldest first",
+)
 @click.option("--json", "as_json", is_flag=True, help="print them as a JSON array")
 def list_command(limit: int, as_json: bool) -> int:
     """List dead-lettered messages (nothing is removed)."""
@@ -123,8 +145,10 @@ def list_command(limit: int, as_json: bool) -> int:
         print("the dead-letter queue is empty")
         return 0
     for r in rows:
-        print(f"{r.at}  {r.reason:<15} {r.id or '-':<36}  {r.task or '-'}  from {r.routing_key or '-'}"
-              f"\n    {r.detail}\n    args {r.args}")
+        print(
+            f"{r.at}  {r.reason:<15} {r.id or '-':<36}  {r.task or '-'}  from {r.routing_key or '-'}"
+            f"\n    {r.detail}\n    args {r.args}"
+        )
     return 0
 
 
@@ -141,8 +165,9 @@ def _act(verb: str, ids: tuple[str, ...], every: bool, reason: str | None) -> in
             message.ack()
             done += 1
             d = describe(message)
-            print(f"{past} {d.id or '-'} {d.task or '-'}"
-                  + (f" -> {d.routing_key}" if verb == "replay" else ""))
+            print(
+                f"{past} {d.id or '-'} {d.task or '-'}" + (f" -> {d.routing_key}" if verb == "replay" else "")
+            )
     missing = set(ids) - {(m.headers or {}).get("id") for m in chosen}
     for task_id in sorted(missing):
         print(f"dlq: {task_id}: not in the dead-letter queue", file=sys.stderr)
@@ -150,8 +175,9 @@ def _act(verb: str, ids: tuple[str, ...], every: bool, reason: str | None) -> in
     return 1 if missing else 0
 
 
-_reason = click.option("--reason", type=click.Choice(REASONS), default=None,
-                       help="only messages dead-lettered for this reason")
+_reason = click.option(
+    "--reason", type=click.Choice(REASONS), default=None, help="only messages dead-lettered for this reason"
+)
 
 
 @group.command("replay")

@@ -5,6 +5,7 @@ foreground, until Ctrl-C; a process that crashes is restarted with backoff (``su
 calls it; also ``python -m tools.launch``). The mode comes from ``ORION_MODE``: ``embedded`` by
 default, needing no servers.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,11 @@ def clear_stale_bindings(settings: Settings) -> None:
     The Socket.IO relay's queues go too: its listeners are gone, and a client
     replays what it missed from the order event log."""
     relay = settings.socketio_transport_options
-    for folder in (settings.broker_transport_options.get("control_folder"),
-                   relay.get("control_folder"), relay.get("data_folder_in")):
+    for folder in (
+        settings.broker_transport_options.get("control_folder"),
+        relay.get("control_folder"),
+        relay.get("data_folder_in"),
+    ):
         if folder and Path(folder).exists():
             shutil.rmtree(folder)
             Path(folder).mkdir(parents=True)
@@ -39,20 +43,35 @@ def commands(settings: Settings, args: SimpleNamespace) -> dict[str, list[str]]:
     py, celery = sys.executable, [sys.executable, "-m", "celery", "-A", "worker"]
     queues = "orion.saga,orion.fulfilment,orion.notify"
     procs = {
-        "worker": celery + ["worker", "-l", "info", "-c", str(settings.worker_concurrency),
-                            "-Q", queues, "-n", "orion@%h", "--without-gossip", "--without-mingle"],
+        "worker": [
+            *celery,
+            "worker",
+            "-l",
+            "info",
+            "-c",
+            str(settings.worker_concurrency),
+            "-Q",
+            queues,
+            "-n",
+            "orion@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ],
         "web": web_command(settings),
         "relay": [py, "-m", "worker.relay"],
     }
     if not args.no_smtp_sink:
         procs["smtp"] = [py, "-m", "tools.smtp_sink"]
     if not args.no_beat:
-        procs["beat"] = celery + ["beat", "-l", "info",
-                                  "-s", str(settings.data_dir / "celerybeat-schedule")]
+        procs["beat"] = [*celery, "beat", "-l", "info", "-s", str(settings.data_dir / "celerybeat-schedule")]
     if not args.no_flower:
         # Address, port, auth and persistence come from flowerconfig.py.
-        procs["flower"] = celery + ["flower", f"--conf={REPO_ROOT / 'flowerconfig.py'}",
-                                    f"--enable_events={not settings.embedded}"]
+        procs["flower"] = [
+            *celery,
+            "flower",
+            f"--conf={REPO_ROOT / 'flowerconfig.py'}",
+            f"--enable_events={not settings.embedded}",
+        ]
     return procs
 
 
@@ -73,10 +92,24 @@ def web_command(settings: Settings) -> list[str]:
     through simple-websocket, one thread per open connection, so ``WEB_THREADS``
     bounds the connected clients. One process: Socket.IO's long-polling needs
     sticky sessions, which several processes behind one port would not have."""
-    return [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "1",
-            "--threads", str(settings.web_threads),
-            "--worker-connections", str(settings.web_threads + 100), "-b", f"{settings.web_host}:{settings.web_port}",
-            "--access-logfile", "-", "web:create_app()"]
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-k",
+        "gthread",
+        "-w",
+        "1",
+        "--threads",
+        str(settings.web_threads),
+        "--worker-connections",
+        str(settings.web_threads + 100),
+        "-b",
+        f"{settings.web_host}:{settings.web_port}",
+        "--access-logfile",
+        "-",
+        "web:create_app()",
+    ]
 
 
 def stop_group(proc: subprocess.Popen, timeout: float = 30) -> None:
@@ -141,13 +174,18 @@ def _catalog_empty() -> bool:
 
 def banner(settings: Settings, names: list[str]) -> str:
     base = f"http://{settings.web_host}:{settings.web_port}"
-    lines = [f"Orion is up ({settings.mode} mode): {', '.join(names)}",
-             f"  shop       {base}/            operators: {base}/operator (python -m tools create-operator)",
-             f"  API        {base}/api/v1   (OpenAPI: {base}/api/v1/openapi.json)",
-             f"  health     {base}/healthz  {base}/readyz"]
+    lines = [
+        f"Orion is up ({settings.mode} mode): {', '.join(names)}",
+        f"  shop       {base}/            operators: {base}/operator (python -m tools create-operator)",
+        f"  API        {base}/api/v1   (OpenAPI: {base}/api/v1/openapi.json)",
+        f"  health     {base}/healthz  {base}/readyz",
+    ]
     if "flower" in names:
-        where = ("FLOWER_BASIC_AUTH" if os.environ.get("FLOWER_BASIC_AUTH")
-                 else settings.data_dir / "flower-basic-auth")
+        where = (
+            "FLOWER_BASIC_AUTH"
+            if os.environ.get("FLOWER_BASIC_AUTH")
+            else settings.data_dir / "flower-basic-auth"
+        )
         lines.append(f"  Flower     {settings.flower_url}   (basic auth user:password in {where})")
     if "smtp" in names:
         lines.append(f"  emails     {settings.data_dir / 'mail'} (SMTP sink on port {settings.smtp_port})")
@@ -190,15 +228,19 @@ def supervise(procs: dict[str, list[str]], settings: Settings) -> int:
             if name in restart_at or proc.poll() is None:
                 continue
             if started[name] == launched and now - launched < STARTUP_S and proc.returncode > 0:
-                print(f"launcher: {name} exited with {proc.returncode} at start-up; "
-                      "stopping the rest", flush=True)
+                print(
+                    f"launcher: {name} exited with {proc.returncode} at start-up; stopping the rest",
+                    flush=True,
+                )
                 code, stop["now"] = 1, True
                 break
             if now - started[name] >= STABLE_AFTER_S:
                 backoff[name] = 1.0
             restart_at[name] = now + backoff[name]
-            print(f"launcher: {name} exited with {proc.returncode}; restarting it in "
-                  f"{backoff[name]:.0f} s", flush=True)
+            print(
+                f"launcher: {name} exited with {proc.returncode}; restarting it in {backoff[name]:.0f} s",
+                flush=True,
+            )
             backoff[name] = min(backoff[name] * 2, RESTART_BACKOFF_MAX_S)
         for name, due in list(restart_at.items()):
             if now >= due:

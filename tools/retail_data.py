@@ -5,6 +5,7 @@ CSV per RFC 4180 with the header ``HEADER``; rows are in chronological order.
 Every reading error is a ``DataError`` whose message names the file and, where
 known, the line: ``online_retail.csv.gz:1234: Quantity: 'x' is not an integer``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -20,8 +21,16 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
 
-HEADER = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate",
-          "UnitPrice", "CustomerID", "Country")
+HEADER = (
+    "InvoiceNo",
+    "StockCode",
+    "Description",
+    "Quantity",
+    "InvoiceDate",
+    "UnitPrice",
+    "CustomerID",
+    "Country",
+)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MAX_LINES, MAX_QUANTITY = 100, 1000  # SPEC: an order has 1-100 lines of 1-1,000 units
 
@@ -31,8 +40,9 @@ PRODUCT_CODE = re.compile(r"\d{5}[A-Za-z]{0,2}")
 # Reviewed by hand: codes outside the pattern that are real, priced goods sold
 # through the dotcom shop. The other DCGS codes occur only in zero-price stock
 # write-offs ("ebay", empty description) and are not products.
-REVIEWED_PRODUCTS = frozenset({"DCGSSBOY", "DCGSSGIRL", "DCGS0003", "DCGS0004",
-                               "DCGS0069", "DCGS0070", "DCGS0076"})
+REVIEWED_PRODUCTS = frozenset(
+    {"DCGSSBOY", "DCGSSGIRL", "DCGS0003", "DCGS0004", "DCGS0069", "DCGS0070", "DCGS0076"}
+)
 # An invoice number seen again within this many other invoices continues the
 # earlier one (542806 is interrupted by C542805 in the source).
 REJOIN_WINDOW = 8
@@ -179,11 +189,11 @@ class SaleLines:
     and how many rows were skipped or adjusted to fit the API's limits."""
 
     lines: list[tuple[str, int]]
-    non_product: int = 0       # rows with a non-product code (postage, fees...)
-    not_priced: int = 0        # rows with UnitPrice <= 0
+    non_product: int = 0  # rows with a non-product code (postage, fees...)
+    not_priced: int = 0  # rows with UnitPrice <= 0
     negative_quantity: int = 0
-    clamped: int = 0           # quantities moved into 1..MAX_QUANTITY
-    dropped: int = 0           # lines past the first MAX_LINES
+    clamped: int = 0  # quantities moved into 1..MAX_QUANTITY
+    dropped: int = 0  # lines past the first MAX_LINES
 
 
 def sale_lines(invoice: Invoice) -> SaleLines:

@@ -5,6 +5,7 @@ run, a stuck one resumes from its last completed step, ``compensation_failed``
 re-runs compensation. Prints each order's new status; exits 1 naming any order
 that could not be retried, and why.
 """
+
 from __future__ import annotations
 
 import sys

@@ -3,6 +3,7 @@
 ``python -m tools.smtp_sink [--host 127.0.0.1] [--port 8025] [--dir var/mail]``;
 the embedded launcher starts it, so emails are really sent over SMTP.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -5,6 +5,7 @@ from ``ORION_USER_PASSWORD`` or, when that is unset, asks for it. Prints the
 new user as JSON; exits 1 with a message naming the problem (email taken,
 password too short).
 """
+
 from __future__ import annotations
 
 import getpass
@@ -39,19 +40,24 @@ def create(email: str, name: str, role: str) -> int:
 
 
 def _user_command(name: str, role: str) -> click.Command:
-    @click.command(name, help=f"Create a user with the {role} role (password from "
-                   "ORION_USER_PASSWORD, or asked for); prints it as JSON.")
+    @click.command(
+        name,
+        help=f"Create a user with the {role} role (password from "
+        "ORION_USER_PASSWORD, or asked for); prints it as JSON.",
+    )
     @click.argument("email")
     @click.option("--name", "display_name", required=True, help="the name shown to the user")
     def command(email: str, display_name: str) -> int:
         return create(email, display_name, role)
+
     return command
 
 
 create_operator = _user_command("create-operator", OPERATOR)
 create_customer = _user_command("create-customer", CUSTOMER)
-group = click.Group("users", commands=[create_operator, create_customer],
-                    help="Create users from the command line.")
+group = click.Group(
+    "users", commands=[create_operator, create_customer], help="Create users from the command line."
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 ``create_app(config=None)`` builds it (``gunicorn 'web:create_app()'``); the
 defaults come from ``config.get_settings()`` and ``config`` overrides any of them.
 """
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -70,8 +71,10 @@ def default_config(settings: Settings) -> dict:
         "JWT_SECRET_KEY": settings.require_jwt_secret(),
         "JWT_TOKEN_LOCATION": ["headers"],
         # RFC 8725 §3.10/§3.9: tokens name who issued them and for whom; both checked.
-        "JWT_ENCODE_ISSUER": JWT_ISSUER, "JWT_DECODE_ISSUER": JWT_ISSUER,
-        "JWT_ENCODE_AUDIENCE": JWT_AUDIENCE, "JWT_DECODE_AUDIENCE": JWT_AUDIENCE,
+        "JWT_ENCODE_ISSUER": JWT_ISSUER,
+        "JWT_DECODE_ISSUER": JWT_ISSUER,
+        "JWT_ENCODE_AUDIENCE": JWT_AUDIENCE,
+        "JWT_DECODE_AUDIENCE": JWT_AUDIENCE,
         "JWT_ALGORITHM": "HS256",
         "JWT_ACCESS_TOKEN_EXPIRES": timedelta(seconds=settings.access_token_seconds),
         "JWT_REFRESH_TOKEN_EXPIRES": timedelta(seconds=settings.refresh_token_seconds),

@@ -5,6 +5,7 @@ query string or headers, serialize the response) and records what it did in
 ``view._apidoc``, from which ``web/openapi.py`` writes the OpenAPI document, so
 the document describes the code that runs. Apply ``@bp.<method>`` outermost.
 """
+
 from __future__ import annotations
 
 import re
@@ -28,6 +29,7 @@ def authenticate(*, refresh: bool = False, role: str | None = None):
     401 on a missing, malformed, expired or revoked token or one of the other kind;
     403 when ``role`` is given and the token's ``role`` claim differs.
     """
+
     def decorator(view):
         facts = _facts(view)
         facts["auth"] = "refresh" if refresh else "access"
@@ -41,7 +43,9 @@ def authenticate(*, refresh: bool = False, role: str | None = None):
             if role and get_jwt().get("role") != role:
                 raise Forbidden(f"only the {role} role may do this")
             return view(*args, **kwargs)
+
         return wrapper
+
     return decorator
 
 
@@ -55,12 +59,18 @@ def body(schema: Schema, *, optional: bool = False):
 
     With ``optional`` an empty body counts as ``{}``.
     """
+
     def decorator(view):
         facts = _facts(view)
         facts["body"], facts["body_optional"] = schema, optional
-        facts["responses"].update({400: "Body is not well-formed JSON", 413: "Body larger than 64 KiB",
-                                   415: "Content-Type is not application/json",
-                                   422: "Invalid request"})
+        facts["responses"].update(
+            {
+                400: "Body is not well-formed JSON",
+                413: "Body larger than 64 KiB",
+                415: "Content-Type is not application/json",
+                422: "Invalid request",
+            }
+        )
 
         @wraps(view)
         def wrapper(*args, **kwargs):
@@ -68,7 +78,9 @@ def body(schema: Schema, *, optional: bool = False):
             data = {} if empty else request.get_json()
             refuse_unstorable(data)
             return view(*args, body=schema.load(data), **kwargs)
+
         return wrapper
+
     return decorator
 
 
@@ -101,6 +113,7 @@ def refuse_unstorable(data, path: str = "") -> None:
 
 def arguments(schema: Schema):
     """Load the query string with ``schema`` into the ``args`` argument (422 if invalid)."""
+
     def decorator(view):
         facts = _facts(view)
         facts["parameters"].append({"in": "query", "schema": schema})
@@ -111,12 +124,15 @@ def arguments(schema: Schema):
             given = request.args.to_dict()
             refuse_unstorable(given)
             return view(*args, args=schema.load(given), **kwargs)
+
         return wrapper
+
     return decorator
 
 
 def request_headers(schema: Schema):
     """Load the request headers that ``schema`` names into the ``headers`` argument."""
+
     def decorator(view):
         facts = _facts(view)
         facts["parameters"].append({"in": "header", "schema": schema})
@@ -128,17 +144,24 @@ def request_headers(schema: Schema):
             given = {name: request.headers[name] for name in names if name in request.headers}
             refuse_unstorable(given)
             return view(*args, headers=schema.load(given), **kwargs)
+
         return wrapper
+
     return decorator
 
 
-def response(schema: Schema | None = None, status: int = 200, description: str = "OK",
-             headers: dict[str, str] | None = None):
+def response(
+    schema: Schema | None = None,
+    status: int = 200,
+    description: str = "OK",
+    headers: dict[str, str] | None = None,
+):
     """Serialize what the view returns with ``schema`` (``jsonify`` without one).
 
     The view returns the object, or ``(object, headers)``; a 204 sends no body.
     ``headers`` documents response headers: ``{name: description}``.
     """
+
     def decorator(view):
         _facts(view)["success"] = (status, schema, description, headers or {})
 
@@ -150,22 +173,28 @@ def response(schema: Schema | None = None, status: int = 200, description: str =
                 return Response(status=204, headers=extra)
             data = schema.dump(result) if schema is not None else result
             return jsonify(data), status, extra
+
         return wrapper
+
     return decorator
 
 
 def html_page(description: str):
     """Document a view that answers 200 with an HTML page (``text/html``) it renders itself."""
+
     def decorator(view):
         _facts(view)["success"] = (200, None, description, {})
         _facts(view)["media_type"] = "text/html"
         return view
+
     return decorator
 
 
 def other_responses(responses: dict[int, str]):
     """Document further problem responses: ``{status: description}``."""
+
     def decorator(view):
         _facts(view)["responses"].update(responses)
         return view
+
     return decorator

@@ -18,8 +18,10 @@ a process lock without Redis), from before the check to after the count.
 Registration is limited per client address (``REGISTER_LIMIT``), every attempt
 counted.
 """
+
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -78,8 +80,9 @@ def _register_limit() -> str:
 @limiter.limit(_register_limit, key_func=lambda: f"register:{get_remote_address()}")
 @body(RegisterSchema())
 @response(UserSchema(), 201, "Created: the new customer")
-@other_responses({409: "Email already registered",
-                  429: "Too many registrations from this address; see Retry-After"})
+@other_responses(
+    {409: "Email already registered", 429: "Too many registrations from this address; see Retry-After"}
+)
 def register(body: dict):
     """Create a customer account."""
     return create_user(body["email"], body["password"], body["name"])
@@ -116,8 +119,9 @@ def install_login_serialization(app) -> None:
     limiter registered before the blueprints; the request id's hook stays
     first), and release its lock at teardown, after the limiter counted the failure."""
     hooks = app.before_request_funcs.setdefault(None, [])
-    limiter_at = next((i for i, hook in enumerate(hooks)
-                       if getattr(hook, "__self__", None) is limiter), len(hooks))
+    limiter_at = next(
+        (i for i, hook in enumerate(hooks) if getattr(hook, "__self__", None) is limiter), len(hooks)
+    )
     hooks.insert(limiter_at, _one_login_per_email)  # after the request id's hook
     app.teardown_request(_release_login_lock)
 
@@ -128,15 +132,20 @@ def _one_login_per_email():
     key = _login_email()
     client = redis_client()
     if client is not None:
-        lock = client.lock(f"orion:login-lock:{key}", timeout=LOGIN_LOCK_SECONDS,
-                           blocking_timeout=LOGIN_LOCK_WAIT_SECONDS, sleep=0.02)
+        lock = client.lock(
+            f"orion:login-lock:{key}",
+            timeout=LOGIN_LOCK_SECONDS,
+            blocking_timeout=LOGIN_LOCK_WAIT_SECONDS,
+            sleep=0.02,
+        )
         acquired = lock.acquire()
     else:
         lock = _local_locks[hash(key) % len(_local_locks)]
         acquired = lock.acquire(timeout=LOGIN_LOCK_WAIT_SECONDS)
     if not acquired:
-        raise TooManyRequests("another login for this email is in progress; retry later",
-                              retry_after=LOGIN_LOCK_WAIT_SECONDS)
+        raise TooManyRequests(
+            "another login for this email is in progress; retry later", retry_after=LOGIN_LOCK_WAIT_SECONDS
+        )
     g.orion_login_lock = lock
 
 
@@ -144,10 +153,8 @@ def _release_login_lock(_exc):
     lock = g.pop("orion_login_lock", None)
     if lock is None:
         return
-    try:
+    with contextlib.suppress(Exception):  # an expired Redis lock, or Redis gone: it expires anyway
         lock.release()
-    except Exception:  # noqa: BLE001 - an expired Redis lock, or Redis gone: it expires anyway
-        pass
 
 
 @bp.post("/auth/login")
@@ -155,8 +162,9 @@ def _release_login_lock(_exc):
 @limiter.limit(_login_limit, key_func=_client_address, deduct_when=_failed)
 @body(LoginSchema())
 @response(TokensSchema())
-@other_responses({401: "Wrong email or password",
-                  429: "Too many failed logins for this email or address; see Retry-After"})
+@other_responses(
+    {401: "Wrong email or password", 429: "Too many failed logins for this email or address; see Retry-After"}
+)
 def login(body: dict):
     """Exchange email and password for an access token and a refresh token."""
     user = _check_credentials(body["email"], body["password"])
@@ -204,8 +212,11 @@ def logout(body: dict):
             blocklist.revoke(claims["jti"], claims["exp"])
 
 
-_NEXT_GENERATION = (update(User.__table__).where(User.__table__.c.id == bindparam("b_id"))
-                    .values(token_generation=User.__table__.c.token_generation + 1))
+_NEXT_GENERATION = (
+    update(User.__table__)
+    .where(User.__table__.c.id == bindparam("b_id"))
+    .values(token_generation=User.__table__.c.token_generation + 1)
+)
 
 
 @bp.post("/auth/logout-all")
@@ -247,8 +258,12 @@ def _tokens(user: User, sid: str) -> dict:
     claims = {"sid": sid, "gen": user.token_generation}
     token = create_access_token(str(user.id), additional_claims={**claims, "role": user.role})
     seconds = int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds())
-    return {"access_token": token, "expires_in": seconds, "token_type": "Bearer",
-            "refresh_token": create_refresh_token(str(user.id), additional_claims=claims)}
+    return {
+        "access_token": token,
+        "expires_in": seconds,
+        "token_type": "Bearer",
+        "refresh_token": create_refresh_token(str(user.id), additional_claims=claims),
+    }
 
 
 @lru_cache(maxsize=1)

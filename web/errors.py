@@ -4,6 +4,7 @@ The body always has ``type``, ``title``, ``status`` (equal to the HTTP status)
 and ``detail``; a 422 adds ``errors: {field: [messages]}`` where a nested field
 is named by its dotted path (``lines.0.quantity``, ``shipping_address.zip``).
 """
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,13 @@ RETRY_AFTER = {TooManyOpenOrders: "30", TooManyUnitsHeld: "30"}
 
 def problem(status: int, detail: str, *, headers: dict | None = None, **extra) -> Response:
     """A problem+json response: ``{type: "about:blank", title, status, detail, **extra}``."""
-    body = {"type": "about:blank", "title": HTTP_STATUS_CODES.get(status, "Error"),
-            "status": status, "detail": detail, **extra}
+    body = {
+        "type": "about:blank",
+        "title": HTTP_STATUS_CODES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
     response = jsonify(body)
     response.status_code = status
     response.mimetype = PROBLEM_JSON
@@ -87,8 +93,11 @@ def _rate_limited(error: RateLimitExceeded) -> Response:
     if current:  # seconds until the window frees a slot, never beyond the window itself
         window = current.limit.get_expiry()
         retry_after = min(window, max(1, math.ceil(current.reset_at - time.time())))
-    return problem(429, f"too many requests (limit {error.description}); retry later",
-                   headers={"Retry-After": str(retry_after)})
+    return problem(
+        429,
+        f"too many requests (limit {error.description}); retry later",
+        headers={"Retry-After": str(retry_after)},
+    )
 
 
 def _invalid(error: ValidationError) -> Response:

@@ -5,6 +5,7 @@
   (``RATELIMIT_STORAGE_URI``), else in memory.
 - ``blocklist``: revoked token ids (``jti``) and login sessions; see ``TokenBlocklist``.
 """
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -59,7 +60,7 @@ class TokenBlocklist:
             pipe = client.pipeline(transaction=False)
             for key in keys:
                 pipe.exists(f"orion:revoked:{key}")
-            return {key for key, found in zip(keys, pipe.execute()) if found}
+            return {key for key, found in zip(keys, pipe.execute(), strict=False) if found}
         with read_only() as session:
             return set(session.scalars(select(RevokedToken.jti).where(RevokedToken.jti.in_(keys))))
 

@@ -1,4 +1,5 @@
 """Inventory for operators (SPEC): stock levels, and adjustments through the ledger."""
+
 from __future__ import annotations
 
 from flask import Blueprint
@@ -16,7 +17,9 @@ bp = Blueprint("inventory", __name__)
 
 
 class InventoryQuerySchema(StrictSchema):
-    below_reorder = fields.Boolean(metadata={"description": "true keeps SKUs whose available is below reorder_point"})
+    below_reorder = fields.Boolean(
+        metadata={"description": "true keeps SKUs whose available is below reorder_point"}
+    )
     limit = limit_field()
     cursor = Cursor()
 
@@ -35,12 +38,20 @@ class StockPageSchema(Schema):
 
 
 class AdjustmentSchema(StrictSchema):
-    delta = fields.Integer(required=True, strict=True,
-                           validate=[validate.Range(min=-1_000_000, max=1_000_000),
-                                     validate.NoneOf([0], error="delta must not be 0")],
-                           metadata={"description": "Units to add (negative: remove)"})
-    reason = fields.String(required=True, validate=validate.Length(min=1, max=200),
-                           metadata={"description": "Why; written to the inventory ledger"})
+    delta = fields.Integer(
+        required=True,
+        strict=True,
+        validate=[
+            validate.Range(min=-1_000_000, max=1_000_000),
+            validate.NoneOf([0], error="delta must not be 0"),
+        ],
+        metadata={"description": "Units to add (negative: remove)"},
+    )
+    reason = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "Why; written to the inventory ledger"},
+    )
 
 
 @bp.get("/inventory")

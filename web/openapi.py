@@ -4,6 +4,7 @@ decorators of ``web/apidoc.py`` recorded; served at ``GET /api/v1/openapi.json``
 A view under /api/v1 without ``@response`` is left out, which the unit test
 ``tests/unit/test_web_openapi.py`` turns into a failure.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -37,9 +38,11 @@ def openapi_document():
 # The docs page's own policy, stricter than the app-wide one (web/security_headers):
 # Swagger UI from /vendor and its set-up from /static, no inline script, nothing
 # from another origin; img-src allows data: for the icons inlined in its CSS.
-DOCS_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; "
-            "img-src 'self' data:; connect-src 'self'; font-src 'self'; base-uri 'none'; "
-            "form-action 'none'; frame-ancestors 'none'")
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data:; connect-src 'self'; font-src 'self'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
 
 
 @bp.get("/docs")
@@ -52,40 +55,61 @@ def docs():
 def build_spec(app: Flask) -> dict:
     """The OpenAPI 3.0 document as a dict: every documented route under ``API_PREFIX``."""
     plugin = MarshmallowPlugin()
-    spec = APISpec(title="Orion API", version="1.0.0", openapi_version="3.0.3", plugins=[plugin],
-                   info={"description": "Orion's order-processing HTTP API (SPEC 'HTTP API')."})
+    spec = APISpec(
+        title="Orion API",
+        version="1.0.0",
+        openapi_version="3.0.3",
+        plugins=[plugin],
+        info={"description": "Orion's order-processing HTTP API (SPEC 'HTTP API')."},
+    )
     plugin.map_to_openapi_type(Money, "string", "decimal")
     plugin.map_to_openapi_type(UTCDateTime, "string", "date-time")
     spec.components.schema("Problem", schema=ProblemSchema)
-    spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer",
-                                                   "bearerFormat": "JWT"})
+    spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         view = app.view_functions[rule.endpoint]
         facts = getattr(view, "_apidoc", {})
         if rule.rule.startswith(API_PREFIX) and "success" in facts:  # set by @response
-            spec.path(path=_VARIABLE.sub(r"{\g<name>}", rule.rule), parameters=_path_parameters(rule),
-                      operations={method.lower(): _operation(rule, view, facts)
-                                  for method in sorted(rule.methods - IGNORED_METHODS)})
+            spec.path(
+                path=_VARIABLE.sub(r"{\g<name>}", rule.rule),
+                parameters=_path_parameters(rule),
+                operations={
+                    method.lower(): _operation(rule, view, facts)
+                    for method in sorted(rule.methods - IGNORED_METHODS)
+                },
+            )
     return spec.to_dict()
 
 
 def _path_parameters(rule: Rule) -> list[dict]:
-    return [{"in": "path", "name": match["name"], "required": True,
-             "schema": _CONVERTER_TYPES.get(match["converter"], {"type": "string"})}
-            for match in _VARIABLE.finditer(rule.rule)]
+    return [
+        {
+            "in": "path",
+            "name": match["name"],
+            "required": True,
+            "schema": _CONVERTER_TYPES.get(match["converter"], {"type": "string"}),
+        }
+        for match in _VARIABLE.finditer(rule.rule)
+    ]
 
 
 def _operation(rule: Rule, view, facts: dict) -> dict:
     summary, _, description = (inspect.getdoc(view) or "").partition("\n")
-    operation = {"operationId": rule.endpoint.replace(".", "_"), "summary": summary,
-                 "tags": [rule.endpoint.split(".")[0]], "responses": _responses(facts)}
+    operation = {
+        "operationId": rule.endpoint.replace(".", "_"),
+        "summary": summary,
+        "tags": [rule.endpoint.split(".")[0]],
+        "responses": _responses(facts),
+    }
     if description.strip():
         operation["description"] = description.strip()
     if facts["parameters"]:
         operation["parameters"] = facts["parameters"]
     if "body" in facts:
-        operation["requestBody"] = {"required": not facts["body_optional"],
-                                    "content": {"application/json": {"schema": facts["body"]}}}
+        operation["requestBody"] = {
+            "required": not facts["body_optional"],
+            "content": {"application/json": {"schema": facts["body"]}},
+        }
     if facts.get("auth"):
         operation["security"] = [{"bearerAuth": []}]
     return operation
@@ -101,9 +125,11 @@ def _responses(facts: dict) -> dict:
     elif status != 204:
         success["content"] = {"application/json": {"schema": {"type": "object"}}}
     if headers:
-        success["headers"] = {name: {"description": text, "schema": {"type": "string"}}
-                              for name, text in headers.items()}
-    problems = {str(code): {"description": text,
-                            "content": {"application/problem+json": {"schema": "Problem"}}}
-                for code, text in sorted(facts["responses"].items())}
+        success["headers"] = {
+            name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()
+        }
+    problems = {
+        str(code): {"description": text, "content": {"application/problem+json": {"schema": "Problem"}}}
+        for code, text in sorted(facts["responses"].items())
+    }
     return {str(status): success, **problems}

@@ -1,5 +1,6 @@
 """At the root (not under /api/v1): liveness ``/healthz``, readiness ``/readyz``,
 and Prometheus metrics ``/metrics``."""
+
 from __future__ import annotations
 
 import hmac
@@ -90,6 +91,9 @@ def _database() -> None:
 
 def _broker() -> None:
     config = current_app.config
-    with kombu.Connection(config["ORION_BROKER_URL"], connect_timeout=3,
-                          transport_options=config["ORION_BROKER_TRANSPORT_OPTIONS"]) as connection:
+    with kombu.Connection(
+        config["ORION_BROKER_URL"],
+        connect_timeout=3,
+        transport_options=config["ORION_BROKER_TRANSPORT_OPTIONS"],
+    ) as connection:
         connection.ensure_connection(max_retries=1, interval_start=0)

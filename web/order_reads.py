@@ -1,4 +1,5 @@
 """Reading orders for the API: one order with its saga timeline, or a page of them."""
+
 from __future__ import annotations
 
 import uuid
@@ -29,8 +30,7 @@ class OrderView:
 
     @property
     def totals(self) -> dict:
-        return {"subtotal": self.order.subtotal, "total": self.order.total,
-                "currency": self.order.currency}
+        return {"subtotal": self.order.subtotal, "total": self.order.total, "currency": self.order.currency}
 
 
 def show_order(order_id: uuid.UUID, actor: Actor) -> OrderView:
@@ -44,8 +44,12 @@ def list_orders(actor: Actor, args: dict) -> dict:
     """A page of orders, newest first by ``(created_at, id)``: the actor's own, or all
     for an operator. ``args``: ``{limit, status?, customer_email?, cursor?: (created_at, id)}``;
     ``customer_email`` (one customer's orders) is for operators only: Forbidden (403)."""
-    query = (select(Order).options(selectinload(Order.lines))
-             .order_by(Order.created_at.desc(), Order.id.desc()).limit(args["limit"] + 1))
+    query = (
+        select(Order)
+        .options(selectinload(Order.lines))
+        .order_by(Order.created_at.desc(), Order.id.desc())
+        .limit(args["limit"] + 1)
+    )
     if not actor.is_operator:
         if "customer_email" in args:
             raise Forbidden("only operators may search other customers' orders")
@@ -65,8 +69,11 @@ def list_orders(actor: Actor, args: dict) -> dict:
 
 
 def _steps(session: Session, order_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[dict]]:
-    rows = session.scalars(select(SagaStep).where(SagaStep.order_id.in_(order_ids))
-                           .order_by(SagaStep.id)) if order_ids else []
+    rows = (
+        session.scalars(select(SagaStep).where(SagaStep.order_id.in_(order_ids)).order_by(SagaStep.id))
+        if order_ids
+        else []
+    )
     steps: dict[uuid.UUID, list[dict]] = defaultdict(list)
     for step in rows:
         steps[step.order_id].append(step.to_dict())

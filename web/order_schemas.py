@@ -1,5 +1,6 @@
 """Order schemas: the POST /orders body (SPEC limits: 1-100 lines, quantity
 1-1000), the list query, and the order as the API shows it."""
+
 from __future__ import annotations
 
 import uuid
@@ -20,8 +21,7 @@ def _text(low: int, high: int, **kwargs) -> fields.String:
 
 class LineInSchema(StrictSchema):
     sku = _text(1, 32, required=True)
-    quantity = fields.Integer(required=True, strict=True,
-                              validate=validate.Range(min=1, max=MAX_QUANTITY))
+    quantity = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=MAX_QUANTITY))
 
 
 class AddressSchema(StrictSchema):
@@ -38,15 +38,20 @@ class PaymentSchema(StrictSchema):
 
 
 class OrderCreateSchema(StrictSchema):
-    lines = fields.List(fields.Nested(LineInSchema), required=True,
-                        validate=validate.Length(min=1, max=MAX_LINES))
+    lines = fields.List(
+        fields.Nested(LineInSchema), required=True, validate=validate.Length(min=1, max=MAX_LINES)
+    )
     shipping_address = fields.Nested(AddressSchema, required=True)
     payment = fields.Nested(PaymentSchema, required=True)
 
 
 class IdempotencyHeaderSchema(StrictSchema):
-    idempotency_key = _text(1, 255, data_key="Idempotency-Key", metadata={
-        "description": "Repeat a POST safely: the same key and body return the first order"})
+    idempotency_key = _text(
+        1,
+        255,
+        data_key="Idempotency-Key",
+        metadata={"description": "Repeat a POST safely: the same key and body return the first order"},
+    )
 
 
 def _order_key(created_at: str, order_id: str) -> tuple[datetime, uuid.UUID]:
@@ -58,9 +63,14 @@ def _order_key(created_at: str, order_id: str) -> tuple[datetime, uuid.UUID]:
 
 class OrderQuerySchema(StrictSchema):
     status = fields.String(validate=validate.OneOf(STATUSES))
-    customer_email = _text(1, 254, metadata={
-        "description": "Operators only (403 for customers): the orders of the customer with "
-                       "this email, matched exactly, case-insensitively"})
+    customer_email = _text(
+        1,
+        254,
+        metadata={
+            "description": "Operators only (403 for customers): the orders of the customer with "
+            "this email, matched exactly, case-insensitively"
+        },
+    )
     limit = limit_field()
     cursor = Cursor(parse=_order_key, parts=2)
 
@@ -88,8 +98,12 @@ class StepSchema(Schema):
     started_at = fields.String(metadata={"format": "date-time"})
     finished_at = fields.String(allow_none=True, metadata={"format": "date-time"})
     error = fields.String(allow_none=True)
-    kind = fields.String(metadata={"enum": ["forward", "compensation"],
-                                   "description": "A forward step or the compensation of one"})
+    kind = fields.String(
+        metadata={
+            "enum": ["forward", "compensation"],
+            "description": "A forward step or the compensation of one",
+        }
+    )
 
 
 class OrderSchema(Schema):
@@ -104,9 +118,12 @@ class OrderSchema(Schema):
     updated_at = UTCDateTime()
     finished_at = UTCDateTime(allow_none=True)
     steps = fields.List(fields.Nested(StepSchema), metadata={"description": "The saga timeline"})
-    last_event_seq = fields.Integer(metadata={
-        "description": "The seq of the order's latest event; subscribe with after_seq set to it "
-                       "to receive only what happens next"})
+    last_event_seq = fields.Integer(
+        metadata={
+            "description": "The seq of the order's latest event; subscribe with after_seq set to it "
+            "to receive only what happens next"
+        }
+    )
 
 
 class OrderPageSchema(Schema):

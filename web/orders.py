@@ -3,6 +3,7 @@
 Another customer's order answers 404 as if it did not exist. Commands return
 202: the saga does the work in the background.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -53,8 +54,13 @@ def _per_user() -> str:
 @request_headers(IdempotencyHeaderSchema())
 @body(OrderCreateSchema())
 @response(order_schema, 202, ACCEPTED, headers={"Location": "The order's URL"})
-@other_responses({404: "Unknown sku", 409: "Idempotency-Key already used with another body",
-                  429: "Too many orders; see Retry-After"})
+@other_responses(
+    {
+        404: "Unknown sku",
+        409: "Idempotency-Key already used with another body",
+        429: "Too many orders; see Retry-After",
+    }
+)
 def create_order(headers: dict, body: dict):
     """Place an order; a repeat with the same Idempotency-Key and body returns the first order."""
     actor = current_actor()

@@ -5,6 +5,7 @@ to the JSON API with the user's access token and watch orders over Socket.IO.
 The browser libraries are npm packages (``package-lock.json``), installed by
 ``./run.sh`` into ``node_modules`` and served from ``/vendor/``, never from a CDN.
 """
+
 from __future__ import annotations
 
 from flask import Blueprint, render_template, send_from_directory
@@ -14,8 +15,9 @@ from config.settings import REPO_ROOT
 from models.order import STATUSES
 from web.errors import problem
 
-bp = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
-               static_url_path="/static")
+bp = Blueprint(
+    "pages", __name__, template_folder="templates", static_folder="static", static_url_path="/static"
+)
 NODE_MODULES = REPO_ROOT / "node_modules"
 # What /vendor/<name> serves: {name: (npm package, directory in it, mimetype)}.
 VENDOR = {
@@ -35,8 +37,7 @@ def shop():
 @bp.get("/operator")
 def operator_dashboard():
     """The operator page: charts, order search, live feed, counts, stuck sagas, stock alerts."""
-    return render_template("operator.html", flower_url=get_settings().flower_url,
-                           statuses=STATUSES)
+    return render_template("operator.html", flower_url=get_settings().flower_url, statuses=STATUSES)
 
 
 @bp.get("/vendor/<name>")
@@ -48,6 +49,9 @@ def vendor(name: str):
     package, directory, mimetype = VENDOR[name]
     folder = NODE_MODULES / package / directory
     if not (folder / name).exists():
-        return problem(503, f"the {package} package is not installed; run ./run.sh "
-                            "(it runs npm ci) or npm ci in the repository")
+        return problem(
+            503,
+            f"the {package} package is not installed; run ./run.sh "
+            "(it runs npm ci) or npm ci in the repository",
+        )
     return send_from_directory(folder, name, mimetype=mimetype)

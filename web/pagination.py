@@ -3,6 +3,7 @@
 A cursor is the urlsafe base64 (unpadded) of the last item's sort key, its
 parts joined by ``|``. Clients must treat it as opaque.
 """
+
 from __future__ import annotations
 
 import base64
@@ -48,9 +49,11 @@ class Cursor(fields.String):
 
 
 def limit_field() -> fields.Integer:
-    return fields.Integer(load_default=DEFAULT_LIMIT,
-                          validate=validate.Range(min=1, max=MAX_LIMIT),
-                          metadata={"description": f"Page size, 1 to {MAX_LIMIT}"})
+    return fields.Integer(
+        load_default=DEFAULT_LIMIT,
+        validate=validate.Range(min=1, max=MAX_LIMIT),
+        metadata={"description": f"Page size, 1 to {MAX_LIMIT}"},
+    )
 
 
 def page(rows: Sequence, limit: int, cursor_of: Callable[[object], str]) -> dict:

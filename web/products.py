@@ -1,4 +1,5 @@
 """The catalog: products with their available stock, public (no token needed)."""
+
 from __future__ import annotations
 
 from flask import Blueprint
@@ -38,8 +39,9 @@ def get_product(sku: str):
 def _catalog() -> Select:
     """Products with ``available`` (on_hand - reserved; 0 when there is no stock row)."""
     available = func.coalesce(Inventory.on_hand - Inventory.reserved, 0).label("available")
-    return (select(Product.sku, Product.name, Product.unit_price, Product.currency, available)
-            .outerjoin(Inventory, Inventory.sku == Product.sku))
+    return select(Product.sku, Product.name, Product.unit_price, Product.currency, available).outerjoin(
+        Inventory, Inventory.sku == Product.sku
+    )
 
 
 def _products_query(args: dict) -> Select:
@@ -47,8 +49,9 @@ def _products_query(args: dict) -> Select:
     query = _catalog().order_by(Product.sku).limit(args["limit"] + 1)
     if "q" in args:
         pattern = "%" + args["q"].replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
-        query = query.where(or_(Product.sku.ilike(pattern, escape="\\"),
-                                Product.name.ilike(pattern, escape="\\")))
+        query = query.where(
+            or_(Product.sku.ilike(pattern, escape="\\"), Product.name.ilike(pattern, escape="\\"))
+        )
     if "cursor" in args:
         query = query.where(Product.sku > args["cursor"])
     return query

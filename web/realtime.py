@@ -25,6 +25,7 @@ never missed: it arrives live, from the replay, or both (the client drops the
 repeat by ``seq``). Events reach this process through the message queue that
 workers publish to (``progress.emitter``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -60,8 +61,7 @@ log = logging.getLogger(__name__)
 
 class SubscribeSchema(Schema):
     order_id = fields.UUID(required=True)
-    after_seq = fields.Integer(load_default=None, allow_none=True,
-                               validate=validate.Range(min=0))
+    after_seq = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=0))
 
 
 subscribe_schema = SubscribeSchema()
@@ -70,9 +70,13 @@ subscribe_schema = SubscribeSchema()
 def init_realtime(app: Flask) -> None:
     """Bind the Socket.IO server to ``app`` on the configured message queue."""
     settings = get_settings()
-    socketio.init_app(app, client_manager=build_manager(settings, write_only=False),
-                      async_mode="threading", cors_allowed_origins=app.config.get("SOCKETIO_CORS"),
-                      max_http_buffer_size=MAX_MESSAGE_BYTES)
+    socketio.init_app(
+        app,
+        client_manager=build_manager(settings, write_only=False),
+        async_mode="threading",
+        cors_allowed_origins=app.config.get("SOCKETIO_CORS"),
+        max_http_buffer_size=MAX_MESSAGE_BYTES,
+    )
     app.extensions["orion_socket_guard"] = ConnectionGuard(app, settings)
     app.extensions["orion_socket_guard"].start()
 
@@ -105,8 +109,10 @@ class ConnectionGuard:
         with self._lock:
             mine = [c for c in self.connections.values() if c.actor.user_id == connection.actor.user_id]
             here = [c for c in self.connections.values() if c.address == connection.address]
-            if (len(mine) >= self.settings.socket_max_per_user
-                    or len(here) >= self.settings.socket_max_per_address):
+            if (
+                len(mine) >= self.settings.socket_max_per_user
+                or len(here) >= self.settings.socket_max_per_address
+            ):
                 raise ConnectionRefusedError(TOO_MANY)
             self.connections[sid] = connection
 
@@ -137,8 +143,9 @@ class ConnectionGuard:
             # A client gone while ``on_connect`` ran never reaches ``on_disconnect``.
             manager = socketio.server.manager
             pending = set(manager.pending_connect.get("/", ()))
-            for sid in [sid for sid in self.connections
-                        if sid not in pending and not manager.is_connected(sid, "/")]:
+            for sid in [
+                sid for sid in self.connections if sid not in pending and not manager.is_connected(sid, "/")
+            ]:
                 self.connections.pop(sid, None)
             open_now = dict(self.connections)
         if not open_now:
@@ -146,9 +153,14 @@ class ConnectionGuard:
         now = time.time()
         revoked = blocklist.revoked_among([k for c in open_now.values() for k in (c.jti, c.session) if k])
         users = _users({c.actor.user_id for c in open_now.values()})
-        closing = [sid for sid, c in open_now.items()
-                   if c.expires_at <= now or c.jti in revoked or c.session in revoked
-                   or users.get(c.actor.user_id) != (c.actor.role, c.generation)]
+        closing = [
+            sid
+            for sid, c in open_now.items()
+            if c.expires_at <= now
+            or c.jti in revoked
+            or c.session in revoked
+            or users.get(c.actor.user_id) != (c.actor.role, c.generation)
+        ]
         for sid in closing:
             self.forget(sid)
             socketio.server.disconnect(sid)
@@ -243,8 +255,14 @@ def _check_token(auth) -> Connection:
     stored = _users({user_id}).get(user_id)
     if stored is None or stored[1] != generation:
         raise ConnectionRefusedError(UNAUTHORIZED)
-    return Connection(Actor(user_id, stored[0]), request.remote_addr or "-", claims["jti"],
-                      session_key(claims), generation, float(claims["exp"]))
+    return Connection(
+        Actor(user_id, stored[0]),
+        request.remote_addr or "-",
+        claims["jti"],
+        session_key(claims),
+        generation,
+        float(claims["exp"]),
+    )
 
 
 @socketio.on("subscribe")
@@ -272,8 +290,13 @@ def on_subscribe(data):
 def _replay(order_id: uuid.UUID, after_seq: int) -> None:
     """Send this connection the order's events with ``seq > after_seq``, in order."""
     with read_only() as session:
-        events = [e.to_dict() for e in session.scalars(
-            select(OrderEvent).where(OrderEvent.order_id == order_id, OrderEvent.seq > after_seq)
-            .order_by(OrderEvent.seq))]
+        events = [
+            e.to_dict()
+            for e in session.scalars(
+                select(OrderEvent)
+                .where(OrderEvent.order_id == order_id, OrderEvent.seq > after_seq)
+                .order_by(OrderEvent.seq)
+            )
+        ]
     for event in events:
         emit("order.updated", event, to=request.sid, ignore_queue=True)

@@ -4,6 +4,7 @@ Kept in ``flask.g.correlation_id`` and bound as the log context's correlation id
 (``observability.logging``), echoed on every response, stored on the orders a
 request places, and carried by the task messages it publishes.
 """
+
 from __future__ import annotations
 
 import re

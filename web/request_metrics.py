@@ -1,5 +1,6 @@
 """HTTP request counts and latencies by route template (``/api/v1/orders/<uuid:order_id>``,
 not the concrete path, so the label set stays small)."""
+
 from __future__ import annotations
 
 import time

@@ -5,6 +5,7 @@ timestamps, problems, and the auth and product shapes (order shapes live in
 Every input schema rejects unknown fields (``RAISE``), nested ones included,
 so a misspelt field at any depth is a 422 rather than silently dropped.
 """
+
 from __future__ import annotations
 
 from datetime import UTC
@@ -42,11 +43,15 @@ class ProblemSchema(Schema):
     title = fields.String()
     status = fields.Integer()
     detail = fields.String()
-    errors = fields.Dict(keys=fields.String(), values=fields.List(fields.String()),
-                         metadata={"description": "On 422 only: messages by field path"})
+    errors = fields.Dict(
+        keys=fields.String(),
+        values=fields.List(fields.String()),
+        metadata={"description": "On 422 only: messages by field path"},
+    )
 
 
 # --- auth -------------------------------------------------------------------
+
 
 class RegisterSchema(StrictSchema):
     email = fields.Email(required=True, validate=validate.Length(max=254))
@@ -60,8 +65,9 @@ class LoginSchema(StrictSchema):
 
 
 class LogoutSchema(StrictSchema):
-    refresh_token = fields.String(validate=validate.Length(min=1, max=4096),
-                                  metadata={"description": "Also revoke this refresh token"})
+    refresh_token = fields.String(
+        validate=validate.Length(min=1, max=4096), metadata={"description": "Also revoke this refresh token"}
+    )
 
 
 class UserSchema(Schema):
@@ -83,9 +89,12 @@ class TokensSchema(AccessTokenSchema):
 
 # --- products ---------------------------------------------------------------
 
+
 class ProductQuerySchema(StrictSchema):
-    q = fields.String(validate=validate.Length(min=1, max=100),
-                      metadata={"description": "Matches sku or name, case-insensitively"})
+    q = fields.String(
+        validate=validate.Length(min=1, max=100),
+        metadata={"description": "Matches sku or name, case-insensitively"},
+    )
     limit = limit_field()
     cursor = Cursor()
 

@@ -15,6 +15,7 @@ A WSGI middleware rather than Flask's ``after_request``: it sits outside
 Flask-SocketIO's middleware, so the Engine.IO responses get the headers too.
 Token responses also carry ``Cache-Control: no-store`` (``web.auth``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -40,10 +41,9 @@ class SecurityHeaders:
         def start(status: str, headers: list[tuple[str, str]], exc_info=None):
             # Read now, not before the call: ProxyFix (inside) sets the client's scheme.
             https = environ.get("wsgi.url_scheme") == "https"
-            extra = HEADERS + (HSTS,) if https else HEADERS
+            extra = (*HEADERS, HSTS) if https else HEADERS
             present = {name.lower() for name, _ in headers}
-            headers = list(headers) + [(name, value) for name, value in extra
-                                       if name.lower() not in present]
+            headers = list(headers) + [(name, value) for name, value in extra if name.lower() not in present]
             return start_response(status, headers, exc_info)
 
         return self.app(environ, start)

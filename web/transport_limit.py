@@ -13,6 +13,7 @@ that never authenticate.
 The client address is ``REMOTE_ADDR``; behind a reverse proxy it is the proxy's
 unless the deployment sets up ``ProxyFix`` (see docs/security.md).
 """
+
 from __future__ import annotations
 
 import json
@@ -58,10 +59,20 @@ class TransportLimit:
 
 
 def _refuse(start_response: Callable, limit: int) -> list[bytes]:
-    body = json.dumps({"type": "about:blank", "title": "Too Many Requests", "status": 429,
-                       "detail": f"too many Socket.IO connections from this address (limit {limit})"}
-                      ).encode()
-    start_response("429 Too Many Requests", [("Content-Type", "application/problem+json"),
-                                             ("Content-Length", str(len(body))),
-                                             ("Retry-After", "10")])
+    body = json.dumps(
+        {
+            "type": "about:blank",
+            "title": "Too Many Requests",
+            "status": 429,
+            "detail": f"too many Socket.IO connections from this address (limit {limit})",
+        }
+    ).encode()
+    start_response(
+        "429 Too Many Requests",
+        [
+            ("Content-Type", "application/problem+json"),
+            ("Content-Length", str(len(body))),
+            ("Retry-After", "10"),
+        ],
+    )
     return [body]

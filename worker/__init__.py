@@ -3,6 +3,7 @@
 Signals only: engine disposal after fork, session cleanup. Business rules live
 in ``models`` and the saga in ``tasks``.
 """
+
 from celery import Celery
 
 from config import get_settings, prepare_data_dir
@@ -12,7 +13,11 @@ prepare_data_dir(get_settings())
 app = Celery("orion")
 app.config_from_object("celeryconfig")
 app.conf.include = [
-    "tasks.lifecycle", "tasks.stock", "tasks.payment", "tasks.fulfilment", "tasks.outbox",
+    "tasks.lifecycle",
+    "tasks.stock",
+    "tasks.payment",
+    "tasks.fulfilment",
+    "tasks.outbox",
     "tasks.scheduled",
 ]
 connect_signals()

@@ -25,6 +25,7 @@ dead-letter policy on the queues (docker-compose's) does not add a second copy.
 This works on any kombu transport, the embedded default's filesystem broker
 included, since the worker publishes the copy itself.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -49,8 +50,9 @@ dead_letter_queue = Queue(DEAD_LETTER, dead_letter_exchange, routing_key=DEAD_LE
 HEADER = "x-orion-dead-letter-"  # prefix of the headers added to the copy
 REASONS = ("decode", "invalid", "unknown_task", "unknown_message", "arguments", "poison")
 
-DEAD_LETTERED = Counter("orion_dead_lettered_total",
-                        "Messages moved to the dead-letter queue, by reason", ["reason"])
+DEAD_LETTERED = Counter(
+    "orion_dead_lettered_total", "Messages moved to the dead-letter queue, by reason", ["reason"]
+)
 
 
 def dead_letter(app: Celery, message: Message, reason: str, detail: str) -> None:
@@ -63,27 +65,43 @@ def dead_letter(app: Celery, message: Message, reason: str, detail: str) -> None
     delivery = message.delivery_info or {}
     properties = dict(message.properties or {})
     headers = {k: v for k, v in (message.headers or {}).items() if not str(k).startswith(HEADER)}
-    headers.update({
-        f"{HEADER}reason": reason,
-        f"{HEADER}detail": detail[:1000],
-        f"{HEADER}exchange": delivery.get("exchange") or "",
-        f"{HEADER}routing-key": delivery.get("routing_key") or "",
-        f"{HEADER}at": datetime.now(UTC).isoformat(timespec="seconds"),
-        f"{HEADER}host": socket.gethostname(),
-    })
-    keep: dict[str, Any] = {k: properties[k] for k in ("correlation_id", "reply_to", "priority")
-                            if properties.get(k) is not None}
+    headers.update(
+        {
+            f"{HEADER}reason": reason,
+            f"{HEADER}detail": detail[:1000],
+            f"{HEADER}exchange": delivery.get("exchange") or "",
+            f"{HEADER}routing-key": delivery.get("routing_key") or "",
+            f"{HEADER}at": datetime.now(UTC).isoformat(timespec="seconds"),
+            f"{HEADER}host": socket.gethostname(),
+        }
+    )
+    keep: dict[str, Any] = {
+        k: properties[k] for k in ("correlation_id", "reply_to", "priority") if properties.get(k) is not None
+    }
     with app.producer_pool.acquire(block=True, timeout=10) as producer:
         producer.publish(
-            message.body, exchange=dead_letter_exchange, routing_key=DEAD_LETTER,
-            declare=[dead_letter_queue], serializer=None,
-            content_type=message.content_type, content_encoding=message.content_encoding,
-            headers=headers, delivery_mode=2, retry=True,
+            message.body,
+            exchange=dead_letter_exchange,
+            routing_key=DEAD_LETTER,
+            declare=[dead_letter_queue],
+            serializer=None,
+            content_type=message.content_type,
+            content_encoding=message.content_encoding,
+            headers=headers,
+            delivery_mode=2,
+            retry=True,
             retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
-            **keep)
+            **keep,
+        )
     DEAD_LETTERED.labels(reason).inc()
-    log.error("message moved to the dead-letter queue (%s): %s; task %s id %s from %s", reason,
-              detail, headers.get("task"), headers.get("id"), delivery.get("routing_key"))
+    log.error(
+        "message moved to the dead-letter queue (%s): %s; task %s id %s from %s",
+        reason,
+        detail,
+        headers.get("task"),
+        headers.get("id"),
+        delivery.get("routing_key"),
+    )
 
 
 def message_problem(task: Task[..., Any], message: Message) -> tuple[str, str] | None:
@@ -98,8 +116,12 @@ def message_problem(task: Task[..., Any], message: Message) -> tuple[str, str] |
         return "invalid", f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # noqa: BLE001 - kombu raises the serializer's own errors
         return "decode", f"body cannot be decoded: {type(exc).__name__}: {exc}"
-    if not (isinstance(body, (list, tuple)) and len(body) == 3
-            and isinstance(body[0], (list, tuple)) and isinstance(body[1], dict)):
+    if not (
+        isinstance(body, (list, tuple))
+        and len(body) == 3
+        and isinstance(body[0], (list, tuple))
+        and isinstance(body[1], dict)
+    ):
         return "arguments", "body is not [args, kwargs, embed]"
     args, kwargs = body[0], body[1]
     try:
@@ -147,8 +169,14 @@ class DeadLetteringConsumer(Consumer):
 
         saga_step = isinstance(task, SagaTask)
 
-        def on_message(message: Message, body: Any, ack: Callable[..., Any], reject: Callable[..., Any],
-                       callbacks: Any, **kwargs: Any) -> Any:
+        def on_message(
+            message: Message,
+            body: Any,
+            ack: Callable[..., Any],
+            reject: Callable[..., Any],
+            callbacks: Any,
+            **kwargs: Any,
+        ) -> Any:
             if body is None:  # protocol 2: the body is still undecoded here
                 problem = message_problem(task, message)
                 if problem is not None:
@@ -156,9 +184,13 @@ class DeadLetteringConsumer(Consumer):
             if saga_step and (message.delivery_info or {}).get("redelivered"):
                 task_id = (message.headers or {}).get("id", "")
                 if will_be_poison(task_id):  # it runs once more, to fail its step for good
-                    self._copy(message, "poison", f"{task.name} delivered too often without "
-                               "finishing (SAGA_MAX_DELIVERIES)")
+                    self._copy(
+                        message,
+                        "poison",
+                        f"{task.name} delivered too often without finishing (SAGA_MAX_DELIVERIES)",
+                    )
             return handler(message, body, ack, reject, callbacks, **kwargs)
+
         return on_message
 
     def on_decode_error(self, message: Message, exc: Exception) -> None:
@@ -182,8 +214,9 @@ class DeadLetteringConsumer(Consumer):
             return False
         return True
 
-    def _move(self, message: Message, reason: str, detail: str,
-              ack: Callable[..., Any] | None = None) -> None:
+    def _move(
+        self, message: Message, reason: str, detail: str, ack: Callable[..., Any] | None = None
+    ) -> None:
         """Copy to the dead-letter queue, then acknowledge the original; if the copy
         fails, reject it back to its queue (redelivered later, not lost)."""
         if self._copy(message, reason, detail):

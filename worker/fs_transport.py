@@ -18,6 +18,7 @@ names, fanout through ``control_folder``) is kombu's.
 Registered as the ``orionfs://`` transport (see ``register``); the embedded
 default uses it.
 """
+
 from __future__ import annotations
 
 import os
@@ -91,7 +92,7 @@ class Channel(filesystem.Channel):
     # filesystem.Channel, so no name satisfies both; kombu passes it by position.
     def _put(self, queue: str, payload: dict[str, Any], **kwargs: Any) -> None:  # type: ignore[override]
         """Write the message beside the queue folder's files, then rename it in (atomic)."""
-        name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
         partial = os.path.join(self.data_folder_out, f".{name}.partial")
         try:

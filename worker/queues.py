@@ -8,8 +8,10 @@ declared anew when they are empty; one that holds messages is left alone and
 reported, since deleting it would lose them: stop the producers, let the old
 workers drain it, then start again.
 """
+
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from amqp.exceptions import NotFound, PreconditionFailed
@@ -50,7 +52,8 @@ def ensure_queues(app: Celery) -> list[str]:
                     # kombu's stubs type the channel as the abstract StdChannel; every
                     # transport's channel (py-amqp's, kombu's virtual one) has these.
                     _, messages, consumers = channel.queue_declare(  # type: ignore[attr-defined]
-                        queue.name, passive=True)
+                        queue.name, passive=True
+                    )
                 except NotFound:  # another worker starting now deleted it first
                     channel = conn.channel()
                     queue(channel).declare()
@@ -59,17 +62,17 @@ def ensure_queues(app: Celery) -> list[str]:
                     raise QueueUpgradeBlocked(
                         f"queue {queue.name} was declared with other arguments and still has "
                         f"{messages} message(s) and {consumers} consumer(s); stop the producers, "
-                        "let the old workers drain it and stop them, then start again") from None
+                        "let the old workers drain it and stop them, then start again"
+                    ) from None
                 # if_unused/if_empty: RabbitMQ refuses the delete if a consumer or a
                 # message arrived since the check (unacked ones count as messages).
                 channel.queue_delete(  # type: ignore[attr-defined]  # see queue_declare above
-                    queue.name, if_unused=True, if_empty=True)
+                    queue.name, if_unused=True, if_empty=True
+                )
                 queue(channel).declare()
                 redeclared.append(queue.name)
                 log.warning("queue %s re-declared with %s", queue.name, queue.queue_arguments)
             finally:
-                try:
+                with contextlib.suppress(Exception):  # the channel may be closed already
                     channel.close()  # type: ignore[attr-defined]  # see queue_declare above
-                except Exception:  # noqa: BLE001 - the channel may be closed already
-                    pass
     return redeclared

@@ -14,6 +14,7 @@ enough for thousands of rows a second. When none runs, the beat job
 A broker or database error is logged and retried with backoff (0.5 s doubling
 to 10 s); SIGTERM or SIGINT stops the relay after its current batch.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,8 +40,11 @@ class Wakeup:
     def __init__(self, database_url: str, poll_s: float) -> None:
         url = make_url(database_url)
         self.poll_s = poll_s
-        self.dsn = (url.set(drivername="postgresql").render_as_string(hide_password=False)
-                    if url.get_backend_name() == "postgresql" else None)
+        self.dsn = (
+            url.set(drivername="postgresql").render_as_string(hide_password=False)
+            if url.get_backend_name() == "postgresql"
+            else None
+        )
         self.conn: psycopg.Connection | None = None
 
     def wait(self, stop: threading.Event) -> None:
@@ -87,8 +91,9 @@ def run(stop: threading.Event, batch: int = BATCH) -> None:
                 sent = publish_batch(batch)
             except Exception as exc:  # noqa: BLE001 - broker or database down: wait, retry
                 backoff = min(10.0, backoff * 2 or 0.5)
-                log.warning("relay: publish failed (%s: %s); retrying in %.1f s",
-                            type(exc).__name__, exc, backoff)
+                log.warning(
+                    "relay: publish failed (%s: %s); retrying in %.1f s", type(exc).__name__, exc, backoff
+                )
                 stop.wait(backoff)
                 continue
             backoff = 0.0

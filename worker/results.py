@@ -7,6 +7,7 @@ Nobody reads those channels; a long-lived producer's pubsub buffer grew until
 Redis reset the connection (about 6,000 orders here). Orion keeps results only
 for chords and never joins on them, so everything pending is released.
 """
+
 from __future__ import annotations
 
 from celery import Celery
@@ -18,8 +19,12 @@ def release_pending_results(app: Celery) -> int:
     pending = getattr(backend, "_pending_results", None)
     if not pending:
         return 0
-    results = [result for mapping in pending for waiters in list(mapping.values())
-               for result in list(waiters.values())]
+    results = [
+        result
+        for mapping in pending
+        for waiters in list(mapping.values())
+        for result in list(waiters.values())
+    ]
     for result in results:
         # Only the async backends (Redis, RPC) have it; _pending_results above picks them.
         backend.remove_pending_result(result)  # type: ignore[attr-defined]

@@ -1,4 +1,5 @@
 """Celery signal handlers: per-process database state, and the progress relay hook."""
+
 from __future__ import annotations
 
 import time
@@ -49,13 +50,21 @@ def _release_results(sender: Task[..., Any] | None = None, **_kwargs: Any) -> No
 _started: dict[str | None, float] = {}  # task id -> perf_counter at prerun
 
 
-def _task_started(task_id: str | None = None, task: Task[..., Any] | None = None,
-                  args: Sequence[Any] | None = None, **_kwargs: Any) -> None:
+def _task_started(
+    task_id: str | None = None,
+    task: Task[..., Any] | None = None,
+    args: Sequence[Any] | None = None,
+    **_kwargs: Any,
+) -> None:
     _started[task_id] = time.perf_counter()
     request = getattr(task, "request", None)
     order_id = _order_id(args) if task is not None and task.name.startswith("saga.") else None
-    bind_correlation(getattr(request, CORRELATION_HEADER, None), task=getattr(task, "name", None),
-                     task_id=task_id, **({"order_id": order_id} if order_id else {}))
+    bind_correlation(
+        getattr(request, CORRELATION_HEADER, None),
+        task=getattr(task, "name", None),
+        task_id=task_id,
+        **({"order_id": order_id} if order_id else {}),
+    )
 
 
 def _order_id(args: Sequence[Any] | None) -> str | None:
@@ -76,8 +85,9 @@ def _configure_logging(loglevel: str | int | None = None, **_kwargs: Any) -> Non
     configure_logging(loglevel or "INFO")  # honours -l/--loglevel
 
 
-def _task_finished(task_id: str | None = None, task: Task[..., Any] | None = None,
-                   state: str | None = None, **_kwargs: Any) -> None:
+def _task_finished(
+    task_id: str | None = None, task: Task[..., Any] | None = None, state: str | None = None, **_kwargs: Any
+) -> None:
     from observability.metrics import STEP_DURATION
 
     started = _started.pop(task_id, None)

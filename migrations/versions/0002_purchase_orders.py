@@ -3,6 +3,7 @@
 Revision ID: 0002
 Revises: 0001
 """
+
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -28,8 +29,14 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["sku"], ["products.sku"]),
         sa.PrimaryKeyConstraint("id"),
     )
-    op.create_index("uq_purchase_orders_one_open", "purchase_orders", ["sku"], unique=True,
-                    postgresql_where=sa.text("status = 'open'"), sqlite_where=sa.text("status = 'open'"))
+    op.create_index(
+        "uq_purchase_orders_one_open",
+        "purchase_orders",
+        ["sku"],
+        unique=True,
+        postgresql_where=sa.text("status = 'open'"),
+        sqlite_where=sa.text("status = 'open'"),
+    )
     with op.batch_alter_table("order_events") as batch:
         batch.add_column(sa.Column("correlation_id", sa.String(length=64), nullable=True))
 
@@ -37,6 +44,10 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("order_events") as batch:
         batch.drop_column("correlation_id")
-    op.drop_index("uq_purchase_orders_one_open", table_name="purchase_orders",
-                  postgresql_where=sa.text("status = 'open'"), sqlite_where=sa.text("status = 'open'"))
+    op.drop_index(
+        "uq_purchase_orders_one_open",
+        table_name="purchase_orders",
+        postgresql_where=sa.text("status = 'open'"),
+        sqlite_where=sa.text("status = 'open'"),
+    )
     op.drop_table("purchase_orders")

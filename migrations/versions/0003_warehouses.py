@@ -4,6 +4,7 @@ one shipment per (order, warehouse)
 Revision ID: 0003
 Revises: 0002
 """
+
 import zlib
 from collections.abc import Sequence
 
@@ -25,27 +26,41 @@ def _warehouse_for(sku: str) -> str:
 
 def upgrade() -> None:
     with op.batch_alter_table("products") as batch:
-        batch.add_column(sa.Column("warehouse", sa.String(length=8), nullable=False,
-                                   server_default=WAREHOUSES[0]))
+        batch.add_column(
+            sa.Column("warehouse", sa.String(length=8), nullable=False, server_default=WAREHOUSES[0])
+        )
     with op.batch_alter_table("order_lines") as batch:
-        batch.add_column(sa.Column("warehouse", sa.String(length=8), nullable=False,
-                                   server_default=WAREHOUSES[0]))
+        batch.add_column(
+            sa.Column("warehouse", sa.String(length=8), nullable=False, server_default=WAREHOUSES[0])
+        )
     conn = op.get_bind()
     skus = [row[0] for row in conn.execute(sa.text("SELECT sku FROM products"))]
     products = sa.table("products", sa.column("sku"), sa.column("warehouse"))
     if skus:
-        conn.execute(sa.update(products).where(products.c.sku == sa.bindparam("s"))
-                     .values(warehouse=sa.bindparam("w")),
-                     [{"s": sku, "w": _warehouse_for(sku)} for sku in skus])
+        conn.execute(
+            sa.update(products)
+            .where(products.c.sku == sa.bindparam("s"))
+            .values(warehouse=sa.bindparam("w")),
+            [{"s": sku, "w": _warehouse_for(sku)} for sku in skus],
+        )
     # Order lines copy their product's, in one statement (lines can be millions).
-    op.execute(sa.text("UPDATE order_lines SET warehouse = (SELECT p.warehouse FROM products p "
-                       "WHERE p.sku = order_lines.sku)"))
+    op.execute(
+        sa.text(
+            "UPDATE order_lines SET warehouse = (SELECT p.warehouse FROM products p "
+            "WHERE p.sku = order_lines.sku)"
+        )
+    )
     with op.batch_alter_table("shipments") as batch:
-        batch.add_column(sa.Column("warehouse", sa.String(length=8), nullable=False,
-                                   server_default=WAREHOUSES[0]))
-    op.execute(sa.text("UPDATE shipments SET warehouse = (SELECT min(l.warehouse) FROM order_lines l "
-                       "WHERE l.order_id = shipments.order_id) "
-                       "WHERE EXISTS (SELECT 1 FROM order_lines l WHERE l.order_id = shipments.order_id)"))
+        batch.add_column(
+            sa.Column("warehouse", sa.String(length=8), nullable=False, server_default=WAREHOUSES[0])
+        )
+    op.execute(
+        sa.text(
+            "UPDATE shipments SET warehouse = (SELECT min(l.warehouse) FROM order_lines l "
+            "WHERE l.order_id = shipments.order_id) "
+            "WHERE EXISTS (SELECT 1 FROM order_lines l WHERE l.order_id = shipments.order_id)"
+        )
+    )
     _replace_shipment_key(conn, ["order_id", "warehouse"], "uq_shipments_order_warehouse")
     op.create_index("ix_order_lines_order", "order_lines", ["order_id"])
 
@@ -70,7 +85,8 @@ def _replace_shipment_key(conn, columns: list[str], name: str) -> None:
         op.create_unique_constraint(name, "shipments", columns)
         return
     table = sa.Table(
-        "shipments", sa.MetaData(),
+        "shipments",
+        sa.MetaData(),
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("order_id", sa.Uuid(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),

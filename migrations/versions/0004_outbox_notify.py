@@ -5,6 +5,7 @@ transaction), so the relay (``python -m worker.relay``) publishes without pollin
 Revision ID: 0004
 Revises: 0003
 """
+
 from collections.abc import Sequence
 
 from alembic import op

@@ -5,6 +5,7 @@ moves the user to the next one, so every earlier token is refused
 Revision ID: 0005
 Revises: 0004
 """
+
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -18,8 +19,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     with op.batch_alter_table("users") as batch:
-        batch.add_column(sa.Column("token_generation", sa.Integer(), nullable=False,
-                                   server_default="0"))
+        batch.add_column(sa.Column("token_generation", sa.Integer(), nullable=False, server_default="0"))
 
 
 def downgrade() -> None:

@@ -9,6 +9,7 @@ made them keeps them as they are (``payments.sandbox`` still adds a missing
 Revision ID: 0006
 Revises: 0005
 """
+
 from collections.abc import Sequence
 
 import sqlalchemy as sa

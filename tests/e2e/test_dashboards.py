@@ -4,6 +4,7 @@
 Each test leaves screenshots in ``artifacts/``; ``docs/dashboards.md`` shows
 copies of them.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -19,8 +20,16 @@ from tests.support.factories import eventually
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking flags Chromium tries Google's hosts, which
 # this machine's closed network refuses.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 PASSWORD = "customer password 1"
 ORDER_TIMEOUT_MS = 60_000
@@ -37,8 +46,9 @@ def browser() -> Browser:
 
 def register(base: str, name: str) -> str:
     email = f"{name.lower()}-{uuid.uuid4().hex[:8]}@e2e.orion.example"
-    reply = requests.post(f"{base}/api/v1/auth/register",
-                          json={"email": email, "password": PASSWORD, "name": name})
+    reply = requests.post(
+        f"{base}/api/v1/auth/register", json={"email": email, "password": PASSWORD, "name": name}
+    )
     assert reply.status_code == 201, reply.text
     return email
 
@@ -60,8 +70,12 @@ def place_order(page: Page, search: str, token: str) -> str:
     page.fill("#search-form input[name=q]", search)
     page.click("#search-form button")
     page.locator("#products tbody tr").first.locator("button.add").click()
-    for field, value in (("name", "Ada Lovelace"), ("line1", "12 St James's Square"),
-                         ("city", "London"), ("postal_code", "SW1Y 4JH")):
+    for field, value in (
+        ("name", "Ada Lovelace"),
+        ("line1", "12 St James's Square"),
+        ("city", "London"),
+        ("postal_code", "SW1Y 4JH"),
+    ):
         page.fill(f"#checkout-form input[name={field}]", value)
     page.select_option("#payment-token", token)
     page.click("#place-order")
@@ -94,19 +108,23 @@ def test_customer_watches_orders_complete_and_compensate_live(platform, browser)
     expect(shop.locator("#order-status")).to_have_text("cancelled", timeout=ORDER_TIMEOUT_MS)
     expect(shop.locator("#order-reason")).to_have_text("(payment_declined)")
     kinds = shop.locator("#timeline tr.step").evaluate_all(
-        "rows => rows.map(r => [r.dataset.name, r.classList.contains('compensation')])")
+        "rows => rows.map(r => [r.dataset.name, r.classList.contains('compensation')])"
+    )
     undone = [name for name, compensation in kinds if compensation]
     assert "release_stock" in undone, kinds
-    assert kinds.index([undone[0], True]) > max(i for i, (_, c) in enumerate(kinds) if not c), \
+    assert kinds.index([undone[0], True]) > max(i for i, (_, c) in enumerate(kinds) if not c), (
         "compensation steps follow the forward steps they undo"
+    )
     expect(shop.locator("#timeline tr.step[data-name=authorize_payment]")).to_have_attribute(
-        "data-status", "failed")
+        "data-status", "failed"
+    )
     shop.screenshot(path=str(ARTIFACTS / "shop-declined.png"), full_page=True)
     assert shop.evaluate("window.__sameDocument") is True, "the page must not have reloaded"
 
     for order_id, status in ((paid, "completed"), (declined, "cancelled")):
         expect(operator.locator(f"#order-list tr[data-order='{order_id}']")).to_have_attribute(
-            "data-status", status, timeout=ORDER_TIMEOUT_MS)
+            "data-status", status, timeout=ORDER_TIMEOUT_MS
+        )
         expect(operator.locator(f"#feed li[data-order='{order_id}']").first).to_be_visible()
     operator.screenshot(path=str(ARTIFACTS / "operator.png"), full_page=True)
 
@@ -119,7 +137,8 @@ def test_a_customer_cannot_see_or_subscribe_to_another_customers_order(platform,
 
     bob = open_page(browser, base, register(base, "Bob"), PASSWORD)
     expect(bob.locator(f"#order-list tr[data-order='{order_id}']")).to_have_count(0)
-    seen = bob.evaluate("""async (orderId) => {
+    seen = bob.evaluate(
+        """async (orderId) => {
         const headers = {Authorization: `Bearer ${sessionStorage.getItem("orion.access")}`};
         const read = await fetch(`/api/v1/orders/${orderId}`, {headers});
         const socket = io({auth: {token: sessionStorage.getItem("orion.access")}, transports: ["websocket"]});
@@ -127,7 +146,9 @@ def test_a_customer_cannot_see_or_subscribe_to_another_customers_order(platform,
             () => socket.emit("subscribe", {order_id: orderId, after_seq: 0}, resolve)));
         socket.close();
         return {status: read.status, ack};
-    }""", order_id)
+    }""",
+        order_id,
+    )
     assert seen == {"status": 404, "ack": {"ok": False, "error": "not_found"}}
     assert bob.locator("#events li").count() == 0
     bobs_order = place_order(bob, sku, "tok_mastercard")
@@ -137,7 +158,8 @@ def test_a_customer_cannot_see_or_subscribe_to_another_customers_order(platform,
     operator = open_page(browser, f"{base}/operator", OPERATOR_EMAIL, OPERATOR_PASSWORD)
     for visible in (order_id, bobs_order):
         expect(operator.locator(f"#order-list tr[data-order='{visible}']")).to_have_attribute(
-            "data-status", "completed")
+            "data-status", "completed"
+        )
     operator.locator(f"#order-list tr[data-order='{order_id}'] a").click()
     expect(operator.locator("#order-status")).to_have_text("completed")
     expect(operator.locator("#timeline tr.step").last).to_have_attribute("data-name", "complete_order")
@@ -155,8 +177,12 @@ def test_a_dropped_connection_resumes_without_losing_or_repeating_events(platfor
     expect(shop.locator("#connection")).to_have_text("reconnecting")
     applied = shop.evaluate("(id) => window.orionStream.lastSeq.get(id)", order_id)
     token = shop.evaluate("sessionStorage.getItem('orion.access')")
-    read = lambda: requests.get(f"{base}/api/v1/orders/{order_id}",  # noqa: E731
-                                headers={"Authorization": f"Bearer {token}"}).json()
+
+    def read() -> dict:
+        return requests.get(
+            f"{base}/api/v1/orders/{order_id}", headers={"Authorization": f"Bearer {token}"}
+        ).json()
+
     eventually(lambda: read()["last_event_seq"] > applied, timeout=30)  # events went by unseen
     shop.evaluate("() => { const s = window.orionStream.socket; s.io.reconnection(true); s.connect(); }")
     expect(shop.locator("#order-status")).to_have_text("completed", timeout=ORDER_TIMEOUT_MS)
@@ -182,6 +208,7 @@ def test_pay_again_and_operator_cancel_buttons(platform, browser):
     operator = open_page(browser, f"{base}/operator", OPERATOR_EMAIL, OPERATOR_PASSWORD)
     operator.locator(f"#order-list tr[data-order='{parked}'] button.cancel").click()
     expect(operator.locator(f"#order-list tr[data-order='{parked}']")).to_have_attribute(
-        "data-status", "cancelled", timeout=ORDER_TIMEOUT_MS)
+        "data-status", "cancelled", timeout=ORDER_TIMEOUT_MS
+    )
     expect(shop.locator("#order-status")).to_have_text("cancelled", timeout=ORDER_TIMEOUT_MS)
     expect(shop.locator("#order-reason")).to_have_text("(operator_request)")

@@ -3,6 +3,7 @@
 Starts ``python -m tools.launch`` (what ``./run.sh`` runs) with its own data dir and
 ports, then acts as a customer over HTTP.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,10 +18,15 @@ from tests.support.factories import ADDRESS, eventually
 
 def customer(base: str) -> dict:
     email, password = f"e2e-{uuid.uuid4().hex[:8]}@test.orion.example", "e2e password 1"
-    assert requests.post(f"{base}/api/v1/auth/register",
-                         json={"email": email, "password": password, "name": "E2E"}).status_code == 201
-    token = requests.post(f"{base}/api/v1/auth/login",
-                          json={"email": email, "password": password}).json()["access_token"]
+    assert (
+        requests.post(
+            f"{base}/api/v1/auth/register", json={"email": email, "password": password, "name": "E2E"}
+        ).status_code
+        == 201
+    )
+    token = requests.post(f"{base}/api/v1/auth/login", json={"email": email, "password": password}).json()[
+        "access_token"
+    ]
     return {"Authorization": f"Bearer {token}", "email": email}
 
 
@@ -33,14 +39,15 @@ def final(base: str, headers: dict, order_id: str) -> dict:
     def check():
         order = requests.get(f"{base}/api/v1/orders/{order_id}", headers=headers).json()
         return order if order["status"] in ("completed", "cancelled", "failed") else None
+
     return eventually(check, timeout=120, interval=0.3)
 
 
 def place(base: str, headers: dict, sku: str, token: str) -> str:
-    body = {"lines": [{"sku": sku, "quantity": 2}], "shipping_address": ADDRESS,
-            "payment": {"token": token}}
-    reply = requests.post(f"{base}/api/v1/orders", json=body,
-                          headers={**headers, "Idempotency-Key": uuid.uuid4().hex})
+    body = {"lines": [{"sku": sku, "quantity": 2}], "shipping_address": ADDRESS, "payment": {"token": token}}
+    reply = requests.post(
+        f"{base}/api/v1/orders", json=body, headers={**headers, "Idempotency-Key": uuid.uuid4().hex}
+    )
     assert reply.status_code == 202, reply.text
     return reply.json()["id"]
 
@@ -51,8 +58,10 @@ def test_an_order_completes_and_its_email_is_delivered(platform):
     order = final(base, headers, place(base, headers, in_stock_sku(base), "tok_visa"))
     assert order["status"] == "completed"
     assert [s["status"] for s in order["steps"]].count("succeeded") == len(order["steps"])
-    mails = eventually(lambda: [p for p in (platform["data_dir"] / "mail").glob("*.eml")
-                                if user["email"] in p.read_text()], timeout=30)
+    mails = eventually(
+        lambda: [p for p in (platform["data_dir"] / "mail").glob("*.eml") if user["email"] in p.read_text()],
+        timeout=30,
+    )
     assert "confirmed" in mails[0].read_text()
 
 
@@ -116,8 +125,12 @@ def test_a_crashed_worker_is_restarted_while_the_rest_keeps_serving(platform):
     assert crashed is not None
     os.kill(crashed, signal.SIGKILL)
     assert requests.get(f"{base}/readyz", timeout=5).status_code == 200
-    restarted = eventually(lambda: _child_with(launcher.pid, "orion@") not in (None, crashed)
-                           and _child_with(launcher.pid, "orion@"), timeout=30)
+    restarted = eventually(
+        lambda: (
+            _child_with(launcher.pid, "orion@") not in (None, crashed) and _child_with(launcher.pid, "orion@")
+        ),
+        timeout=30,
+    )
     assert launcher.poll() is None and restarted != crashed
     assert requests.get(f"{base}/readyz", timeout=5).status_code == 200
     headers = customer(base)

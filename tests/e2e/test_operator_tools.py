@@ -3,6 +3,7 @@ order's timeline, in real headless Chromium on the embedded platform (issue 11).
 
 Screenshots go to ``artifacts/``; ``docs/dashboards.md`` shows copies of them.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -65,11 +66,20 @@ def api_customer(base: str, name: str) -> tuple[str, dict]:
 
 
 def api_order(base: str, headers: dict, sku: str, token: str = "tok_visa") -> str:
-    body = {"lines": [{"sku": sku, "quantity": 1}], "payment": {"token": token},
-            "shipping_address": {"name": "Pat", "line1": "1 High Street", "city": "Leeds",
-                                 "postal_code": "LS1 1AA", "country": "United Kingdom"}}
-    reply = requests.post(f"{base}/api/v1/orders", json=body,
-                          headers={**headers, "Idempotency-Key": uuid.uuid4().hex})
+    body = {
+        "lines": [{"sku": sku, "quantity": 1}],
+        "payment": {"token": token},
+        "shipping_address": {
+            "name": "Pat",
+            "line1": "1 High Street",
+            "city": "Leeds",
+            "postal_code": "LS1 1AA",
+            "country": "United Kingdom",
+        },
+    }
+    reply = requests.post(
+        f"{base}/api/v1/orders", json=body, headers={**headers, "Idempotency-Key": uuid.uuid4().hex}
+    )
     assert reply.status_code == 202, reply.text
     return reply.json()["id"]
 
@@ -81,10 +91,13 @@ def all_final(base: str, headers: dict) -> bool:
 
 def chart_points(page: Page, canvas: str) -> float:
     """The sum of every value Chart.js holds for ``canvas`` (0 when nothing is drawn)."""
-    return page.evaluate("""(id) => {
+    return page.evaluate(
+        """(id) => {
         const chart = Chart.getChart(document.getElementById(id));
         return chart ? chart.data.datasets.flatMap((d) => d.data).reduce((n, v) => n + (v || 0), 0) : 0;
-    }""", canvas)
+    }""",
+        canvas,
+    )
 
 
 def test_operator_charts_and_order_search_with_status_filter_and_paging(platform, browser):  # noqa: F811
@@ -92,8 +105,11 @@ def test_operator_charts_and_order_search_with_status_filter_and_paging(platform
     email, headers = api_customer(base, "Pat")
     placed = []
     for batch in range(2):  # 26 orders, more than a page, in batches under MAX_OPEN_ORDERS
-        placed += [api_order(base, headers, sku, token) for token in
-                   ["tok_visa"] * 11 + (["tok_flaky", "tok_chargeDeclined"] if batch == 0 else ["tok_visa"] * 2)]
+        placed += [
+            api_order(base, headers, sku, token)
+            for token in ["tok_visa"] * 11
+            + (["tok_flaky", "tok_chargeDeclined"] if batch == 0 else ["tok_visa"] * 2)
+        ]
         eventually(lambda: all_final(base, headers), timeout=240, interval=1)
     declined = placed[12]
 
@@ -101,7 +117,9 @@ def test_operator_charts_and_order_search_with_status_filter_and_paging(platform
     expect(operator.locator("#order-list tbody tr").first).to_be_visible()
     for canvas in ("chart-outcomes", "chart-durations", "chart-retries"):
         eventually(lambda: chart_points(operator, canvas) > 0, timeout=30)  # noqa: B023
-    assert operator.evaluate("Chart.getChart(document.getElementById('chart-queues')).data.labels.length") >= 1
+    assert (
+        operator.evaluate("Chart.getChart(document.getElementById('chart-queues')).data.labels.length") >= 1
+    )
     operator.screenshot(path=str(ARTIFACTS / "operator-charts.png"), full_page=True)
 
     operator.fill("#order-search input[name=q]", email.upper())  # emails match case-insensitively
@@ -144,7 +162,9 @@ def test_a_declined_orders_timeline_shows_no_refund_or_void_that_undid_nothing(p
     timeline = shop.locator("#timeline")
     # The stock that was held was released: that undo is shown, once its event is in.
     expect(timeline.locator("tr.step.compensation[data-name=release_stock]")).to_have_count(1)
-    expect(timeline.locator("tr.step[data-name=authorize_payment]")).to_have_attribute("data-status", "failed")
+    expect(timeline.locator("tr.step[data-name=authorize_payment]")).to_have_attribute(
+        "data-status", "failed"
+    )
     for text in ("refund", "void"):
         assert text not in timeline.inner_text().lower()
         assert text not in shop.locator("#events").inner_text().lower()

@@ -1,5 +1,6 @@
 """Fixtures for tests that need Orion's processes: a real SMTP server, the outbox
 relay and a real ``celery -A worker worker`` on RabbitMQ, PostgreSQL and Redis."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Auth endpoints over Flask's test client, on the real PostgreSQL and Redis."""
+
 from __future__ import annotations
 
 import os
@@ -28,7 +29,9 @@ def app():
 def new_client(app):
     """A test client from its own client address, so per-address limits do not collide."""
     client = app.test_client()
-    client.environ_base["REMOTE_ADDR"] = f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
+    client.environ_base["REMOTE_ADDR"] = (
+        f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
+    )
     return client
 
 
@@ -46,13 +49,18 @@ def bearer(token: str) -> dict:
 
 
 def test_register_creates_a_customer_and_hides_the_password(client, uid):
-    response = client.post(f"{API}/auth/register",
-                           json={"email": f"New-{uid}@Test.Orion.Example", "password": "s3cret-enough",
-                                 "name": "Grace Hopper"})
+    response = client.post(
+        f"{API}/auth/register",
+        json={"email": f"New-{uid}@Test.Orion.Example", "password": "s3cret-enough", "name": "Grace Hopper"},
+    )
     assert response.status_code == 201
     body = response.get_json()
-    assert body == {"id": body["id"], "email": f"new-{uid}@test.orion.example",
-                    "name": "Grace Hopper", "role": "customer"}
+    assert body == {
+        "id": body["id"],
+        "email": f"new-{uid}@test.orion.example",
+        "name": "Grace Hopper",
+        "role": "customer",
+    }
     assert login(client, f"new-{uid}@test.orion.example", "s3cret-enough").status_code == 200
 
 
@@ -64,16 +72,22 @@ def test_register_twice_is_409_whatever_the_case(client, uid):
 
 
 def test_register_rejects_unknown_fields_and_short_passwords(client, uid):
-    response = client.post(f"{API}/auth/register", json={
-        "email": f"bad-{uid}@test.orion.example", "password": "short", "name": "A", "role": "operator"})
+    response = client.post(
+        f"{API}/auth/register",
+        json={"email": f"bad-{uid}@test.orion.example", "password": "short", "name": "A", "role": "operator"},
+    )
     errors = problem(response, 422)["errors"]
     assert errors["role"] == ["Unknown field."]
     assert "password" in errors
 
 
 def test_register_rejects_an_invalid_email(client):
-    errors = problem(client.post(f"{API}/auth/register",
-                                 json={"email": "not-an-email", "password": "long-enough", "name": "A"}), 422)["errors"]
+    errors = problem(
+        client.post(
+            f"{API}/auth/register", json={"email": "not-an-email", "password": "long-enough", "name": "A"}
+        ),
+        422,
+    )["errors"]
     assert list(errors) == ["email"]
 
 
@@ -81,7 +95,9 @@ def test_create_user_makes_operators_outside_any_request(client, uid):
     user = create_user(f"Op-{uid}@Test.Orion.Example", "operator password", "Olga", role="operator")
     assert (user.email, user.role) == (f"op-{uid}@test.orion.example", "operator")
     tokens = login(client, user.email, "operator password").get_json()
-    assert client.get(f"{API}/auth/me", headers=bearer(tokens["access_token"])).get_json()["role"] == "operator"
+    assert (
+        client.get(f"{API}/auth/me", headers=bearer(tokens["access_token"])).get_json()["role"] == "operator"
+    )
     with pytest.raises(Conflict):
         create_user(user.email, "operator password", "Olga again")
     with pytest.raises(ValueError):
@@ -116,8 +132,9 @@ def test_missing_and_garbage_tokens_are_401(client):
 def test_an_expired_access_token_is_401(app, client, uid):
     user = customer(uid)
     with app.app_context():
-        token = create_access_token(str(user.id), additional_claims={"role": "customer"},
-                                    expires_delta=timedelta(seconds=-5))
+        token = create_access_token(
+            str(user.id), additional_claims={"role": "customer"}, expires_delta=timedelta(seconds=-5)
+        )
     assert "expired" in problem(client.get(f"{API}/auth/me", headers=bearer(token)), 401)["detail"]
 
 
@@ -129,7 +146,9 @@ def test_refresh_and_access_tokens_are_not_interchangeable(client, uid):
     refreshed = client.post(f"{API}/auth/refresh", headers=bearer(tokens["refresh_token"]))
     assert refreshed.status_code == 200
     assert set(refreshed.get_json()) == {"access_token", "expires_in", "refresh_token", "token_type"}
-    assert client.get(f"{API}/auth/me", headers=bearer(refreshed.get_json()["access_token"])).status_code == 200
+    assert (
+        client.get(f"{API}/auth/me", headers=bearer(refreshed.get_json()["access_token"])).status_code == 200
+    )
 
 
 def _refresh(client, refresh_token: str):
@@ -165,8 +184,9 @@ def test_a_session_revoked_for_reuse_stays_revoked_as_long_as_its_newest_token_l
 
     client, user = new_client(app), customer(uid)
     with app.app_context():  # an old refresh token of a session, two minutes from expiry
-        old = create_refresh_token(str(user.id), additional_claims={"sid": uid, "gen": 0},
-                                   expires_delta=timedelta(minutes=2))
+        old = create_refresh_token(
+            str(user.id), additional_claims={"sid": uid, "gen": 0}, expires_delta=timedelta(minutes=2)
+        )
     rotated = _refresh(client, old).get_json()  # the thief's exchange: a 30-day token
     problem(_refresh(client, old), 401)  # the owner's reuse revokes the session
     lifetime = app.config["JWT_REFRESH_TOKEN_EXPIRES"].total_seconds()
@@ -180,8 +200,9 @@ def test_two_concurrent_exchanges_of_one_refresh_token_let_exactly_one_through(a
 
     tokens = login(new_client(app), customer(uid).email).get_json()
     with ThreadPoolExecutor(8) as pool:
-        codes = list(pool.map(lambda _: _refresh(new_client(app), tokens["refresh_token"]).status_code,
-                              range(8)))
+        codes = list(
+            pool.map(lambda _: _refresh(new_client(app), tokens["refresh_token"]).status_code, range(8))
+        )
     assert sorted(codes) == [200] + [401] * 7
 
 
@@ -192,8 +213,9 @@ def test_logout_all_revokes_every_token_of_the_user_and_only_theirs(app, uid, re
     user, bystander = customer(uid), customer(uid + "b")
     sessions = [login(client, user.email).get_json() for _ in range(3)]
     theirs = login(client, bystander.email).get_json()
-    assert client.post(f"{API}/auth/logout-all",
-                       headers=bearer(sessions[0]["access_token"])).status_code == 204
+    assert (
+        client.post(f"{API}/auth/logout-all", headers=bearer(sessions[0]["access_token"])).status_code == 204
+    )
     for tokens in sessions:
         problem(client.get(f"{API}/auth/me", headers=bearer(tokens["access_token"])), 401)
         problem(_refresh(client, tokens["refresh_token"]), 401)
@@ -218,8 +240,11 @@ def test_logout_revokes_the_access_token_at_once_in_redis(app, client, uid):
 
 def test_logout_also_revokes_the_refresh_token_sent_in_the_body(client, uid):
     tokens = login(client, customer(uid).email).get_json()
-    response = client.post(f"{API}/auth/logout", headers=bearer(tokens["access_token"]),
-                           json={"refresh_token": tokens["refresh_token"]})
+    response = client.post(
+        f"{API}/auth/logout",
+        headers=bearer(tokens["access_token"]),
+        json={"refresh_token": tokens["refresh_token"]},
+    )
     assert response.status_code == 204
     problem(client.post(f"{API}/auth/refresh", headers=bearer(tokens["refresh_token"])), 401)
 
@@ -227,8 +252,11 @@ def test_logout_also_revokes_the_refresh_token_sent_in_the_body(client, uid):
 def test_logout_refuses_another_users_refresh_token_and_revokes_nothing(client, uid):
     mine = login(client, customer(uid).email).get_json()
     theirs = login(client, customer(uid + "b").email).get_json()
-    response = client.post(f"{API}/auth/logout", headers=bearer(mine["access_token"]),
-                           json={"refresh_token": theirs["refresh_token"]})
+    response = client.post(
+        f"{API}/auth/logout",
+        headers=bearer(mine["access_token"]),
+        json={"refresh_token": theirs["refresh_token"]},
+    )
     assert "refresh_token" in problem(response, 422)["errors"]
     assert client.get(f"{API}/auth/me", headers=bearer(mine["access_token"])).status_code == 200
     assert client.post(f"{API}/auth/refresh", headers=bearer(theirs["refresh_token"])).status_code == 200
@@ -271,13 +299,16 @@ def test_successful_logins_do_not_count_against_the_limit(client, uid):
 
 
 def test_a_body_over_64_kib_is_413(client):
-    response = client.post(f"{API}/auth/register",
-                           json={"email": "a@b.example", "password": "x" * 70_000, "name": "A"})
+    response = client.post(
+        f"{API}/auth/register", json={"email": "a@b.example", "password": "x" * 70_000, "name": "A"}
+    )
     problem(response, 413)
 
 
 def test_a_non_json_body_is_a_problem(client):
-    response = client.post(f"{API}/auth/login", data="email=a", content_type="application/x-www-form-urlencoded")
+    response = client.post(
+        f"{API}/auth/login", data="email=a", content_type="application/x-www-form-urlencoded"
+    )
     problem(response, 415)
 
 
@@ -288,8 +319,9 @@ def test_fifty_concurrent_wrong_passwords_for_one_email_let_at_most_ten_through(
     app = create_app() if redis_url else create_app({"ORION_REDIS_URL": None})
     user = customer(uid)
     with ThreadPoolExecutor(50) as pool:  # each from its own address: only the per-email limit
-        codes = list(pool.map(lambda _: login(new_client(app), user.email, "wrong password").status_code,
-                              range(50)))
+        codes = list(
+            pool.map(lambda _: login(new_client(app), user.email, "wrong password").status_code, range(50))
+        )
     assert codes.count(401) <= 10 and codes.count(401) + codes.count(429) == 50, codes
     assert codes.count(401) == 10  # the limit is reached, not undercut by the lock
 
@@ -299,8 +331,11 @@ def test_registration_is_limited_per_client_address(uid):
     client, elsewhere = new_client(app), new_client(app)
 
     def register(c, n: int):
-        return c.post(f"{API}/auth/register", json={"email": f"reg-{n}-{uid}@test.orion.example",
-                                                     "password": PASSWORD, "name": "R"})
+        return c.post(
+            f"{API}/auth/register",
+            json={"email": f"reg-{n}-{uid}@test.orion.example", "password": PASSWORD, "name": "R"},
+        )
+
     assert [register(client, n).status_code for n in range(3)] == [201, 201, 201]
     response = register(client, 3)
     problem(response, 429)

@@ -1,4 +1,5 @@
 """GET /api/v1/operator/overview: counts, stuck sagas and low stock, operators only."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -27,9 +28,14 @@ def test_overview_counts_orders_and_lists_stuck_sagas_and_low_stock(client, uid)
     before = client.get(f"{API}/operator/overview", headers=headers).get_json()
     fresh, stuck = place(user, [(sku, 1)]), place(user, [(sku, 1)])  # no worker: both stay pending
     with unit_of_work() as session:
-        session.execute(update(Order).where(Order.id == stuck)
-                        .values(updated_at=utcnow() - timedelta(seconds=before["stuck_after_s"] + 5)))
-        session.execute(update(Inventory).where(Inventory.sku == sku).values(reorder_point=10**9))  # first in the list, by deficit
+        session.execute(
+            update(Order)
+            .where(Order.id == stuck)
+            .values(updated_at=utcnow() - timedelta(seconds=before["stuck_after_s"] + 5))
+        )
+        session.execute(
+            update(Inventory).where(Inventory.sku == sku).values(reorder_point=10**9)
+        )  # first in the list, by deficit
 
     after = client.get(f"{API}/operator/overview", headers=headers).get_json()
     assert after["counts"]["pending"] == before["counts"]["pending"] + 2

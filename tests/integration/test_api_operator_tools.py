@@ -1,5 +1,6 @@
 """The operator page's data (issue 11): GET /api/v1/operator/charts, and order
 search (GET /api/v1/orders?customer_email=&status=&cursor=, GET /orders/{id})."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -31,15 +32,15 @@ def charts(client, headers) -> dict:
 
 def finish(order_id, status: str, at) -> None:
     with unit_of_work() as session:
-        session.execute(update(Order).where(Order.id == order_id)
-                        .values(status=status, finished_at=at, updated_at=at))
+        session.execute(
+            update(Order).where(Order.id == order_id).values(status=status, finished_at=at, updated_at=at)
+        )
 
 
 def test_charts_and_customer_email_search_are_for_operators_only(client, uid):
     headers = auth(client, customer(uid))
     problem(client.get(f"{API}/operator/charts", headers=headers), 403)
-    problem(client.get(f"{API}/orders", query_string={"customer_email": "a@b.example"},
-                       headers=headers), 403)
+    problem(client.get(f"{API}/orders", query_string={"customer_email": "a@b.example"}, headers=headers), 403)
     problem(client.get(f"{API}/operator/charts"), 401)
 
 
@@ -56,8 +57,9 @@ def test_charts_have_one_value_per_minute_of_the_last_hour(client, operator):
     declare_queues()
     body = charts(client, operator)
     assert len(body["minutes"]) == 60 and body["minutes"] == sorted(body["minutes"])
-    assert body["minutes"][-1] == utcnow().strftime("%Y-%m-%dT%H:%M") or \
-        body["minutes"][-1] == (utcnow() - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M")
+    assert body["minutes"][-1] == utcnow().strftime("%Y-%m-%dT%H:%M") or body["minutes"][-1] == (
+        utcnow() - timedelta(minutes=1)
+    ).strftime("%Y-%m-%dT%H:%M")
     assert set(body["outcomes"]) == {"completed", "cancelled", "failed"}
     assert all(len(series) == 60 for series in [*body["outcomes"].values(), body["retries"]])
     assert "orion.saga" in body["queues"]  # read from RabbitMQ
@@ -74,9 +76,18 @@ def test_charts_count_outcomes_and_retries_in_their_minute(client, uid, operator
     finish(declined, "cancelled", at)
     finish(broken, "failed", at + timedelta(minutes=1))
     with unit_of_work() as session:  # a step that took three attempts, started in that minute
-        session.add(SagaStep(order_id=done, name="authorize_payment", run=1, kind="forward",
-                             status="succeeded", attempt=3, started_at=at,
-                             finished_at=at + timedelta(seconds=2)))
+        session.add(
+            SagaStep(
+                order_id=done,
+                name="authorize_payment",
+                run=1,
+                kind="forward",
+                status="succeeded",
+                attempt=3,
+                started_at=at,
+                finished_at=at + timedelta(seconds=2),
+            )
+        )
 
     after = charts(client, operator)
     i = after["minutes"].index(minute)
@@ -93,12 +104,31 @@ def test_step_duration_percentiles_by_nearest_rank_with_warehouses_merged(client
     step = f"probe_{uid}"
     start = utcnow() - timedelta(minutes=5)
     with unit_of_work() as session:  # durations 1 ms .. 100 ms, split over two "warehouses"
-        session.add_all(SagaStep(order_id=order_id, name=f"{step}:{'UK' if ms % 2 else 'EU'}",
-                                 run=ms, kind="forward", status="succeeded", attempt=1,
-                                 started_at=start, finished_at=start + timedelta(milliseconds=ms))
-                        for ms in range(1, 101))
-        session.add(SagaStep(order_id=order_id, name=step, run=101, kind="forward", status="failed",
-                             attempt=1, started_at=start, finished_at=start + timedelta(hours=1)))
+        session.add_all(
+            SagaStep(
+                order_id=order_id,
+                name=f"{step}:{'UK' if ms % 2 else 'EU'}",
+                run=ms,
+                kind="forward",
+                status="succeeded",
+                attempt=1,
+                started_at=start,
+                finished_at=start + timedelta(milliseconds=ms),
+            )
+            for ms in range(1, 101)
+        )
+        session.add(
+            SagaStep(
+                order_id=order_id,
+                name=step,
+                run=101,
+                kind="forward",
+                status="failed",
+                attempt=1,
+                started_at=start,
+                finished_at=start + timedelta(hours=1),
+            )
+        )
 
     rows = {row["step"]: row for row in charts(client, operator)["step_durations"]}
     assert rows[step] == {"step": step, "runs": 100, "p50_ms": 50.0, "p95_ms": 95.0, "p99_ms": 99.0}
@@ -129,6 +159,7 @@ def test_operators_find_a_customers_orders_by_email_with_status_filter_and_pagin
 
 
 def test_customer_email_is_validated(client, operator):
-    body = problem(client.get(f"{API}/orders", query_string={"customer_email": "x" * 255},
-                              headers=operator), 422)
+    body = problem(
+        client.get(f"{API}/orders", query_string={"customer_email": "x" * 255}, headers=operator), 422
+    )
     assert "customer_email" in body["errors"]

@@ -1,4 +1,5 @@
 """Probes, request ids and the generic error handling, on the real services."""
+
 from __future__ import annotations
 
 import logging
@@ -28,10 +29,13 @@ def test_readyz_is_ok_when_database_broker_and_redis_answer(client):
     assert response.get_json()["checks"] == {"database": "ok", "broker": "ok", "redis": "ok"}
 
 
-@pytest.mark.parametrize("setting, url, dependency", [
-    ("ORION_BROKER_URL", f"amqp://guest:guest@127.0.0.1:{CLOSED_PORT}//", "broker"),
-    ("ORION_REDIS_URL", f"redis://127.0.0.1:{CLOSED_PORT}/0", "redis"),
-])
+@pytest.mark.parametrize(
+    "setting, url, dependency",
+    [
+        ("ORION_BROKER_URL", f"amqp://guest:guest@127.0.0.1:{CLOSED_PORT}//", "broker"),
+        ("ORION_REDIS_URL", f"redis://127.0.0.1:{CLOSED_PORT}/0", "redis"),
+    ],
+)
 def test_readyz_is_503_naming_the_dependency_that_does_not_answer(setting, url, dependency):
     client = create_app({setting: url}).test_client()
     body = problem(client.get("/readyz"), 503)
@@ -81,8 +85,9 @@ def test_metrics_take_the_bearer_token_when_one_is_set():
     client = create_app({"ORION_METRICS_TOKEN": "scrape-secret"}).test_client()
     remote = {"REMOTE_ADDR": "10.1.2.3"}
     assert problem(client.get("/metrics", environ_base=remote), 401)
-    assert client.get("/metrics", environ_base=remote,
-                      headers={"Authorization": "Bearer wrong"}).status_code == 401
-    granted = client.get("/metrics", environ_base=remote,
-                         headers={"Authorization": "Bearer scrape-secret"})
+    assert (
+        client.get("/metrics", environ_base=remote, headers={"Authorization": "Bearer wrong"}).status_code
+        == 401
+    )
+    granted = client.get("/metrics", environ_base=remote, headers={"Authorization": "Bearer scrape-secret"})
     assert granted.status_code == 200 and b"orion_http_requests_total" in granted.data

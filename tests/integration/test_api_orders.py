@@ -3,6 +3,7 @@
 POST /orders stores the order and publishes its saga message to the real broker;
 no worker runs here, so orders stay where the API left them.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -43,14 +44,16 @@ def set_status(order_id: str, status: str) -> None:
 
 def test_placing_an_order_answers_202_with_location_and_the_order(client, shopper):
     user, headers, sku = shopper
-    response = client.post(f"{API}/orders", json=order_body([(sku, 2)]),
-                           headers={**headers, "X-Request-ID": "req-abc-123"})
+    response = client.post(
+        f"{API}/orders", json=order_body([(sku, 2)]), headers={**headers, "X-Request-ID": "req-abc-123"}
+    )
     assert response.status_code == 202
     order = response.get_json()
     assert response.headers["Location"] == f"{API}/orders/{order['id']}"
     assert response.headers["X-Request-ID"] == "req-abc-123"
-    assert order["lines"] == [{"sku": sku, "name": f"Test product {sku}", "unit_price": "2.55",
-                               "quantity": 2, "line_total": "5.10"}]
+    assert order["lines"] == [
+        {"sku": sku, "name": f"Test product {sku}", "unit_price": "2.55", "quantity": 2, "line_total": "5.10"}
+    ]
     assert order["totals"] == {"subtotal": "5.10", "total": "5.10", "currency": "GBP"}
     assert order["shipping_address"] == ADDRESS and order["cancel_reason"] is None
     assert order["created_at"].endswith("Z") and isinstance(order["steps"], list)
@@ -64,16 +67,29 @@ def test_an_order_shows_its_saga_steps_in_the_order_they_ran(client, shopper):
     _, headers, sku = shopper
     order_id = uuid.UUID(place(client, headers, order_body([(sku, 1)])).get_json()["id"])
     with unit_of_work() as session:
-        for name, status, attempt in [("reserve_stock", "succeeded", 1),
-                                      ("authorize_payment", "failed", 3), ("release_stock", "running", 1)]:
-            session.add(SagaStep(order_id=order_id, name=name, run=1, status=status, attempt=attempt,
-                                 finished_at=utcnow() if status != "running" else None,
-                                 error="declined" if status == "failed" else None))
+        for name, status, attempt in [
+            ("reserve_stock", "succeeded", 1),
+            ("authorize_payment", "failed", 3),
+            ("release_stock", "running", 1),
+        ]:
+            session.add(
+                SagaStep(
+                    order_id=order_id,
+                    name=name,
+                    run=1,
+                    status=status,
+                    attempt=attempt,
+                    finished_at=utcnow() if status != "running" else None,
+                    error="declined" if status == "failed" else None,
+                )
+            )
             session.flush()
     steps = client.get(f"{API}/orders/{order_id}", headers=headers).get_json()["steps"]
     assert [(s["name"], s["status"], s["attempt"], s["error"]) for s in steps] == [
-        ("reserve_stock", "succeeded", 1, None), ("authorize_payment", "failed", 3, "declined"),
-        ("release_stock", "running", 1, None)]
+        ("reserve_stock", "succeeded", 1, None),
+        ("authorize_payment", "failed", 3, "declined"),
+        ("release_stock", "running", 1, None),
+    ]
     assert steps[0]["started_at"].endswith("Z") and steps[2]["finished_at"] is None
 
 
@@ -105,17 +121,20 @@ def test_an_unknown_sku_is_404_and_stores_nothing(client, shopper, uid):
     assert count(Order, Order.customer_id == user.id) == 0
 
 
-@pytest.mark.parametrize("change, field", [
-    (lambda body: body.update(lines=body["lines"] * 101), "lines"),
-    (lambda body: body.update(lines=[]), "lines"),
-    (lambda body: body["lines"][0].update(quantity=0), "lines.0.quantity"),
-    (lambda body: body["lines"][0].update(quantity=1001), "lines.0.quantity"),
-    (lambda body: body["lines"][0].update(quantity="2"), "lines.0.quantity"),
-    (lambda body: body["shipping_address"].update(zip="SW1"), "shipping_address.zip"),
-    (lambda body: body["payment"].update(cvv="123"), "payment.cvv"),
-    (lambda body: body["lines"][0].update(colour="red"), "lines.0.colour"),
-    (lambda body: body.pop("payment"), "payment"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        (lambda body: body.update(lines=body["lines"] * 101), "lines"),
+        (lambda body: body.update(lines=[]), "lines"),
+        (lambda body: body["lines"][0].update(quantity=0), "lines.0.quantity"),
+        (lambda body: body["lines"][0].update(quantity=1001), "lines.0.quantity"),
+        (lambda body: body["lines"][0].update(quantity="2"), "lines.0.quantity"),
+        (lambda body: body["shipping_address"].update(zip="SW1"), "shipping_address.zip"),
+        (lambda body: body["payment"].update(cvv="123"), "payment.cvv"),
+        (lambda body: body["lines"][0].update(colour="red"), "lines.0.colour"),
+        (lambda body: body.pop("payment"), "payment"),
+    ],
+)
 def test_invalid_bodies_are_422_naming_the_field(client, shopper, change, field):
     user, headers, sku = shopper
     body = order_body([(sku, 1)])
@@ -149,8 +168,12 @@ def test_another_customers_order_does_not_exist_for_them(client, shopper, uid):
     stranger = auth(client, customer(uid + "s"))
     problem(client.get(f"{API}/orders/{order_id}", headers=stranger), 404)
     problem(client.post(f"{API}/orders/{order_id}/cancel", headers=stranger), 404)
-    problem(client.post(f"{API}/orders/{order_id}/payment", json={"token": "tok_visa"}, headers=stranger), 404)
-    assert order_id not in [o["id"] for o in client.get(f"{API}/orders", headers=stranger).get_json()["items"]]
+    problem(
+        client.post(f"{API}/orders/{order_id}/payment", json={"token": "tok_visa"}, headers=stranger), 404
+    )
+    assert order_id not in [
+        o["id"] for o in client.get(f"{API}/orders", headers=stranger).get_json()["items"]
+    ]
     operator = auth(client, customer(uid, role="operator"))
     assert client.get(f"{API}/orders/{order_id}", headers=operator).status_code == 200
 
@@ -166,8 +189,9 @@ def test_the_list_is_newest_first_paged_and_filtered(client, shopper):
     ids = [place(client, headers, order_body([(sku, 1)])).get_json()["id"] for _ in range(3)]
     set_status(ids[0], "cancelled")
     first = client.get(f"{API}/orders", query_string={"limit": 2}, headers=headers).get_json()
-    rest = client.get(f"{API}/orders", query_string={"limit": 2, "cursor": first["next_cursor"]},
-                      headers=headers).get_json()
+    rest = client.get(
+        f"{API}/orders", query_string={"limit": 2, "cursor": first["next_cursor"]}, headers=headers
+    ).get_json()
     assert [o["id"] for o in first["items"] + rest["items"]] == ids[::-1]
     assert rest["next_cursor"] is None
     cancelled = client.get(f"{API}/orders", query_string={"status": "cancelled"}, headers=headers).get_json()
@@ -183,8 +207,10 @@ def test_an_operator_lists_every_customers_orders(client, shopper, uid):
     assert {mine, other} <= {o["id"] for o in listed}
 
 
-@pytest.mark.parametrize("query, field", [({"status": "lost"}, "status"), ({"limit": 0}, "limit"),
-                                          ({"cursor": "bm90LWEtY3Vyc29y"}, "cursor")])
+@pytest.mark.parametrize(
+    "query, field",
+    [({"status": "lost"}, "status"), ({"limit": 0}, "limit"), ({"cursor": "bm90LWEtY3Vyc29y"}, "cursor")],
+)
 def test_bad_list_parameters_are_422(client, shopper, query, field):
     _, headers, _ = shopper
     assert field in problem(client.get(f"{API}/orders", query_string=query, headers=headers), 422)["errors"]
@@ -195,7 +221,10 @@ def test_cancel_starts_compensation_once(client, shopper):
     order_id = place(client, headers, order_body([(sku, 1)])).get_json()["id"]
     response = client.post(f"{API}/orders/{order_id}/cancel", headers=headers)
     assert response.status_code == 202
-    assert (response.get_json()["status"], response.get_json()["cancel_reason"]) == ("compensating", "customer_request")
+    assert (response.get_json()["status"], response.get_json()["cancel_reason"]) == (
+        "compensating",
+        "customer_request",
+    )
     problem(client.post(f"{API}/orders/{order_id}/cancel", headers=headers), 409)
 
 
@@ -204,7 +233,10 @@ def test_paying_again_needs_awaiting_payment(client, shopper):
     order_id = place(client, headers, order_body([(sku, 1)])).get_json()["id"]
     problem(client.post(f"{API}/orders/{order_id}/payment", json={"token": "tok_visa"}, headers=headers), 409)
     set_status(order_id, "awaiting_payment")
-    problem(client.post(f"{API}/orders/{order_id}/payment", json={"token": "tok_visa", "x": 1}, headers=headers), 422)
+    problem(
+        client.post(f"{API}/orders/{order_id}/payment", json={"token": "tok_visa", "x": 1}, headers=headers),
+        422,
+    )
     response = client.post(f"{API}/orders/{order_id}/payment", json={"token": "tok_visa"}, headers=headers)
     assert response.status_code == 202 and response.get_json()["status"] == "stock_reserved"
 
@@ -288,25 +320,31 @@ def test_concurrent_placements_cannot_pass_the_open_order_limit(uid):
     assert count(Order, Order.customer_id == user.id) == 4
 
 
-@pytest.mark.parametrize("raw, field", [
-    ('"name": "Ada\\u0000Lovelace"', "shipping_address.name"),   # NUL
-    ('"name": "Ada \\ud800"', "shipping_address.name"),           # a lone surrogate
-])
+@pytest.mark.parametrize(
+    "raw, field",
+    [
+        ('"name": "Ada\\u0000Lovelace"', "shipping_address.name"),  # NUL
+        ('"name": "Ada \\ud800"', "shipping_address.name"),  # a lone surrogate
+    ],
+)
 def test_text_postgresql_cannot_store_is_422_not_500(client, shopper, raw, field):
     _, headers, sku = shopper
-    text = ('{"lines": [{"sku": "%s", "quantity": 1}], "payment": {"token": "tok_visa"}, '
-            '"shipping_address": {%s, "line1": "1 Main St", "city": "London", '
-            '"postal_code": "E1 6AN", "country": "GB"}}') % (sku, raw)
-    response = client.post(f"{API}/orders", data=text, content_type="application/json",
-                           headers=headers)
+    text = (
+        f'{{"lines": [{{"sku": "{sku}", "quantity": 1}}], "payment": {{"token": "tok_visa"}}, '
+        f'"shipping_address": {{{raw}, "line1": "1 Main St", "city": "London", '
+        '"postal_code": "E1 6AN", "country": "GB"}}'
+    )
+    response = client.post(f"{API}/orders", data=text, content_type="application/json", headers=headers)
     assert field in problem(response, 422)["errors"]
 
 
 def test_a_nul_in_a_registration_or_a_query_is_422(client, shopper):
     _, headers, _ = shopper
-    register = client.post(f"{API}/auth/register", content_type="application/json",
-                           data='{"email": "nul@example.com", "password": "long enough pw 1", '
-                                '"name": "Eve\\u0000"}')
+    register = client.post(
+        f"{API}/auth/register",
+        content_type="application/json",
+        data='{"email": "nul@example.com", "password": "long enough pw 1", "name": "Eve\\u0000"}',
+    )
     assert "name" in problem(register, 422)["errors"]
     listing = client.get(f"{API}/orders?status=pending%00", headers=headers)
     assert problem(listing, 422)["status"] == 422

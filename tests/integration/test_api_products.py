@@ -1,4 +1,5 @@
 """Catalog endpoints over Flask's test client, on the real PostgreSQL."""
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -17,8 +18,7 @@ def client():
     return create_app().test_client()
 
 
-def add_product(sku: str, name: str, price: str = "2.55", on_hand: int | None = 10,
-                reserved: int = 0) -> str:
+def add_product(sku: str, name: str, price: str = "2.55", on_hand: int | None = 10, reserved: int = 0) -> str:
     with unit_of_work() as session:
         session.add(Product(sku=sku, name=name, unit_price=Decimal(price)))
         session.flush()
@@ -31,8 +31,13 @@ def test_a_product_shows_price_as_a_string_and_available_stock(client, uid):
     sku = add_product(f"T{uid}", "Brass compass", price="12.5", on_hand=10, reserved=3)
     response = client.get(f"{API}/products/{sku}")
     assert response.status_code == 200
-    assert response.get_json() == {"sku": sku, "name": "Brass compass", "unit_price": "12.50",
-                                   "currency": "GBP", "available": 7}
+    assert response.get_json() == {
+        "sku": sku,
+        "name": "Brass compass",
+        "unit_price": "12.50",
+        "currency": "GBP",
+        "available": 7,
+    }
 
 
 def test_a_product_without_stock_row_has_zero_available(client, uid):
@@ -82,9 +87,15 @@ def test_the_default_page_size_is_20(client, uid):
     assert len(body["items"]) == 20 and body["next_cursor"] is not None
 
 
-@pytest.mark.parametrize("query, field", [
-    ({"limit": 0}, "limit"), ({"limit": 101}, "limit"), ({"limit": "ten"}, "limit"),
-    ({"cursor": "%%%"}, "cursor"), ({"colour": "red"}, "colour"),
-])
+@pytest.mark.parametrize(
+    "query, field",
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": 101}, "limit"),
+        ({"limit": "ten"}, "limit"),
+        ({"cursor": "%%%"}, "cursor"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
 def test_bad_query_parameters_are_422_with_errors(client, query, field):
     assert field in problem(client.get(f"{API}/products", query_string=query), 422)["errors"]

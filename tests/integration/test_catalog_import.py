@@ -1,4 +1,5 @@
 """``python -m tools.catalog`` on a small generated CSV, into the real PostgreSQL test database."""
+
 from __future__ import annotations
 
 import random
@@ -29,29 +30,38 @@ def dataset(tmp_path):
     """A CSV with two products (one also in lower case), an unpriced code, a duplicate row,
     a price variation, a cancellation and non-product codes. Returns (path, a, b, unpriced)."""
     a, b, unpriced = fresh_codes(3)
-    rows = [line("536365", a, "6", "2.55", description="RED MUG "),
-            line("536365", a, "6", "2.55", description="RED MUG "),          # exact duplicate
-            line("536365", "POST", "1", "18.00", description="POSTAGE"),
-            line("536366", b, "2", "3.39", description="BLUE BOWL"),
-            line("536366", a, "1", "2.95", description="RED MUG"),            # price variation
-            line("536367", b, "3", "3.39", description=""),
-            line("536367", b.lower(), "1", "3.39", description="blue bowl"),  # same product
-            line("536368", "M", "1", "5.00", description="Manual"),
-            line("536368", unpriced, "-4", "0", customer="", description="damaged"),
-            line("C536369", a, "-2", "2.55", description="RED MUG"),
-            line("536370", "gift_0001_20", "1", "16.67", description="Dotcomgiftshop Gift Voucher £20.00")]
+    rows = [
+        line("536365", a, "6", "2.55", description="RED MUG "),
+        line("536365", a, "6", "2.55", description="RED MUG "),  # exact duplicate
+        line("536365", "POST", "1", "18.00", description="POSTAGE"),
+        line("536366", b, "2", "3.39", description="BLUE BOWL"),
+        line("536366", a, "1", "2.95", description="RED MUG"),  # price variation
+        line("536367", b, "3", "3.39", description=""),
+        line("536367", b.lower(), "1", "3.39", description="blue bowl"),  # same product
+        line("536368", "M", "1", "5.00", description="Manual"),
+        line("536368", unpriced, "-4", "0", customer="", description="damaged"),
+        line("C536369", a, "-2", "2.55", description="RED MUG"),
+        line("536370", "gift_0001_20", "1", "16.67", description="Dotcomgiftshop Gift Voucher £20.00"),
+    ]
     return write_csv(tmp_path / "retail.csv.gz", rows), a, b, unpriced
 
 
 def stock(*skus):
     with unit_of_work() as session:
-        products = {p.sku: (p.name, p.unit_price, p.currency)
-                    for p in session.scalars(select(Product).where(Product.sku.in_(skus)))}
-        levels = {i.sku: (i.on_hand, i.reserved, i.reorder_point, i.reorder_quantity)
-                  for i in session.scalars(select(Inventory).where(Inventory.sku.in_(skus)))}
-        ledger = [(r.sku, r.delta, r.on_hand_after, r.reason, r.reference)
-                  for r in session.scalars(select(InventoryLedger).where(InventoryLedger.sku.in_(skus))
-                                           .order_by(InventoryLedger.sku))]
+        products = {
+            p.sku: (p.name, p.unit_price, p.currency)
+            for p in session.scalars(select(Product).where(Product.sku.in_(skus)))
+        }
+        levels = {
+            i.sku: (i.on_hand, i.reserved, i.reorder_point, i.reorder_quantity)
+            for i in session.scalars(select(Inventory).where(Inventory.sku.in_(skus)))
+        }
+        ledger = [
+            (r.sku, r.delta, r.on_hand_after, r.reason, r.reference)
+            for r in session.scalars(
+                select(InventoryLedger).where(InventoryLedger.sku.in_(skus)).order_by(InventoryLedger.sku)
+            )
+        ]
     return products, levels, ledger
 
 
@@ -62,8 +72,9 @@ def test_import_creates_products_stock_and_ledger(dataset, database, capsys):
     assert products == {a: ("RED MUG", Decimal("2.55"), "GBP"), b: ("BLUE BOWL", Decimal("3.39"), "GBP")}
     # a: 13 units ordered, the most popular SKU: half of that. b: 6 ordered, MIN_STOCK 10.
     assert levels == {a: (6, 0, 1, 12), b: (10, 0, 1, 12)}
-    assert sorted(ledger) == sorted([(a, 6, 6, "initial stock", "catalog-import"),
-                                     (b, 10, 10, "initial stock", "catalog-import")])
+    assert sorted(ledger) == sorted(
+        [(a, 6, 6, "initial stock", "catalog-import"), (b, 10, 10, "initial stock", "catalog-import")]
+    )
     out = capsys.readouterr().out
     assert "products: 2 (inserted 2, updated 0, unchanged 0)" in out
     assert "16 units on hand" in out
@@ -108,10 +119,10 @@ def test_stock_rule_shorts_the_top_five_percent_by_early_demand():
     year = Counter({sku: 4 * early[sku] + 8 for sku in skus})
     year["00000"], early["00001"] = 52_000, 0
     levels = stock_levels(skus, year, early)
-    assert levels["00039"][0] == 69 and levels["00038"][0] == 69          # 2 of 40: half of early demand
-    assert levels["00037"][0] == math_ceil_quarter(year["00037"])          # a quarter of the year
-    assert levels["00001"] == (103, 8, 32)                                 # no early demand: 412 a year
-    assert levels["00000"] == (13_000, 1000, 4000)                         # one and four weeks of demand
+    assert levels["00039"][0] == 69 and levels["00038"][0] == 69  # 2 of 40: half of early demand
+    assert levels["00037"][0] == math_ceil_quarter(year["00037"])  # a quarter of the year
+    assert levels["00001"] == (103, 8, 32)  # no early demand: 412 a year
+    assert levels["00000"] == (13_000, 1000, 4000)  # one and four weeks of demand
     others = {sku: level for sku, level in levels.items() if sku not in ("00039", "00038")}
     assert all(on_hand >= early[sku] for sku, (on_hand, _, _) in others.items())
 

@@ -5,6 +5,7 @@ pytest-celery) and Celery's ``start_worker``: a worker thread on the real
 broker, never eager mode. (pytest-celery 1.x replaces the ``celery_worker``
 fixture with a Docker container, and no Docker engine runs here.)
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -26,10 +27,16 @@ def celery_config():
     names = [n for n in dir(celeryconfig) if n.islower() and not n.startswith("_")]
     config = {n: getattr(celeryconfig, n) for n in names}
     queue = f"orion.test.{uuid.uuid4().hex[:6]}"  # deleted by RabbitMQ when the worker stops
-    config.update(task_default_queue=queue, task_default_routing_key=queue,
-                  task_queues=[Queue(queue, routing_key=queue, auto_delete=True)],
-                  task_routes={}, task_create_missing_queues=False, beat_schedule={},
-                  task_ignore_result=False, worker_send_task_events=False)
+    config.update(
+        task_default_queue=queue,
+        task_default_routing_key=queue,
+        task_queues=[Queue(queue, routing_key=queue, auto_delete=True)],
+        task_routes={},
+        task_create_missing_queues=False,
+        beat_schedule={},
+        task_ignore_result=False,
+        worker_send_task_events=False,
+    )
     return config
 
 
@@ -59,8 +66,12 @@ def test_orion_queues_are_durable_classic_queues(celery_app):
     with app.connection_for_write() as conn:  # declare them as a worker would
         for queue in app.conf.task_queues:
             queue(conn.default_channel).declare()
-    listing = subprocess.run(["rabbitmqctl", "-q", "list_queues", "name", "type", "durable"],
-                             capture_output=True, text=True, check=True).stdout
+    listing = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "name", "type", "durable"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rows = {line.split()[0]: line.split()[1:] for line in listing.splitlines() if line.strip()}
     for name in ("orion.saga", "orion.fulfilment", "orion.notify"):
         assert rows[name] == ["classic", "true"]
@@ -94,6 +105,7 @@ def test_queues_declared_without_priorities_are_redeclared_when_empty_and_kept_w
         with app.connection_for_write() as conn:
             for name in (old, busy):
                 conn.channel().queue_delete(name)
-    listing = subprocess.run(["rabbitmqctl", "-q", "list_queues", "name"], capture_output=True,
-                             text=True, check=True).stdout
+    listing = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "name"], capture_output=True, text=True, check=True
+    ).stdout
     assert old not in listing and busy not in listing

@@ -1,5 +1,6 @@
 """The operator command line, run as an operator runs it (``orion ...``, the console
 script of pyproject.toml, and ``python -m tools ...``)."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,14 @@ from tests.support.processes import ALL_QUEUES, REPO
 
 
 def tools(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tools", *args], cwd=REPO, capture_output=True,
-                          text=True, env={**os.environ, **env}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "tools", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
 
 
 def test_create_operator_then_refuse_the_same_email(uid):
@@ -34,27 +41,51 @@ def test_create_operator_then_refuse_the_same_email(uid):
 
 def test_retry_redrives_a_stuck_saga_and_names_what_it_cannot(uid):
     order_id = place(customer(uid), [(product(uid, 5), 1)])  # no worker here: it stays pending
-    subprocess.run([sys.executable, "-m", "celery", "-A", "worker", "purge", "-f", "-Q", ALL_QUEUES],
-                   cwd=REPO, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "worker", "purge", "-f", "-Q", ALL_QUEUES],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
     done = tools("retry", str(order_id), "00000000-0000-0000-0000-000000000000")
     assert done.returncode == 1
     assert f"{order_id}: re-driven, now pending" in done.stdout
     assert "00000000-0000-0000-0000-000000000000: order not found" in done.stderr
     with unit_of_work() as session:
-        assert session.scalar(select(func.count()).select_from(OrderEvent).where(
-            OrderEvent.order_id == order_id, OrderEvent.detail == "operator retry")) == 1
-    subprocess.run([sys.executable, "-m", "celery", "-A", "worker", "purge", "-f", "-Q", ALL_QUEUES],
-                   cwd=REPO, check=True, capture_output=True)
+        assert (
+            session.scalar(
+                select(func.count())
+                .select_from(OrderEvent)
+                .where(OrderEvent.order_id == order_id, OrderEvent.detail == "operator retry")
+            )
+            == 1
+        )
+    subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "worker", "purge", "-f", "-Q", ALL_QUEUES],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
 
 
 ORION = Path(sys.executable).with_name("orion")  # pip install -e . (./run.sh does it)
-COMMANDS = ("up", "create-operator", "create-customer", "catalog", "replay", "audit", "retry",
-            "migrate", "dlq")
+COMMANDS = (
+    "up",
+    "create-operator",
+    "create-customer",
+    "catalog",
+    "replay",
+    "audit",
+    "retry",
+    "migrate",
+    "dlq",
+)
 
 
 def orion(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(ORION), *args], cwd="/", capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=120)
+    return subprocess.run(
+        [str(ORION), *args], cwd="/", capture_output=True, text=True, env={**os.environ, **env}, timeout=120
+    )
 
 
 def test_the_orion_console_script_lists_its_commands_and_each_has_help():
@@ -69,12 +100,15 @@ def test_the_orion_console_script_lists_its_commands_and_each_has_help():
         assert help_text.stdout.startswith(f"Usage: orion {name} ")
 
 
-@pytest.mark.parametrize("args, message", [
-    (("replay", "--tokens", "tok_visa=nope"), "Invalid value for '--tokens'"),
-    (("replay", "--concurrency", "0"), "Invalid value for '--concurrency'"),
-    (("retry",), "Missing argument 'ORDER_ID...'"),
-    (("create-operator", "someone@example.com"), "Missing option '--name'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("replay", "--tokens", "tok_visa=nope"), "Invalid value for '--tokens'"),
+        (("replay", "--concurrency", "0"), "Invalid value for '--concurrency'"),
+        (("retry",), "Missing argument 'ORDER_ID...'"),
+        (("create-operator", "someone@example.com"), "Missing option '--name'"),
+    ],
+)
 def test_bad_arguments_are_named_and_exit_2(args, message):
     done = orion(*args)
     assert done.returncode == 2 and message in done.stderr, done.stderr

@@ -5,6 +5,7 @@ an email not yet marked sent. Each point fires once per message (``config.failpo
 so every order below dies at each point it passes, and must still end as it would
 have without a crash: one capture, no refund, stock where it was. Its own module:
 no other worker may run beside this one."""
+
 from __future__ import annotations
 
 from sqlalchemy import text
@@ -21,10 +22,14 @@ EVERY_POINT = "provider.*:before=1,provider.*:after=1,saga.*:after_commit=1,emai
 def provider_calls(order_id) -> dict[str, int]:
     """Approved operations at the payment provider for the order, by kind."""
     with unit_of_work() as session:
-        rows = session.execute(text(
-            "SELECT operation, count(*) FROM sandbox_operations WHERE (result->>'approved') = 'true' "
-            "AND (target = :order OR target IN (SELECT result->>'reference' FROM sandbox_operations "
-            "WHERE target = :order)) GROUP BY operation"), {"order": str(order_id)}).all()
+        rows = session.execute(
+            text(
+                "SELECT operation, count(*) FROM sandbox_operations WHERE (result->>'approved') = 'true' "
+                "AND (target = :order OR target IN (SELECT result->>'reference' FROM sandbox_operations "
+                "WHERE target = :order)) GROUP BY operation"
+            ),
+            {"order": str(order_id)},
+        ).all()
     return dict(rows)
 
 
@@ -42,14 +47,26 @@ def test_a_crash_at_every_point_loses_nothing_and_does_nothing_twice(inbox, uid)
         orders = {order_id: wait_for(order_id, timeout=150) for order_id in (paid, declined)}
         log = worker.log_path.read_text()
 
-    fired = {line.split("failpoint ", 1)[1].split(" fired")[0]
-             for line in log.splitlines() if "failpoint " in line and " fired for " in line}
-    for point in ("provider.authorize:before", "provider.authorize:after", "provider.capture:before",
-                  "provider.capture:after", "saga.validate_order:after_commit",
-                  "saga.reserve_stock:after_commit", "saga.collect_reservations:after_commit",
-                  "saga.authorize_payment:after_commit", "saga.capture_payment:after_commit",
-                  "saga.create_shipment:after_commit", "saga.complete_order:after_commit",
-                  "email:after_smtp", "saga.release_stock:after_commit"):
+    fired = {
+        line.split("failpoint ", 1)[1].split(" fired")[0]
+        for line in log.splitlines()
+        if "failpoint " in line and " fired for " in line
+    }
+    for point in (
+        "provider.authorize:before",
+        "provider.authorize:after",
+        "provider.capture:before",
+        "provider.capture:after",
+        "saga.validate_order:after_commit",
+        "saga.reserve_stock:after_commit",
+        "saga.collect_reservations:after_commit",
+        "saga.authorize_payment:after_commit",
+        "saga.capture_payment:after_commit",
+        "saga.create_shipment:after_commit",
+        "saga.complete_order:after_commit",
+        "email:after_smtp",
+        "saga.release_stock:after_commit",
+    ):
         assert point in fired, f"the worker never died at {point}"
 
     assert orders[paid].status == "completed"

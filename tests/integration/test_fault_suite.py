@@ -2,6 +2,7 @@
 checker's sensitivity: it must count a lost order and a duplicate email when
 there is one. The suite runs its own platform on its own vhost, database and
 Redis database; no test worker may run beside it (its own module)."""
+
 from __future__ import annotations
 
 import json
@@ -19,10 +20,31 @@ RESULT = REPO / "bench" / "results" / "faults-ci.json"
 
 def test_kill_9_of_the_worker_s_pool_loses_and_duplicates_nothing():
     RESULT.unlink(missing_ok=True)
-    run = subprocess.run([sys.executable, "-m", "bench.faults", "--faults", "kill-children",
-                          "--rate", "3", "--before", "4", "--duration", "0", "--after", "4",
-                          "--quiet-timeout", "120", "--out", "faults-ci"],
-                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.faults",
+            "--faults",
+            "kill-children",
+            "--rate",
+            "3",
+            "--before",
+            "4",
+            "--duration",
+            "0",
+            "--after",
+            "4",
+            "--quiet-timeout",
+            "120",
+            "--out",
+            "faults-ci",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     (result,) = json.loads(RESULT.read_text())["results"]
     assert result["orders"] >= 15
@@ -56,13 +78,16 @@ def _capture_again(database_url: str, order_id: str) -> None:
     engine = create_engine(database_url)
     try:
         with engine.begin() as conn:
-            conn.execute(text("""
+            conn.execute(
+                text("""
                 INSERT INTO sandbox_operations (idempotency_key, operation, target, token, amount,
                                                 result, reference, created_at)
                 SELECT 'checker-test-' || c.idempotency_key, c.operation, c.target, c.token,
                        c.amount, c.result, 'ca_checker_test', now()
                 FROM sandbox_operations c JOIN sandbox_operations a ON c.target = a.reference
                 WHERE a.operation = 'authorize' AND a.target = :order AND c.operation = 'capture'
-                """), {"order": order_id})
+                """),
+                {"order": order_id},
+            )
     finally:
         engine.dispose()

@@ -1,5 +1,6 @@
 """Flower as operators run it: ``celery -A worker flower`` with flowerconfig.py,
 on RabbitMQ beside a real worker."""
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,16 @@ def free_port() -> int:
 
 
 def flower_command(port: int) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "worker", "flower",
-            f"--conf={REPO / 'flowerconfig.py'}", f"--port={port}"]
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker",
+        "flower",
+        f"--conf={REPO / 'flowerconfig.py'}",
+        f"--port={port}",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +41,19 @@ def flower(worker):
     port = free_port()
     env = {**os.environ, "FLOWER_BASIC_AUTH": ":".join(CREDENTIALS)}
     ARTIFACTS.mkdir(exist_ok=True)
-    proc = subprocess.Popen(flower_command(port), cwd=REPO, env=env, start_new_session=True,
-                            stdout=(ARTIFACTS / "flower.log").open("wb"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        flower_command(port),
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stdout=(ARTIFACTS / "flower.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
-        eventually(lambda: getattr(_get(f"{base}/healthcheck"), "status_code", None),
-                   timeout=60, interval=0.3)
+        eventually(
+            lambda: getattr(_get(f"{base}/healthcheck"), "status_code", None), timeout=60, interval=0.3
+        )
         yield base
     finally:
         stop(proc)
@@ -52,8 +68,9 @@ def _get(url: str, **kwargs):
 
 def test_flower_refuses_to_start_without_credentials_outside_embedded():
     env = {k: v for k, v in os.environ.items() if k != "FLOWER_BASIC_AUTH"}
-    result = subprocess.run(flower_command(free_port()), cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        flower_command(free_port()), cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode != 0
     assert "FLOWER_BASIC_AUTH must be set" in result.stderr + result.stdout
 
@@ -68,5 +85,6 @@ def test_flower_answers_401_without_credentials_and_shows_saga_tasks_with_them(f
         tasks = requests.get(f"{flower}/api/tasks", auth=CREDENTIALS, timeout=5).json()
         mine = {t["name"] for t in tasks.values() if str(order_id) in (t.get("args") or "")}
         return mine if {"saga.authorize_payment", "saga.complete_order"} <= mine else None
+
     names = eventually(saga_tasks, timeout=30, interval=0.5)
     assert {"saga.validate_order", "saga.reserve_stock", "saga.capture_payment"} <= names

@@ -1,4 +1,5 @@
 """The embedded broker (orionfs://): kombu's filesystem transport with batched reads."""
+
 from __future__ import annotations
 
 import time
@@ -10,8 +11,12 @@ from worker.fs_transport import register
 
 def connection(folder) -> Connection:
     register()
-    options = {"data_folder_in": str(folder / "q"), "data_folder_out": str(folder / "q"),
-               "control_folder": str(folder / "c"), "polling_interval": 0.01}
+    options = {
+        "data_folder_in": str(folder / "q"),
+        "data_folder_out": str(folder / "q"),
+        "control_folder": str(folder / "c"),
+        "polling_interval": 0.01,
+    }
     for sub in ("q", "c"):
         (folder / sub).mkdir(exist_ok=True)
     return Connection("orionfs://", transport_options=options)
@@ -87,6 +92,7 @@ def test_a_message_is_never_visible_half_written(tmp_path):
         def write():
             for _ in range(30):
                 out.put(payload)
+
         writer = threading.Thread(target=write)
         writer.start()
         got = drain(inbound, limit=60)

@@ -1,6 +1,7 @@
 """The mail server down longer than the confirmation email's retry budget: the
 email is after the pivot, so nothing is undone; the safety net sends it once the
 server is back. Its own module: no other worker may run beside this one."""
+
 from __future__ import annotations
 
 from sqlalchemy import select
@@ -21,8 +22,9 @@ def kinds(order_id) -> list[str]:
 
 def step_status(order_id, name: str) -> str | None:
     with unit_of_work() as session:
-        return session.scalar(select(SagaStep.status).where(SagaStep.order_id == order_id,
-                                                            SagaStep.name == name))
+        return session.scalar(
+            select(SagaStep.status).where(SagaStep.order_id == order_id, SagaStep.name == name)
+        )
 
 
 def test_a_confirmation_email_that_fails_for_good_undoes_nothing_and_is_sent_later(inbox, uid):

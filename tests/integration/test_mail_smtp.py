@@ -1,6 +1,7 @@
 """mail.smtp against a real SMTP server (aiosmtpd): one connection carries many
 messages, bodies arrive intact (long, non-ASCII), and a connection the server
 dropped costs one transient failure, after which sending works again."""
+
 from __future__ import annotations
 
 import email
@@ -24,8 +25,11 @@ class CountingInbox:
     async def handle_DATA(self, server, session, envelope):
         with self._lock:
             self.peers.add(session.peer)
-            self.messages.append(email.message_from_bytes(envelope.original_content or envelope.content,
-                                                          policy=email.policy.default))
+            self.messages.append(
+                email.message_from_bytes(
+                    envelope.original_content or envelope.content, policy=email.policy.default
+                )
+            )
         return "250 OK"
 
 
@@ -57,12 +61,22 @@ def _bodies(inbox) -> list[str]:
 
 def _email(body: str, to: str = "buyer@example.com") -> OutgoingEmail:
     order = uuid.uuid4()
-    return OutgoingEmail(1, order, "order_confirmation", to, f"Your Orion order {order}", body,
-                         f"<{order}.order_confirmation@orion.example>")
+    return OutgoingEmail(
+        1,
+        order,
+        "order_confirmation",
+        to,
+        f"Your Orion order {order}",
+        body,
+        f"<{order}.order_confirmation@orion.example>",
+    )
 
 
-LONG_BODY = "Hello Ann,\n\n" + "".join(f"  {i} x SET OF 3 CAKE TINS PANTRY DESIGN (22720) 4.95 GBP\n"
-                                       for i in range(1, 101)) + "\nOrion Shop\n"
+LONG_BODY = (
+    "Hello Ann,\n\n"
+    + "".join(f"  {i} x SET OF 3 CAKE TINS PANTRY DESIGN (22720) 4.95 GBP\n" for i in range(1, 101))
+    + "\nOrion Shop\n"
+)
 
 
 def test_many_messages_share_one_connection_and_arrive_intact(server):

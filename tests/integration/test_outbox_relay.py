@@ -1,6 +1,7 @@
 """The outbox relay (``python -m worker.relay``): committed rows published once,
 woken by PostgreSQL's NOTIFY; rows of a rolled-back transaction never; rows a
 stalled relay left behind published by the sweeper or by a relay started later."""
+
 from __future__ import annotations
 
 import time
@@ -18,14 +19,18 @@ from tests.support.processes import outbox_relay, paused
 
 
 def _undispatched(order_id) -> int:
-    return count(OutboxMessage, OutboxMessage.dispatched_at.is_(None),
-                 OutboxMessage.payload["order_id"].as_string() == str(order_id))
+    return count(
+        OutboxMessage,
+        OutboxMessage.dispatched_at.is_(None),
+        OutboxMessage.payload["order_id"].as_string() == str(order_id),
+    )
 
 
 def _row(order_id) -> OutboxMessage | None:
     with unit_of_work() as session:
-        return session.scalar(select(OutboxMessage).where(
-            OutboxMessage.payload["order_id"].as_string() == str(order_id)))
+        return session.scalar(
+            select(OutboxMessage).where(OutboxMessage.payload["order_id"].as_string() == str(order_id))
+        )
 
 
 def test_a_placed_order_is_published_once_by_the_relay_woken_at_commit(uid):
@@ -92,8 +97,10 @@ def test_a_row_that_cannot_become_a_message_does_not_hold_the_ones_behind_it(uid
     # An unknown topic, and a saga.start for an order that does not exist: each is
     # logged and left unsent; the order committed after them goes out all the same.
     with unit_of_work() as session:
-        bad = [enqueue(session, "saga.unknown", {"order_id": f"bad-topic-{uid}"}),
-               enqueue(session, SAGA_START, {"order_id": "00000000-0000-0000-0000-000000000000"})]
+        bad = [
+            enqueue(session, "saga.unknown", {"order_id": f"bad-topic-{uid}"}),
+            enqueue(session, SAGA_START, {"order_id": "00000000-0000-0000-0000-000000000000"}),
+        ]
     user, sku = customer(uid), product(uid, on_hand=10)
     placed = place_order(user.id, order_body([(sku, 1)]), None)
     eventually(lambda: _undispatched(placed.order_id) == 0, timeout=10)

@@ -1,5 +1,6 @@
 """Payment reminders and expiry for orders in ``awaiting_payment``, run as beat
 runs them (tasks sent to a real worker), with a real SMTP server."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -23,15 +24,24 @@ def park(uid: str):
 
 def parked_for(order_id, seconds: float) -> None:
     with unit_of_work() as session:
-        session.execute(update(Order).where(Order.id == order_id).values(
-            awaiting_payment_since=utcnow() - timedelta(seconds=seconds)))
+        session.execute(
+            update(Order)
+            .where(Order.id == order_id)
+            .values(awaiting_payment_since=utcnow() - timedelta(seconds=seconds))
+        )
 
 
 def sent(order_id, template_prefix: str) -> int:
     with unit_of_work() as session:
-        return session.scalar(select(func.count()).select_from(EmailMessage).where(
-            EmailMessage.order_id == order_id, EmailMessage.template.startswith(template_prefix),
-            EmailMessage.status == "sent"))
+        return session.scalar(
+            select(func.count())
+            .select_from(EmailMessage)
+            .where(
+                EmailMessage.order_id == order_id,
+                EmailMessage.template.startswith(template_prefix),
+                EmailMessage.status == "sent",
+            )
+        )
 
 
 def run_job(name: str, times: int = 1) -> None:
@@ -87,17 +97,25 @@ def test_parking_again_renews_the_stock_hold_for_a_new_window(worker, uid):
 
     user, _, order_id = park(uid)
     with unit_of_work() as session:  # most of the first hold has gone by
-        session.execute(update(Reservation).where(Reservation.order_id == order_id)
-                        .values(expires_at=utcnow() + timedelta(hours=1)))
+        session.execute(
+            update(Reservation)
+            .where(Reservation.order_id == order_id)
+            .values(expires_at=utcnow() + timedelta(hours=1))
+        )
     pay_again(order_id, Actor(user.id, "customer"), "tok_chargeDeclinedInsufficientFunds")
 
     def renewed():
         with unit_of_work() as session:
             order = session.get(Order, order_id)
-            expiries = list(session.scalars(select(Reservation.expires_at)
-                                            .where(Reservation.order_id == order_id)))
-            return order.status == "awaiting_payment" and order.saga_run == 2 and all(
-                (e - utcnow()).total_seconds() > get_settings().payment_window_s for e in expiries)
+            expiries = list(
+                session.scalars(select(Reservation.expires_at).where(Reservation.order_id == order_id))
+            )
+            return (
+                order.status == "awaiting_payment"
+                and order.saga_run == 2
+                and all((e - utcnow()).total_seconds() > get_settings().payment_window_s for e in expiries)
+            )
+
     eventually(renewed, timeout=30)
 
 
@@ -106,8 +124,11 @@ def test_a_lapsed_stock_hold_expires_its_parked_order(worker, uid):
 
     _, sku, order_id = park(uid)
     with unit_of_work() as session:
-        session.execute(update(Reservation).where(Reservation.order_id == order_id)
-                        .values(expires_at=utcnow() - timedelta(seconds=1)))
+        session.execute(
+            update(Reservation)
+            .where(Reservation.order_id == order_id)
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
     run_job("scheduled.release_lapsed_holds", times=2)
     order = wait_for(order_id)
     assert (order.status, order.cancel_reason) == ("cancelled", "payment_expired")
@@ -125,9 +146,14 @@ def test_a_refused_reminder_is_marked_refused_and_the_others_still_go(worker, in
     run_job("scheduled.send_payment_reminders")
     eventually(lambda: len(inbox.to(other_user.email)) == 1)
     with unit_of_work() as session:
-        statuses = dict(session.execute(select(EmailMessage.order_id, EmailMessage.status).where(
-            EmailMessage.order_id.in_([refused_order, other_order]),
-            EmailMessage.template.startswith("payment_reminder"))).all())
+        statuses = dict(
+            session.execute(
+                select(EmailMessage.order_id, EmailMessage.status).where(
+                    EmailMessage.order_id.in_([refused_order, other_order]),
+                    EmailMessage.template.startswith("payment_reminder"),
+                )
+            ).all()
+        )
     assert statuses == {refused_order: "refused", other_order: "sent"}
     run_job("scheduled.send_payment_reminders")  # a refused reminder is not tried again
     assert inbox.to(refused_user.email) == [] and len(inbox.to(other_user.email)) == 1

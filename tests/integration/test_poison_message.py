@@ -1,7 +1,8 @@
 """A message that kills its worker process on every delivery: RabbitMQ's classic
 queues redeliver it for ever, so Orion counts the deliveries and fails the step
-for good past ``SAGA_MAX_DELIVERIES``, keeping a copy in the dead-letter queue (issue 9). Its own module: no other worker
-may run beside this one."""
+for good past ``SAGA_MAX_DELIVERIES``, keeping a copy in the dead-letter queue
+(issue 9). Its own module: no other worker may run beside this one."""
+
 from __future__ import annotations
 
 import time
@@ -45,13 +46,16 @@ def test_a_step_that_crashes_its_worker_every_time_fails_after_the_delivery_limi
         log = worker.log_path.read_text()
     assert kills >= 3
     assert (order.status, order.failure) == (
-        "failed", "saga.authorize_payment: step crashed its worker repeatedly")
+        "failed",
+        "saga.authorize_payment: step crashed its worker repeatedly",
+    )
     assert "delivered again (delivery 3 of at most 3)" in log
     assert kinds(order_id) in (["authorization", "void"], [])  # the hold, if any, voided
     assert stock(sku) == (10, 0)
     # A copy of the message is kept in the dead-letter queue for the operator.
-    copies = [row for row in listed() if row["task"] == "saga.authorize_payment"
-              and str(order_id) in row["args"]]
+    copies = [
+        row for row in listed() if row["task"] == "saga.authorize_payment" and str(order_id) in row["args"]
+    ]
     assert [row["reason"] for row in copies] == ["poison"]
     assert copies[0]["routing_key"] == "orion.saga"
     assert dlq("purge", copies[0]["id"]).returncode == 0

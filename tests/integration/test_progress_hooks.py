@@ -1,5 +1,6 @@
 """Notifications leave a process only after their transaction committed (and
 never when it rolled back), checked on the real PostgreSQL."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,8 +21,9 @@ class RecordingRelay:
     def emit_all(self, notifications) -> None:
         order_id = notifications[0].payload["order_id"]
         with read_only() as session:  # a separate connection: sees committed rows only
-            visible = session.scalar(select(func.count()).select_from(OrderEvent)
-                                     .where(OrderEvent.order_id == order_id))
+            visible = session.scalar(
+                select(func.count()).select_from(OrderEvent).where(OrderEvent.order_id == order_id)
+            )
         self.batches.append((notifications, visible))
 
 

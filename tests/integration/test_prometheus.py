@@ -2,6 +2,7 @@
 package) scraping a running Orion: promtool accepts the config and the rules, and
 every alert figure and every dashboard query returns series from Orion's own
 output (issue 11)."""
+
 from __future__ import annotations
 
 import json
@@ -37,9 +38,13 @@ def shipped_config(tmp: Path, token: str) -> dict:
     mounts = {target: source for source, target, *_ in (v.split(":") for v in compose["volumes"])}
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     config["rule_files"] = [
-        next(str(ROOT / mounts[target] / pattern[len(target) + 1:])
-             for target in mounts if pattern.startswith(target + "/"))
-        for pattern in config["rule_files"]]
+        next(
+            str(ROOT / mounts[target] / pattern[len(target) + 1 :])
+            for target in mounts
+            if pattern.startswith(target + "/")
+        )
+        for pattern in config["rule_files"]
+    ]
     (tmp / "metrics-token").write_text(token)
     for job in config["scrape_configs"]:
         job["authorization"]["credentials_file"] = str(tmp / "metrics-token")
@@ -75,9 +80,11 @@ def test_promtool_accepts_the_config_and_the_rules(tmp_path):
 
 
 def test_every_alert_waits_has_a_severity_a_summary_and_a_runbook_section():
-    anchors = {re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
-               for line in (ROOT / "docs" / "operations.md").read_text().splitlines()
-               if line.startswith("#")}
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        for line in (ROOT / "docs" / "operations.md").read_text().splitlines()
+        if line.startswith("#")
+    }
     for rule in alert_rules():
         assert re.fullmatch(r"\d+[smh]", rule["for"]), rule["alert"]
         assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
@@ -91,8 +98,12 @@ def non_loopback_address() -> str:
     """An IPv4 address of this machine that is not a loopback one."""
     import psutil
 
-    found = [address.address for addresses in psutil.net_if_addrs().values() for address in addresses
-             if address.family == socket.AF_INET and not address.address.startswith("127.")]
+    found = [
+        address.address
+        for addresses in psutil.net_if_addrs().values()
+        for address in addresses
+        if address.family == socket.AF_INET and not address.address.startswith("127.")
+    ]
     assert found, "needs a network interface besides loopback, for a scrape that needs the token"
     return found[0]
 
@@ -120,11 +131,11 @@ def scraping(orion, tmp_path_factory):
     config["scrape_configs"][0]["static_configs"] = [{"targets": [target]}]
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
     with prometheus(tmp / "prometheus.yml", tmp / "data") as prom:
-        eventually(lambda: query(prom, 'sum_over_time(up{job="orion"}[1m]) >= 3'), timeout=30,
-                   interval=0.5)
+        eventually(lambda: query(prom, 'sum_over_time(up{job="orion"}[1m]) >= 3'), timeout=30, interval=0.5)
         place_orders(base)
-        eventually(lambda: query(prom, 'sum(delta(orion_orders{status="failed"}[1m])) > 0'),
-                   timeout=30, interval=0.5)
+        eventually(
+            lambda: query(prom, 'sum(delta(orion_orders{status="failed"}[1m])) > 0'), timeout=30, interval=0.5
+        )
         time.sleep(3)  # a few more scrapes and rule evaluations
         yield prom
 
@@ -132,24 +143,34 @@ def scraping(orion, tmp_path_factory):
 def place_orders(base: str) -> None:
     uid = secrets.token_hex(4)
     user, sku = customer(uid), product(uid, on_hand=20)
-    orders = [place_over_http(base, user, sku, card)
-              for card in ("tok_visa", "tok_flaky", "tok_chargeDeclined", "tok_processingError")]
+    orders = [
+        place_over_http(base, user, sku, card)
+        for card in ("tok_visa", "tok_flaky", "tok_chargeDeclined", "tok_processingError")
+    ]
     assert [wait_for(order_id).status for order_id in orders] == [
-        "completed", "completed", "cancelled", "failed"]
+        "completed",
+        "completed",
+        "cancelled",
+        "failed",
+    ]
     celery_app.send_task("scheduled.audit_inventory", ignore_result=False).get(timeout=60)
 
 
 def test_prometheus_loads_every_rule_and_evaluates_it_without_error(scraping):
-    rules = [rule for group in requests.get(f"{scraping}/api/v1/rules", timeout=10).json()["data"]["groups"]
-             for rule in group["rules"]]
+    rules = [
+        rule
+        for group in requests.get(f"{scraping}/api/v1/rules", timeout=10).json()["data"]["groups"]
+        for rule in group["rules"]
+    ]
     assert sorted(rule["name"] for rule in rules) == sorted(rule["alert"] for rule in alert_rules())
     assert all(rule["health"] == "ok" for rule in rules), [(r["name"], r.get("lastError")) for r in rules]
 
 
 def test_every_alert_figure_returns_series_from_orion(scraping):
     """Each rule's expression without its threshold: the alerts are not firing."""
-    checked = [(rule["alert"], figure, empty) for rule in alert_rules()
-               for figure, empty in figures(rule["expr"])]
+    checked = [
+        (rule["alert"], figure, empty) for rule in alert_rules() for figure, empty in figures(rule["expr"])
+    ]
     problems = [(alert, missing(scraping, figure, empty)) for alert, figure, empty in checked]
     assert [problem for problem in problems if problem[1]] == []
     assert len(checked) > len(alert_rules()), "the and/or rules were split"
@@ -166,8 +187,10 @@ def test_the_figures_see_what_happened_while_prometheus_scraped(scraping):
     assert float(failed["value"][1]) > 0
     retries = query(scraping, "sum by (task) (rate(orion_task_retries_total[5m]))")
     assert {"saga.authorize_payment"} <= {r["metric"]["task"] for r in retries if float(r["value"][1]) > 0}
-    p95 = query(scraping, "histogram_quantile(0.95, sum by (le, step) "
-                          "(rate(orion_saga_step_duration_seconds_bucket[5m])))")
+    p95 = query(
+        scraping,
+        "histogram_quantile(0.95, sum by (le, step) (rate(orion_saga_step_duration_seconds_bucket[5m])))",
+    )
     assert any(r["metric"]["step"] == "saga.complete_order" and float(r["value"][1]) > 0 for r in p95)
 
 

@@ -1,5 +1,6 @@
 """The Socket.IO relay on the real services: gunicorn as the launcher starts it,
 a Celery worker emitting through Redis, python-socketio clients (SPEC "Socket.IO")."""
+
 from __future__ import annotations
 
 import threading
@@ -49,6 +50,7 @@ class Listener:
         def record(data):
             with self.lock:
                 self.events.append((name, data))
+
         return record
 
     def of(self, name: str, **match) -> list[dict]:
@@ -86,16 +88,23 @@ class SeqTracker:
 
 
 def place(base: str, token: str, sku: str, payment: str = "tok_visa") -> str:
-    reply = requests.post(f"{base}/api/v1/orders", json=order_body([(sku, 1)], payment),
-                          headers={"Authorization": f"Bearer {token}"})
+    reply = requests.post(
+        f"{base}/api/v1/orders",
+        json=order_body([(sku, 1)], payment),
+        headers={"Authorization": f"Bearer {token}"},
+    )
     assert reply.status_code == 202, reply.text
     return reply.json()["id"]
 
 
 def logged_events(order_id: str) -> list[dict]:
     with read_only() as session:
-        return [e.to_dict() for e in session.scalars(
-            select(OrderEvent).where(OrderEvent.order_id == uuid.UUID(order_id)).order_by(OrderEvent.seq))]
+        return [
+            e.to_dict()
+            for e in session.scalars(
+                select(OrderEvent).where(OrderEvent.order_id == uuid.UUID(order_id)).order_by(OrderEvent.seq)
+            )
+        ]
 
 
 def final_seq(order_id: str) -> int:
@@ -103,6 +112,7 @@ def final_seq(order_id: str) -> int:
         with read_only() as session:
             order = session.get(Order, uuid.UUID(order_id))
             return order.last_event_seq if order.status in FINAL else None
+
     eventually(check, timeout=60)
     time.sleep(0.5)  # the final step's trailing events (e.g. an email) settle
     with read_only() as session:
@@ -118,9 +128,18 @@ def current(order_id: str) -> tuple[str, int]:
 
 def forged_token(user_id: int, **claims) -> str:
     now = datetime.now(UTC)
-    body = {"sub": str(user_id), "type": "access", "jti": uuid.uuid4().hex, "fresh": False,
-            "iat": now, "nbf": now, "exp": now + timedelta(minutes=5), "role": "customer",
-            "iss": "orion", "aud": "orion-api"} | claims
+    body = {
+        "sub": str(user_id),
+        "type": "access",
+        "jti": uuid.uuid4().hex,
+        "fresh": False,
+        "iat": now,
+        "nbf": now,
+        "exp": now + timedelta(minutes=5),
+        "role": "customer",
+        "iss": "orion",
+        "aud": "orion-api",
+    } | claims
     return pyjwt.encode(body, get_settings().jwt_secret_key, algorithm="HS256")
 
 
@@ -143,15 +162,22 @@ def test_connect_is_refused_without_a_valid_access_token(web, uid):
     past = datetime.now(UTC) - timedelta(minutes=1)
     assert refused(web, None)
     assert refused(web, {"token": "not-a-jwt"})
-    assert refused(web, {"token": forged_token(user.id, exp=past, iat=past - timedelta(minutes=5),
-                                               nbf=past - timedelta(minutes=5))})
+    assert refused(
+        web,
+        {
+            "token": forged_token(
+                user.id, exp=past, iat=past - timedelta(minutes=5), nbf=past - timedelta(minutes=5)
+            )
+        },
+    )
     assert refused(web, {"token": tokens["refresh_token"]})
     assert refused(web, {"token": forged_token(user.id, iss="someone-else")}), "RFC 8725 §3.10"
     assert refused(web, {"token": forged_token(user.id, aud="another-api")})
     assert not refused(web, {"token": forged_token(user.id)})
     assert not refused(web, {"token": tokens["access_token"]})
-    requests.post(f"{web}/api/v1/auth/logout", json={},
-                  headers={"Authorization": f"Bearer {tokens['access_token']}"}).raise_for_status()
+    requests.post(
+        f"{web}/api/v1/auth/logout", json={}, headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    ).raise_for_status()
     assert refused(web, {"token": tokens["access_token"]}), "a revoked token is refused"
 
 
@@ -165,6 +191,7 @@ def test_each_event_follows_its_commit_and_seq_rises_by_one(web, uid):
         with read_only() as session:
             order = session.get(Order, uuid.UUID(event["order_id"]))
             committed.append((event["seq"], order.last_event_seq if order else 0))
+
     listener.client.on("order.updated", lambda e: (listener._recorder("order.updated")(e), check_commit(e)))
     order_id = place(web, token, sku)
     last = final_seq(order_id)
@@ -184,8 +211,10 @@ def test_only_the_owner_and_operators_see_an_order(web, uid):
     sku = product(uid, 10)
     owner, other, operator = customer(uid), customer(uid + "b"), customer(uid, role="operator")
     owner_token = login(web, owner)["access_token"]
-    listeners = {name: Listener(web, login(web, user)["access_token"])
-                 for name, user in (("owner", owner), ("other", other), ("operator", operator))}
+    listeners = {
+        name: Listener(web, login(web, user)["access_token"])
+        for name, user in (("owner", owner), ("other", other), ("operator", operator))
+    }
     order_id = place(web, owner_token, sku)
     last = final_seq(order_id)
     eventually(lambda: len(listeners["operator"].of("order.updated", order_id=order_id)) >= last)
@@ -225,14 +254,16 @@ def test_a_client_that_drops_mid_order_resumes_with_every_event_once(web, uid):
     first = Listener(web, token)
     order_id = place(web, token, sku, "tok_flaky")  # two authorization timeouts: retries
     assert first.subscribe(order_id, after_seq=0) == {"ok": True}
-    eventually(lambda: len({e["seq"] for e in first.of("order.updated", order_id=order_id)}) >= 3,
-               timeout=30)
+    eventually(lambda: len({e["seq"] for e in first.of("order.updated", order_id=order_id)}) >= 3, timeout=30)
     first.close()
     tracker = SeqTracker()
     tracker.feed(first.of("order.updated", order_id=order_id))
     # Resume while the second retry's backoff (1 to 2 s) holds the saga in flight.
-    eventually(lambda: any(e["step_status"] == "retrying" and e["attempt"] == 2
-                           for e in logged_events(order_id)), timeout=60, interval=0.02)
+    eventually(
+        lambda: any(e["step_status"] == "retrying" and e["attempt"] == 2 for e in logged_events(order_id)),
+        timeout=60,
+        interval=0.02,
+    )
     assert current(order_id)[1] > tracker.last, "events went by unseen"
 
     second = Listener(web, token)
@@ -267,6 +298,7 @@ def test_operators_hear_when_stock_falls_through_its_reorder_point(web, uid):
 
 # --- connections that lose their right to be open (SPEC "Socket.IO") ----------------
 
+
 def _closed_within(listener: Listener, seconds: float) -> float:
     """Seconds until the server closed ``listener``'s connection; fails after ``seconds``."""
     start = time.monotonic()
@@ -277,8 +309,9 @@ def _closed_within(listener: Listener, seconds: float) -> float:
 
 
 def _post(base: str, path: str, token: str, body: dict | None = None) -> requests.Response:
-    return requests.post(f"{base}/api/v1{path}", json=body or {},
-                         headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    return requests.post(
+        f"{base}/api/v1{path}", json=body or {}, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
 
 
 def test_logout_closes_the_open_socket_of_that_token_within_5_s(web, uid):
@@ -329,8 +362,12 @@ def test_an_operator_demoted_or_deleted_loses_the_socket(web, uid):
 def test_connection_limits_and_the_authentication_deadline():
     import simple_websocket
 
-    env = {"SOCKETIO_MAX_PER_USER": "2", "SOCKETIO_MAX_PER_ADDRESS": "3",
-           "SOCKETIO_AUTH_SECONDS": "2", "SOCKETIO_CHECK_SECONDS": "1"}
+    env = {
+        "SOCKETIO_MAX_PER_USER": "2",
+        "SOCKETIO_MAX_PER_ADDRESS": "3",
+        "SOCKETIO_AUTH_SECONDS": "2",
+        "SOCKETIO_CHECK_SECONDS": "1",
+    }
     uid = uuid.uuid4().hex[:8]
     with web_server(env) as base:
         one, two = customer(uid + "1"), customer(uid + "2")
@@ -345,7 +382,9 @@ def test_connection_limits_and_the_authentication_deadline():
             for listener in mine:
                 listener.client.disconnect()
         # A transport that never authenticates is closed after the deadline.
-        ws = simple_websocket.Client.connect(f"{base.replace('http', 'ws')}/socket.io/?EIO=4&transport=websocket")
+        ws = simple_websocket.Client.connect(
+            f"{base.replace('http', 'ws')}/socket.io/?EIO=4&transport=websocket"
+        )
         start = time.monotonic()
         try:
             while time.monotonic() - start < 8:
@@ -386,5 +425,6 @@ def test_a_flood_of_idle_websockets_from_one_address_is_refused_and_the_api_answ
             reply = await asyncio.to_thread(requests.get, f"{base}/api/v1/products?limit=5", timeout=5)
             await flood
             return reply.status_code
+
         assert asyncio.run(flood_and_read()) == 200
     assert outcome["admitted"] == 10 and outcome["refused"] == 50, outcome

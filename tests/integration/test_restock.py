@@ -1,6 +1,7 @@
 """Restocking as beat runs it (tasks sent to a real worker): orders drive a SKU
 below its reorder point, a purchase order is raised once, received once, and
 the ledger explains every unit."""
+
 from __future__ import annotations
 
 import threading
@@ -15,20 +16,31 @@ from worker import app as celery_app
 
 
 def run_restock(times: int = 1, lead_time_s: float = 3600) -> list[dict]:
-    return [celery_app.send_task("scheduled.restock_low_inventory", kwargs={"lead_time_s": lead_time_s},
-                                 ignore_result=False).get(timeout=30) for _ in range(times)]
+    return [
+        celery_app.send_task(
+            "scheduled.restock_low_inventory", kwargs={"lead_time_s": lead_time_s}, ignore_result=False
+        ).get(timeout=30)
+        for _ in range(times)
+    ]
 
 
 def stocked(sku: str, reorder_point: int, reorder_quantity: int) -> None:
     with unit_of_work() as session:
-        session.execute(update(Inventory).where(Inventory.sku == sku).values(
-            reorder_point=reorder_point, reorder_quantity=reorder_quantity))
+        session.execute(
+            update(Inventory)
+            .where(Inventory.sku == sku)
+            .values(reorder_point=reorder_point, reorder_quantity=reorder_quantity)
+        )
 
 
 def purchase_orders(sku: str) -> list[tuple[int, str]]:
     with unit_of_work() as session:
-        return [(po.quantity, po.status) for po in session.scalars(
-            select(PurchaseOrder).where(PurchaseOrder.sku == sku).order_by(PurchaseOrder.id))]
+        return [
+            (po.quantity, po.status)
+            for po in session.scalars(
+                select(PurchaseOrder).where(PurchaseOrder.sku == sku).order_by(PurchaseOrder.id)
+            )
+        ]
 
 
 def ledger_explains(sku: str) -> bool:
@@ -47,15 +59,23 @@ def test_orders_drive_a_sku_below_its_reorder_point_and_beat_restocks_it(worker,
     assert purchase_orders(sku) == [(5 - 4 + 20, "open")]
 
     with unit_of_work() as session:  # the lead time passes
-        session.execute(update(PurchaseOrder).where(PurchaseOrder.sku == sku)
-                        .values(due_at=utcnow() - timedelta(seconds=1)))
+        session.execute(
+            update(PurchaseOrder)
+            .where(PurchaseOrder.sku == sku)
+            .values(due_at=utcnow() - timedelta(seconds=1))
+        )
     run_restock(times=2)
     assert purchase_orders(sku) == [(21, "received")]
     with unit_of_work() as session:
         stock = session.get(Inventory, sku)
         assert (stock.on_hand, stock.reserved) == (25, 0)
-        reasons = list(session.execute(select(InventoryLedger.reason, InventoryLedger.delta)
-                                       .where(InventoryLedger.sku == sku).order_by(InventoryLedger.id)))
+        reasons = list(
+            session.execute(
+                select(InventoryLedger.reason, InventoryLedger.delta)
+                .where(InventoryLedger.sku == sku)
+                .order_by(InventoryLedger.id)
+            )
+        )
     assert [tuple(r) for r in reasons] == [("initial stock", 12)] + [("shipment", -2)] * 4 + [("restock", 21)]
     assert ledger_explains(sku)
 

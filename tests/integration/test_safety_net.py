@@ -1,5 +1,6 @@
 """The stalled-saga safety net (``scheduled.redrive_stalled_sagas``) on the real
 services. Its own module: it kills whole workers, so no other worker may run beside it."""
+
 from __future__ import annotations
 
 import os
@@ -27,19 +28,27 @@ AFTER_S = 3000
 def age(order_id, seconds: float) -> None:
     """Pretend the order last changed ``seconds`` ago."""
     with unit_of_work() as session:
-        session.execute(update(Order).where(Order.id == order_id)
-                        .values(updated_at=utcnow() - timedelta(seconds=seconds)))
+        session.execute(
+            update(Order).where(Order.id == order_id).values(updated_at=utcnow() - timedelta(seconds=seconds))
+        )
 
 
 def redrives(order_id) -> int:
     with unit_of_work() as session:
-        return session.scalar(select(func.count()).select_from(OrderEvent).where(
-            OrderEvent.order_id == order_id, OrderEvent.detail.startswith(SAFETY_NET)))
+        return session.scalar(
+            select(func.count())
+            .select_from(OrderEvent)
+            .where(OrderEvent.order_id == order_id, OrderEvent.detail.startswith(SAFETY_NET))
+        )
 
 
 def purge() -> None:
-    subprocess.run([sys.executable, "-m", "celery", "-A", "worker", "purge", "-f", "-Q", ALL_QUEUES],
-                   cwd=REPO, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "worker", "purge", "-f", "-Q", ALL_QUEUES],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
 
 
 def test_a_saga_whose_worker_died_mid_step_with_its_message_is_finished(inbox, uid):
@@ -74,8 +83,9 @@ def test_two_sweepers_at_once_redrive_an_order_once(uid):
     purge()
     age(stalled, 3600)
     results: list[list[str]] = []
-    sweepers = [threading.Thread(target=lambda: results.append(redrive_stalled_sagas(AFTER_S)))
-                for _ in range(2)]
+    sweepers = [
+        threading.Thread(target=lambda: results.append(redrive_stalled_sagas(AFTER_S))) for _ in range(2)
+    ]
     for sweeper in sweepers:
         sweeper.start()
     for sweeper in sweepers:
@@ -99,8 +109,17 @@ def test_a_hold_left_by_a_final_order_is_released(uid):
     with unit_of_work() as session:
         order = session.get(Order, order_id)
         assert reserve_all(session, {sku: 4}) == []
-        session.add(Reservation(order_id=order_id, order_line_id=order.lines[0].id, run=1, sku=sku,
-                                quantity=4, status=HELD, expires_at=utcnow() - timedelta(seconds=1)))
+        session.add(
+            Reservation(
+                order_id=order_id,
+                order_line_id=order.lines[0].id,
+                run=1,
+                sku=sku,
+                quantity=4,
+                status=HELD,
+                expires_at=utcnow() - timedelta(seconds=1),
+            )
+        )
         order.status, order.cancel_reason = "cancelled", "customer_request"
     outcome = release_lapsed_holds()
     assert str(order_id) in outcome["released"]
@@ -132,8 +151,9 @@ def _step_status(order_id, name: str) -> str | None:
     from models import SagaStep
 
     with unit_of_work() as session:
-        return session.scalar(select(SagaStep.status).where(SagaStep.order_id == order_id,
-                                                            SagaStep.name == name))
+        return session.scalar(
+            select(SagaStep.status).where(SagaStep.order_id == order_id, SagaStep.name == name)
+        )
 
 
 def test_a_saga_re_driven_already_waits_three_timeouts_before_the_next(uid):
@@ -143,15 +163,19 @@ def test_a_saga_re_driven_already_waits_three_timeouts_before_the_next(uid):
     age(order_id, 3600)
     assert str(order_id) in redrive_stalled_sagas(AFTER_S)
     with unit_of_work() as session:  # the re-drive's event, as if long ago but within 3 timeouts
-        session.execute(update(OrderEvent).where(OrderEvent.order_id == order_id,
-                                                 OrderEvent.detail.startswith(SAFETY_NET))
-                        .values(at=utcnow() - timedelta(seconds=2 * AFTER_S)))
+        session.execute(
+            update(OrderEvent)
+            .where(OrderEvent.order_id == order_id, OrderEvent.detail.startswith(SAFETY_NET))
+            .values(at=utcnow() - timedelta(seconds=2 * AFTER_S))
+        )
     age(order_id, 2 * AFTER_S)
     assert str(order_id) not in redrive_stalled_sagas(AFTER_S)
     with unit_of_work() as session:
-        session.execute(update(OrderEvent).where(OrderEvent.order_id == order_id,
-                                                 OrderEvent.detail.startswith(SAFETY_NET))
-                        .values(at=utcnow() - timedelta(seconds=3 * AFTER_S + 1)))
+        session.execute(
+            update(OrderEvent)
+            .where(OrderEvent.order_id == order_id, OrderEvent.detail.startswith(SAFETY_NET))
+            .values(at=utcnow() - timedelta(seconds=3 * AFTER_S + 1))
+        )
     age(order_id, 3 * AFTER_S + 1)
     assert str(order_id) in redrive_stalled_sagas(AFTER_S)
     assert redrives(order_id) == 2
@@ -167,9 +191,15 @@ def test_a_failed_compensation_is_retried_with_a_doubling_backoff(inbox, uid):
 
     def fail_compensation(idle_s: float) -> None:
         with unit_of_work() as session:
-            session.execute(update(Order).where(Order.id == order_id).values(
-                status="compensation_failed", cancel_reason="customer_request",
-                updated_at=utcnow() - timedelta(seconds=idle_s)))
+            session.execute(
+                update(Order)
+                .where(Order.id == order_id)
+                .values(
+                    status="compensation_failed",
+                    cancel_reason="customer_request",
+                    updated_at=utcnow() - timedelta(seconds=idle_s),
+                )
+            )
 
     fail_compensation(AFTER_S + 10)
     assert str(order_id) in redrive_stalled_sagas(AFTER_S)

@@ -1,5 +1,6 @@
 """A worker killed whole (main process and children) between a provider's answer
 and the commit that records it. Its own module: no other worker may run beside it."""
+
 from __future__ import annotations
 
 import os

@@ -1,6 +1,7 @@
 """Two deliveries of one chord header at once (acks-late redelivery, a re-drive on
 the same run): the second must not hold stock again nor overwrite the first's
 step row. The task bodies are called in this process, on the real database."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,8 +25,7 @@ def _stock(sku: str) -> tuple[int, int]:
 
 def _step(order_id, name: str) -> SagaStep:
     with unit_of_work() as session:
-        return session.scalar(select(SagaStep).where(SagaStep.order_id == order_id,
-                                                     SagaStep.name == name))
+        return session.scalar(select(SagaStep).where(SagaStep.order_id == order_id, SagaStep.name == name))
 
 
 def test_a_copy_that_read_before_the_first_committed_rolls_back_and_answers_as_it(uid, monkeypatch):

@@ -4,6 +4,7 @@ The worker here answers payments slowly (PAYMENT_LATENCY_MS) and does not
 consume ``orion.fulfilment``, so an order waits in ``confirmed`` after its
 capture, the window in which a customer can still cancel a paid order.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,10 +35,16 @@ def slow_worker(inbox):
 def provider_has(order_id, operation: str) -> bool:
     """The sandbox recorded ``operation`` for the order (it answers LATENCY_MS later)."""
     with unit_of_work() as session:
-        return bool(session.scalar(text(
-            "SELECT count(*) FROM sandbox_operations WHERE operation = :op AND "
-            "(target = :order OR target IN (SELECT result->>'reference' FROM sandbox_operations "
-            "WHERE target = :order))"), {"op": operation, "order": str(order_id)}))
+        return bool(
+            session.scalar(
+                text(
+                    "SELECT count(*) FROM sandbox_operations WHERE operation = :op AND "
+                    "(target = :order OR target IN (SELECT result->>'reference' FROM sandbox_operations "
+                    "WHERE target = :order))"
+                ),
+                {"op": operation, "order": str(order_id)},
+            )
+        )
 
 
 def kinds(order_id) -> list[str]:
@@ -73,14 +80,21 @@ def test_cancel_after_capture_refunds_once_and_ships_nothing(slow_worker, uid, i
     assert (order.status, order.cancel_reason) == ("cancelled", "customer_request")
     assert kinds(order_id) == ["authorization", "capture", "refund"]
     assert stock(sku) == (10, 0)
-    subjects = [m["Subject"] for m in eventually(lambda: len(inbox.to(user.email)) == 2 and inbox.to(user.email))]
+    subjects = [
+        m["Subject"] for m in eventually(lambda: len(inbox.to(user.email)) == 2 and inbox.to(user.email))
+    ]
     assert any("confirmed" in s for s in subjects) and any("cancelled" in s for s in subjects)
     # The shipment message still waits in orion.fulfilment; when a worker takes
     # it, the order is cancelled and nothing ships.
     with celery_worker(queues="orion.fulfilment", purge=False) as fulfilment:
         eventually(lambda: b"saga.create_shipment" in fulfilment.log_path.read_bytes(), timeout=30)
-        eventually(lambda: b"ignored" in fulfilment.log_path.read_bytes() or
-                   b"succeeded" in fulfilment.log_path.read_bytes(), timeout=30)
+        eventually(
+            lambda: (
+                b"ignored" in fulfilment.log_path.read_bytes()
+                or b"succeeded" in fulfilment.log_path.read_bytes()
+            ),
+            timeout=30,
+        )
     assert count(Shipment, Shipment.order_id == order_id) == 0
     assert stock(sku) == (10, 0)
 
@@ -106,17 +120,23 @@ def test_worker_child_killed_mid_capture_redelivers_without_second_capture(slow_
     # The provider has captured and is answering slowly; kill the child that waits.
     inspector = app.control.inspect(destination=[slow_worker.node_name], limit=1, timeout=5)
     active = inspector.active() or {}
-    [pid] = [task["worker_pid"] for tasks in active.values() for task in tasks
-             if task["name"] == "saga.capture_payment" and task["args"][0] == str(order_id)]
+    [pid] = [
+        task["worker_pid"]
+        for tasks in active.values()
+        for task in tasks
+        if task["name"] == "saga.capture_payment" and task["args"][0] == str(order_id)
+    ]
     os.kill(pid, signal.SIGKILL)
     order = wait_for(order_id, ("confirmed",), timeout=60)  # redelivered and finished
     assert order.status == "confirmed"
     assert kinds(order_id) == ["authorization", "capture"]
     with unit_of_work() as session:
-        captures = session.scalar(text(
-            "SELECT count(*) FROM sandbox_operations WHERE operation = 'capture' AND target IN "
-            "(SELECT result->>'reference' FROM sandbox_operations WHERE target = :o)"),
-            {"o": str(order_id)})
+        captures = session.scalar(
+            text(
+                "SELECT count(*) FROM sandbox_operations WHERE operation = 'capture' AND target IN "
+                "(SELECT result->>'reference' FROM sandbox_operations WHERE target = :o)"
+            ),
+            {"o": str(order_id)},
+        )
     assert captures == 1
     assert b"WorkerLostError" in slow_worker.log_path.read_bytes()
-

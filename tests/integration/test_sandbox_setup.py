@@ -2,6 +2,7 @@
 on first use where they are missing (a sandbox database of its own), where several
 worker processes starting together must all come up (issue 9: with 6 processes one
 got ``DuplicateTable``, which is not transient, and its order failed)."""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -44,8 +45,10 @@ def fresh_database():
 def test_processes_starting_together_on_a_fresh_database_all_come_up(fresh_database, attempt):
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(PROCESSES), context.Queue()
-    processes = [context.Process(target=_start_provider, args=(fresh_database, barrier, results))
-                 for _ in range(PROCESSES)]
+    processes = [
+        context.Process(target=_start_provider, args=(fresh_database, barrier, results))
+        for _ in range(PROCESSES)
+    ]
     for process in processes:
         process.start()
     outcomes = [results.get(timeout=60) for _ in processes]
@@ -75,6 +78,7 @@ def test_the_migrations_create_the_sandbox_tables_as_the_sandbox_declares_them(f
         for table in SandboxBase.metadata.sorted_tables:
             assert {c["name"] for c in found.get_columns(table.name)} == set(table.columns.keys())
             assert {tuple(i["column_names"]) for i in found.get_indexes(table.name)} == {
-                tuple(c.name for c in i.columns) for i in table.indexes}
+                tuple(c.name for c in i.columns) for i in table.indexes
+            }
     finally:
         engine.dispose()

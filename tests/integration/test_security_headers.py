@@ -1,5 +1,6 @@
 """SPEC "Availability and abuse": every response carries nosniff and a framing
 policy, whatever answered it; responses carrying tokens are never cached."""
+
 from __future__ import annotations
 
 import uuid
@@ -26,15 +27,18 @@ def assert_protected(response) -> None:
     assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
 
 
-@pytest.mark.parametrize("method, path, status", [
-    ("GET", "/healthz", 200),
-    ("GET", f"{API}/products", 200),
-    ("GET", f"{API}/orders", 401),                     # a problem+json from the JWT layer
-    ("GET", f"{API}/no-such-thing", 404),
-    ("POST", f"{API}/auth/login", 422),                # a validation problem
-    ("GET", "/", 200),                                 # the shop page
-    ("GET", "/socket.io/?EIO=4&transport=polling", 200),  # Engine.IO's own answer, not Flask's
-])
+@pytest.mark.parametrize(
+    "method, path, status",
+    [
+        ("GET", "/healthz", 200),
+        ("GET", f"{API}/products", 200),
+        ("GET", f"{API}/orders", 401),  # a problem+json from the JWT layer
+        ("GET", f"{API}/no-such-thing", 404),
+        ("POST", f"{API}/auth/login", 422),  # a validation problem
+        ("GET", "/", 200),  # the shop page
+        ("GET", "/socket.io/?EIO=4&transport=polling", 200),  # Engine.IO's own answer, not Flask's
+    ],
+)
 def test_every_kind_of_response_carries_the_headers(client, method, path, status):
     response = client.open(path, method=method, json={} if method == "POST" else None)
     assert response.status_code == status
@@ -47,8 +51,9 @@ def test_token_responses_are_not_stored(client, uid):
     assert login.status_code == 200
     assert login.headers["Cache-Control"] == "no-store" and login.headers["Pragma"] == "no-cache"
     assert_protected(login)
-    refresh = client.post(f"{API}/auth/refresh",
-                          headers={"Authorization": f"Bearer {login.get_json()['refresh_token']}"})
+    refresh = client.post(
+        f"{API}/auth/refresh", headers={"Authorization": f"Bearer {login.get_json()['refresh_token']}"}
+    )
     assert refresh.status_code == 200 and refresh.headers["Cache-Control"] == "no-store"
     products = client.get(f"{API}/products")
     assert "no-store" not in products.headers.get("Cache-Control", "")
@@ -72,18 +77,29 @@ def test_behind_the_proxy_the_client_s_address_and_scheme_count(behind_proxy):
     """Security issue item 7: without ProxyFix every client behind the proxy looked
     like the proxy (loopback: /metrics open to all); HSTS on HTTPS answers only."""
     from_proxy = {"REMOTE_ADDR": "127.0.0.1"}
-    outside = behind_proxy.get("/metrics", environ_base=from_proxy,
-                               headers={"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"})
+    outside = behind_proxy.get(
+        "/metrics",
+        environ_base=from_proxy,
+        headers={"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"},
+    )
     assert outside.status_code == 403  # the client is 203.0.113.9, not the proxy's loopback
     assert outside.headers["Strict-Transport-Security"].startswith("max-age=31536000")
-    plain = behind_proxy.get("/healthz", environ_base=from_proxy,
-                             headers={"X-Forwarded-For": "127.0.0.1", "X-Forwarded-Proto": "http"})
+    plain = behind_proxy.get(
+        "/healthz",
+        environ_base=from_proxy,
+        headers={"X-Forwarded-For": "127.0.0.1", "X-Forwarded-Proto": "http"},
+    )
     assert "Strict-Transport-Security" not in plain.headers  # RFC 6797 §7.2
-    assert behind_proxy.get("/metrics", environ_base=from_proxy,
-                            headers={"X-Forwarded-For": "127.0.0.1"}).status_code == 200
+    assert (
+        behind_proxy.get(
+            "/metrics", environ_base=from_proxy, headers={"X-Forwarded-For": "127.0.0.1"}
+        ).status_code
+        == 200
+    )
 
 
 def test_without_a_proxy_forwarded_headers_are_not_believed(client):
-    response = client.get("/metrics", environ_base={"REMOTE_ADDR": "203.0.113.9"},
-                          headers={"X-Forwarded-For": "127.0.0.1"})
+    response = client.get(
+        "/metrics", environ_base={"REMOTE_ADDR": "203.0.113.9"}, headers={"X-Forwarded-For": "127.0.0.1"}
+    )
     assert response.status_code == 403  # a client cannot claim to be loopback

@@ -1,4 +1,5 @@
 """Helpers for tests that speak to the HTTP API through Flask's test client."""
+
 from __future__ import annotations
 
 

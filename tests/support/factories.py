@@ -1,4 +1,5 @@
 """Rows and orders for tests, each made unique by the caller's ``uid``."""
+
 from __future__ import annotations
 
 import time
@@ -12,14 +13,20 @@ from models.catalog import change_on_hand
 from services.ordering import place_order
 
 FINAL = ("completed", "cancelled", "failed")
-ADDRESS = {"name": "Ada Lovelace", "line1": "12 St James's Square", "city": "London",
-           "postal_code": "SW1Y 4JH", "country": "United Kingdom"}
+ADDRESS = {
+    "name": "Ada Lovelace",
+    "line1": "12 St James's Square",
+    "city": "London",
+    "postal_code": "SW1Y 4JH",
+    "country": "United Kingdom",
+}
 
 
 def customer(uid: str, role: str = "customer") -> User:
     with unit_of_work() as session:
-        user = User(email=f"{role}-{uid}-{uuid.uuid4().hex[:4]}@test.orion.example",
-                    name=f"Test {uid}", role=role)
+        user = User(
+            email=f"{role}-{uid}-{uuid.uuid4().hex[:4]}@test.orion.example", name=f"Test {uid}", role=role
+        )
         user.set_password("correct horse battery")
         session.add(user)
     return user
@@ -37,12 +44,16 @@ def product(uid: str, on_hand: int, price: str = "2.55", suffix: str = "") -> st
 
 
 def order_body(lines: list[tuple[str, int]], token: str = "tok_visa") -> dict:
-    return {"lines": [{"sku": sku, "quantity": qty} for sku, qty in lines],
-            "shipping_address": dict(ADDRESS), "payment": {"token": token}}
+    return {
+        "lines": [{"sku": sku, "quantity": qty} for sku, qty in lines],
+        "shipping_address": dict(ADDRESS),
+        "payment": {"token": token},
+    }
 
 
-def place(user: User, lines: list[tuple[str, int]], token: str = "tok_visa",
-          key: str | None = None) -> uuid.UUID:
+def place(
+    user: User, lines: list[tuple[str, int]], token: str = "tok_visa", key: str | None = None
+) -> uuid.UUID:
     return place_order(user.id, order_body(lines, token), key).order_id
 
 

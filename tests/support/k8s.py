@@ -4,6 +4,7 @@ Kubernetes kinds are checked against the API's JSON schemas shipped by the
 ``kubernetes-validate`` package; KEDA's kinds against the ``openAPIV3Schema`` of
 its CRDs, vendored in ``deploy/k8s/schemas`` (see the README there).
 """
+
 from __future__ import annotations
 
 import copy
@@ -88,8 +89,11 @@ def _strict(schema: dict) -> dict:
 
 def pod_specs(objects: list[dict]) -> dict[str, dict]:
     """Pod spec of each Deployment and Job, by the object's name."""
-    return {obj["metadata"]["name"]: obj["spec"]["template"]["spec"]
-            for obj in objects if obj["kind"] in ("Deployment", "Job")}
+    return {
+        obj["metadata"]["name"]: obj["spec"]["template"]["spec"]
+        for obj in objects
+        if obj["kind"] in ("Deployment", "Job")
+    }
 
 
 def env_names(container: dict, objects: list[dict]) -> set[str]:
@@ -104,5 +108,8 @@ def env_names(container: dict, objects: list[dict]) -> set[str]:
 
 def secret_refs(container: dict) -> set[tuple[str, str, str]]:
     """``(variable, secret, key)`` for each variable ``container`` takes from a Secret."""
-    return {(item["name"], ref["name"], ref["key"]) for item in container.get("env", [])
-            if (ref := item.get("valueFrom", {}).get("secretKeyRef"))}
+    return {
+        (item["name"], ref["name"], ref["key"])
+        for item in container.get("env", [])
+        if (ref := item.get("valueFrom", {}).get("secretKeyRef"))
+    }

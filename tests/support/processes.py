@@ -1,5 +1,6 @@
 """Real Orion processes for tests: a Celery worker, the outbox relay, the web
 server and a local SMTP server."""
+
 from __future__ import annotations
 
 import email
@@ -25,25 +26,49 @@ ARTIFACTS = REPO / "artifacts"
 
 
 @contextmanager
-def celery_worker(env: dict[str, str] | None = None, queues: str = ALL_QUEUES,
-                  concurrency: int = 2, purge: bool = True) -> Iterator[subprocess.Popen]:
+def celery_worker(
+    env: dict[str, str] | None = None, queues: str = ALL_QUEUES, concurrency: int = 2, purge: bool = True
+) -> Iterator[subprocess.Popen]:
     """``celery -A worker worker`` as a user starts it, with ``env`` over the test environment.
 
     Queues are purged first so leftovers of earlier tests are not consumed.
     The log goes to ``artifacts/worker-<name>.log``.
     """
     if purge:
-        subprocess.run([sys.executable, "-m", "celery", "-A", "worker", "purge", "-f",
-                        "-Q", ALL_QUEUES], cwd=REPO, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "celery", "-A", "worker", "purge", "-f", "-Q", ALL_QUEUES],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
     name = f"test-{uuid.uuid4().hex[:6]}"
     ARTIFACTS.mkdir(exist_ok=True)
     log_path = ARTIFACTS / f"worker-{name}.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "worker", "worker", "-l", "info",
-         "-c", str(concurrency), "-Q", queues, "-n", f"{name}@%h",
-         "--without-gossip", "--without-mingle"],
-        cwd=REPO, env={**os.environ, **(env or {})},
-        stdout=log_path.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker",
+            "worker",
+            "-l",
+            "info",
+            "-c",
+            str(concurrency),
+            "-Q",
+            queues,
+            "-n",
+            f"{name}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         _wait_ready(proc, log_path)
         proc.log_path = log_path
@@ -53,8 +78,9 @@ def celery_worker(env: dict[str, str] | None = None, queues: str = ALL_QUEUES,
         stop(proc)
 
 
-def _wait_ready(proc: subprocess.Popen, log_path: Path, timeout: float = 60,
-                needle: bytes = b" ready.") -> None:
+def _wait_ready(
+    proc: subprocess.Popen, log_path: Path, timeout: float = 60, needle: bytes = b" ready."
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -71,9 +97,14 @@ def outbox_relay(env: dict[str, str] | None = None) -> Iterator[subprocess.Popen
     test environment; the log goes to ``artifacts/relay-<name>.log``."""
     ARTIFACTS.mkdir(exist_ok=True)
     log_path = ARTIFACTS / f"relay-{uuid.uuid4().hex[:6]}.log"
-    proc = subprocess.Popen([sys.executable, "-m", "worker.relay"], cwd=REPO,
-                            env={**os.environ, **(env or {})}, stdout=log_path.open("wb"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker.relay"],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         _wait_ready(proc, log_path, needle=b"publishing the outbox")
         proc.log_path = log_path
@@ -166,9 +197,14 @@ def web_server(env: dict[str, str] | None = None) -> Iterator[str]:
     full_env = {**os.environ, **(env or {}), "WEB_PORT": str(port), "WEB_THREADS": "1200"}
     ARTIFACTS.mkdir(exist_ok=True)
     log_path = ARTIFACTS / f"web-{port}.log"
-    proc = subprocess.Popen(web_command(Settings.from_env(full_env)), cwd=REPO, env=full_env,
-                            stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        web_command(Settings.from_env(full_env)),
+        cwd=REPO,
+        env=full_env,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(proc, base, log_path)

@@ -1,5 +1,6 @@
 """A real Prometheus (Debian's ``prometheus`` package) for tests, and what is
 needed to check Orion's alert and dashboard expressions against it."""
+
 from __future__ import annotations
 
 import re
@@ -29,8 +30,9 @@ def figures(expr: str) -> list[tuple[str, bool]]:
     names exists.
     """
     parts = [part.strip() for part in _split_top_level(expr)]
-    return [(part, True) if part.startswith("absent(") else (_strip_comparison(part), False)
-            for part in parts]
+    return [
+        (part, True) if part.startswith("absent(") else (_strip_comparison(part), False) for part in parts
+    ]
 
 
 def _depths(expr: str) -> list[int]:
@@ -53,15 +55,15 @@ def _split_top_level(expr: str) -> list[str]:
     depths, parts, start = _depths(expr), [], 0
     for match in SET_OPERATORS.finditer(expr):
         if depths[match.start()] == 0 and match.start() >= start:
-            parts.append(expr[start:match.start()])
+            parts.append(expr[start : match.start()])
             start = match.end()
-    return parts + [expr[start:]]
+    return [*parts, expr[start:]]
 
 
 def _strip_comparison(part: str) -> str:
     match = COMPARISON.search(part)
     if match and _depths(part)[match.start()] == 0:
-        return part[:match.start()].strip()
+        return part[: match.start()].strip()
     return part
 
 
@@ -102,9 +104,16 @@ def prometheus(config: Path, storage: Path, timeout: float = 30) -> Iterator[str
     ARTIFACTS.mkdir(exist_ok=True)
     log_path = ARTIFACTS / f"prometheus-{port}.log"
     proc = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={storage}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log_path.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={storage}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(proc, base, log_path, timeout)

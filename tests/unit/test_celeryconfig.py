@@ -1,4 +1,5 @@
 """The Celery settings that SPEC's guarantees depend on."""
+
 import celeryconfig
 from config import Settings
 
@@ -59,8 +60,12 @@ def test_services_mode_is_production_unless_told_and_needs_a_256_bit_key():
         Settings.from_env({"ORION_MODE": "services", "JWT_SECRET_KEY": "k" * 31})
     with pytest.raises(ConfigError, match="ORION_ENV"):
         Settings.from_env({"ORION_ENV": "staging"})
-    assert Settings.from_env({"ORION_MODE": "services", "JWT_SECRET_KEY": "k" * 32}).jwt_secret_key == "k" * 32
-    assert Settings.from_env({"ORION_MODE": "services", "ORION_ENV": "development"}).jwt_secret_key == DEV_SECRET
+    assert (
+        Settings.from_env({"ORION_MODE": "services", "JWT_SECRET_KEY": "k" * 32}).jwt_secret_key == "k" * 32
+    )
+    assert (
+        Settings.from_env({"ORION_MODE": "services", "ORION_ENV": "development"}).jwt_secret_key == DEV_SECRET
+    )
     assert Settings.from_env({}).jwt_secret_key == DEV_SECRET  # the embedded default is development
 
 

@@ -1,6 +1,7 @@
 """The chart queries of ``observability.charts`` on SQLite, the embedded default's
 database, in memory (the same checks run on PostgreSQL in
 tests/integration/test_api_operator_tools.py), and their SQL per dialect."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -31,19 +32,44 @@ def session():
 
 
 def order(session, status: str, finished_at: datetime | None) -> Order:
-    row = Order(customer_id=session.info["customer"], status=status, subtotal=Decimal("1.00"),
-                total=Decimal("1.00"), shipping_address={}, payment_token="tok_visa",
-                finished_at=finished_at)
+    row = Order(
+        customer_id=session.info["customer"],
+        status=status,
+        subtotal=Decimal("1.00"),
+        total=Decimal("1.00"),
+        shipping_address={},
+        payment_token="tok_visa",
+        finished_at=finished_at,
+    )
     session.add(row)
     session.flush()
     return row
 
 
-def step(session, order_id, name: str, ms: float, *, run: int, attempt: int = 1,
-         status: str = "succeeded", kind: str = "forward", start: datetime = SINCE) -> None:
-    session.add(SagaStep(order_id=order_id, name=name, run=run, kind=kind, status=status,
-                         attempt=attempt, started_at=start,
-                         finished_at=start + timedelta(milliseconds=ms)))
+def step(
+    session,
+    order_id,
+    name: str,
+    ms: float,
+    *,
+    run: int,
+    attempt: int = 1,
+    status: str = "succeeded",
+    kind: str = "forward",
+    start: datetime = SINCE,
+) -> None:
+    session.add(
+        SagaStep(
+            order_id=order_id,
+            name=name,
+            run=run,
+            kind=kind,
+            status=status,
+            attempt=attempt,
+            started_at=start,
+            finished_at=start + timedelta(milliseconds=ms),
+        )
+    )
 
 
 def test_outcomes_are_counted_by_utc_minute_and_status_within_the_window(session):
@@ -54,7 +80,9 @@ def test_outcomes_are_counted_by_utc_minute_and_status_within_the_window(session
     order(session, "completed", SINCE - timedelta(seconds=1))  # before the window
     order(session, "compensation_failed", None)
     assert charts.outcomes_per_minute(session, SINCE) == {
-        ("2026-01-02T09:07", "completed"): 2, ("2026-01-02T09:08", "cancelled"): 1}
+        ("2026-01-02T09:07", "completed"): 2,
+        ("2026-01-02T09:08", "cancelled"): 1,
+    }
 
 
 def test_retries_count_attempts_after_the_first_in_the_minute_the_step_started(session):
@@ -83,8 +111,11 @@ def test_minute_keys_match_what_the_database_writes():
 
 
 def test_the_sql_is_written_per_dialect_and_refused_elsewhere():
-    query = select(charts.minute_of(Order.finished_at), charts.step_of(SagaStep.name),
-                   charts.milliseconds_between(SagaStep.started_at, SagaStep.finished_at))
+    query = select(
+        charts.minute_of(Order.finished_at),
+        charts.step_of(SagaStep.name),
+        charts.milliseconds_between(SagaStep.started_at, SagaStep.finished_at),
+    )
     sql = str(query.compile(dialect=postgresql.dialect()))
     assert "to_char(orders.finished_at AT TIME ZONE 'UTC'" in sql
     assert "split_part(saga_steps.name, ':', 1)" in sql and "EXTRACT(EPOCH FROM" in sql

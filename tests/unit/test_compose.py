@@ -1,6 +1,7 @@
 """docker-compose.yml agrees with the code: the services, ports and environment it
 gives each process are the ones Orion reads (no Docker engine runs here, so the
 file is checked, not started)."""
+
 from __future__ import annotations
 
 import json
@@ -17,10 +18,15 @@ from config import Settings, flower_basic_auth
 from tests.unit.test_readme import variables_read
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRETS = {"JWT_SECRET_KEY": "test-secret-of-at-least-32-bytes-0123", "POSTGRES_PASSWORD": "pg-secret",
-           "RABBITMQ_PASSWORD": "mq-secret", "FLOWER_BASIC_AUTH": "ops:flower-secret",
-           "REDIS_PASSWORD": "redis-secret", "METRICS_TOKEN": "metrics-secret",
-           "GRAFANA_ADMIN_PASSWORD": "grafana-secret"}
+SECRETS = {
+    "JWT_SECRET_KEY": "test-secret-of-at-least-32-bytes-0123",
+    "POSTGRES_PASSWORD": "pg-secret",
+    "RABBITMQ_PASSWORD": "mq-secret",
+    "FLOWER_BASIC_AUTH": "ops:flower-secret",
+    "REDIS_PASSWORD": "redis-secret",
+    "METRICS_TOKEN": "metrics-secret",
+    "GRAFANA_ADMIN_PASSWORD": "grafana-secret",
+}
 ORION = ("migrate", "web", "relay", "worker", "beat", "flower", "smtp")
 INTERPOLATION = re.compile(r"\$\{(\w+):\?[^}]*\}")
 DEFAULTED = re.compile(r"\$\{(\w+):-([^}]*)\}")
@@ -38,18 +44,37 @@ def env(service: dict) -> dict[str, str]:
 
 
 def test_the_compose_tool_accepts_the_file():
-    tool = (["docker", "compose"] if subprocess.run(["docker", "compose", "version"], capture_output=True)
-            .returncode == 0 else ["docker-compose"]) if shutil.which("docker") else ["docker-compose"]
+    tool = (
+        (
+            ["docker", "compose"]
+            if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+            else ["docker-compose"]
+        )
+        if shutil.which("docker")
+        else ["docker-compose"]
+    )
     assert shutil.which(tool[0]), "needs docker compose or docker-compose (./run.sh test installs it)"
-    result = subprocess.run([*tool, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-                            cwd=ROOT, env={"PATH": "/usr/bin:/bin:/usr/local/bin", **SECRETS},
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [*tool, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin:/usr/local/bin", **SECRETS},
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
 
 
 def test_every_process_of_spec_runs_beside_its_dependencies(compose):
-    assert set(compose) == {"postgres", "rabbitmq", "rabbitmq-setup", "redis", "proxy", *ORION,
-                            "prometheus", "grafana"}
+    assert set(compose) == {
+        "postgres",
+        "rabbitmq",
+        "rabbitmq-setup",
+        "redis",
+        "proxy",
+        *ORION,
+        "prometheus",
+        "grafana",
+    }
     assert compose["worker"]["command"][:4] == ["celery", "-A", "worker", "worker"]
     assert compose["relay"]["command"] == ["python", "-m", "worker.relay"]
     assert compose["beat"]["command"][:4] == ["celery", "-A", "worker", "beat"]
@@ -77,11 +102,20 @@ def test_urls_point_at_the_compose_services_with_their_credentials(compose):
     postgres = env(compose["postgres"])
     database = make_url(settings.database_url)
     assert (database.host, database.port, database.username, database.password, database.database) == (
-        "postgres", 5432, postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"], postgres["POSTGRES_DB"])
+        "postgres",
+        5432,
+        postgres["POSTGRES_USER"],
+        postgres["POSTGRES_PASSWORD"],
+        postgres["POSTGRES_DB"],
+    )
     rabbit = env(compose["rabbitmq"])
     broker = re.fullmatch(r"amqp://(\w+):([^@]+)@(\w+):5672/(\w+)", settings.broker_url)
-    assert broker.groups() == (rabbit["RABBITMQ_DEFAULT_USER"], rabbit["RABBITMQ_DEFAULT_PASS"],
-                               "rabbitmq", rabbit["RABBITMQ_DEFAULT_VHOST"])
+    assert broker.groups() == (
+        rabbit["RABBITMQ_DEFAULT_USER"],
+        rabbit["RABBITMQ_DEFAULT_PASS"],
+        "rabbitmq",
+        rabbit["RABBITMQ_DEFAULT_VHOST"],
+    )
     assert settings.redis_url.startswith(f"redis://:{SECRETS['REDIS_PASSWORD']}@redis:6379/")
     assert settings.socketio_message_queue == settings.redis_url, "the relay follows REDIS_URL"
     assert (settings.smtp_host, settings.smtp_port) == ("smtp", 8025)

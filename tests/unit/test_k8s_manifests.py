@@ -1,6 +1,7 @@
 """deploy/k8s passes offline schema validation and agrees with the code and with
 docker-compose.yml. No cluster runs here: the manifests are checked, not applied
 (docs/operations.md, "Kubernetes")."""
+
 from __future__ import annotations
 
 import copy
@@ -32,9 +33,15 @@ from tests.unit.test_readme import variables_read
 
 ORION_IMAGE = "orion"
 # Deployment or Job name -> compose service running the same process.
-COMPOSE_SERVICE = {"orion-web": "web", "orion-relay": "relay", "orion-worker": "worker",
-                   "orion-beat": "beat", "orion-flower": "flower", "orion-smtp": "smtp",
-                   "orion-migrate": "migrate"}
+COMPOSE_SERVICE = {
+    "orion-web": "web",
+    "orion-relay": "relay",
+    "orion-worker": "worker",
+    "orion-beat": "beat",
+    "orion-flower": "flower",
+    "orion-smtp": "smtp",
+    "orion-migrate": "migrate",
+}
 # What each Orion process is given from Secrets, and nothing more.
 SECRET_VARIABLES = {
     "orion-web": {"JWT_SECRET_KEY", "METRICS_TOKEN", "DATABASE_URL", "BROKER_URL", "REDIS_URL"},
@@ -57,8 +64,11 @@ def named(objects: list[dict], kind: str, name: str) -> dict:
 
 
 def orion_containers(objects: list[dict]) -> dict[str, dict]:
-    return {name: spec["containers"][0] for name, spec in pod_specs(objects).items()
-            if spec["containers"][0]["image"].split(":")[0] == ORION_IMAGE}
+    return {
+        name: spec["containers"][0]
+        for name, spec in pod_specs(objects).items()
+        if spec["containers"][0]["image"].split(":")[0] == ORION_IMAGE
+    }
 
 
 def example_secrets() -> dict[str, dict]:
@@ -80,23 +90,29 @@ def test_the_vendored_keda_schemas_are_the_crds_of_those_kinds():
         assert crd["spec"]["names"]["kind"] in (kind, f"Cluster{kind}")
 
 
-@pytest.mark.parametrize("path, value", [
-    (("spec", "template", "spec", "containers", 0, "livenessProbe", "httpGet", "pathh"), "/healthz"),
-    (("spec", "replicas"), "two"),
-    (("spec", "template", "spec", "containers", 0, "resources", "requests", "cpu"), ["1"]),
-])
+@pytest.mark.parametrize(
+    "path, value",
+    [
+        (("spec", "template", "spec", "containers", 0, "livenessProbe", "httpGet", "pathh"), "/healthz"),
+        (("spec", "replicas"), "two"),
+        (("spec", "template", "spec", "containers", 0, "resources", "requests", "cpu"), ["1"]),
+    ],
+)
 def test_a_broken_deployment_fails_validation(objects, path, value):
     broken = set_at(copy.deepcopy(named(objects, "Deployment", "orion-web")), path, value)
     with pytest.raises(kubernetes_validate.ValidationError):
         validate(broken)
 
 
-@pytest.mark.parametrize("kind, name, path, value", [
-    ("ScaledObject", "orion-worker", ("spec", "minReplicas"), 1),
-    ("ScaledObject", "orion-worker", ("spec", "maxReplicaCount"), "ten"),
-    ("ScaledObject", "orion-worker", ("spec", "triggers", 0, "metadata", "value"), 100),
-    ("TriggerAuthentication", "orion-rabbitmq", ("spec", "secretTargetRef", 0, "secret"), "x"),
-])
+@pytest.mark.parametrize(
+    "kind, name, path, value",
+    [
+        ("ScaledObject", "orion-worker", ("spec", "minReplicas"), 1),
+        ("ScaledObject", "orion-worker", ("spec", "maxReplicaCount"), "ten"),
+        ("ScaledObject", "orion-worker", ("spec", "triggers", 0, "metadata", "value"), 100),
+        ("TriggerAuthentication", "orion-rabbitmq", ("spec", "secretTargetRef", 0, "secret"), "x"),
+    ],
+)
 def test_a_broken_keda_object_fails_validation(objects, kind, name, path, value):
     broken = set_at(copy.deepcopy(named(objects, kind, name)), path, value)
     with pytest.raises(jsonschema.ValidationError):
@@ -182,13 +198,18 @@ def test_every_variable_given_to_orion_is_one_it_reads(objects):
 def test_settings_from_the_manifests_match_ports_and_services(objects):
     web = orion_containers(objects)["orion-web"]
     secrets = example_secrets()
-    env = {**named(objects, "ConfigMap", "orion-config")["data"],
-           **{item["name"]: item["value"] for item in web["env"] if "value" in item},
-           **{var: secrets[secret][key] for var, secret, key in secret_refs(web)}}
+    env = {
+        **named(objects, "ConfigMap", "orion-config")["data"],
+        **{item["name"]: item["value"] for item in web["env"] if "value" in item},
+        **{var: secrets[secret][key] for var, secret, key in secret_refs(web)},
+    }
     env["JWT_SECRET_KEY"] = "k8s-test-secret-of-at-least-32-bytes-0123"  # the example's is a placeholder
     settings = Settings.from_env(env)
     assert settings.mode == "services" and settings.proxy_hops == 1
-    assert web["ports"][0]["containerPort"] == settings.web_port and f"0.0.0.0:{settings.web_port}" in web["args"]
+    assert (
+        web["ports"][0]["containerPort"] == settings.web_port
+        and f"0.0.0.0:{settings.web_port}" in web["args"]
+    )
     assert named(objects, "Service", settings.smtp_host)["spec"]["ports"][0]["port"] == settings.smtp_port
     assert str(settings.smtp_port) in orion_containers(objects)["orion-smtp"]["args"]
     flower = orion_containers(objects)["orion-flower"]
@@ -239,7 +260,9 @@ def test_worker_shutdown_outlasts_the_task_time_limit(objects):
 
 
 def test_services_and_volumes_point_at_what_exists(objects):
-    pods = {obj["metadata"]["name"]: obj["spec"]["template"] for obj in objects if obj["kind"] == "Deployment"}
+    pods = {
+        obj["metadata"]["name"]: obj["spec"]["template"] for obj in objects if obj["kind"] == "Deployment"
+    }
     claims = {obj["metadata"]["name"] for obj in objects if obj["kind"] == "PersistentVolumeClaim"}
     for service in (obj for obj in objects if obj["kind"] == "Service"):
         selector = service["spec"]["selector"].items()
@@ -248,7 +271,11 @@ def test_services_and_volumes_point_at_what_exists(objects):
         ports = {p["name"] for p in targets[0]["spec"]["containers"][0]["ports"]}
         assert {p["targetPort"] for p in service["spec"]["ports"]} <= ports
     for name, spec in pod_specs(objects).items():
-        used = {v["persistentVolumeClaim"]["claimName"] for v in spec.get("volumes", []) if "persistentVolumeClaim" in v}
+        used = {
+            v["persistentVolumeClaim"]["claimName"]
+            for v in spec.get("volumes", [])
+            if "persistentVolumeClaim" in v
+        }
         assert used <= claims, name
 
 

@@ -1,5 +1,6 @@
 """``/metrics`` in docker-compose merges one multiprocess folder per container
 (METRICS_ROOT); real processes write them, as containers would."""
+
 from __future__ import annotations
 
 import os
@@ -8,17 +9,26 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-WRITE = ("from observability.metrics import TASK_RETRIES; "
-         "TASK_RETRIES.labels('saga.authorize_payment').inc({n})")
-SCRAPE = ("from observability.metrics import _MergedFolders; import os; "
-          "print([s.value for m in _MergedFolders(os.environ['METRICS_ROOT']).collect() "
-          "for s in m.samples if s.name == 'orion_task_retries_total'])")
+WRITE = (
+    "from observability.metrics import TASK_RETRIES; TASK_RETRIES.labels('saga.authorize_payment').inc({n})"
+)
+SCRAPE = (
+    "from observability.metrics import _MergedFolders; import os; "
+    "print([s.value for m in _MergedFolders(os.environ['METRICS_ROOT']).collect() "
+    "for s in m.samples if s.name == 'orion_task_retries_total'])"
+)
 
 
 def run(code: str, **env: str) -> str:
     clean = {k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR", "METRICS_ROOT")}
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**clean, **env}, check=True,
-                          capture_output=True, text=True).stdout
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**clean, **env},
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
 
 
 def test_samples_of_every_container_folder_are_summed(tmp_path):

@@ -1,5 +1,6 @@
 """tests.support.prometheus.figures: what the Prometheus test evaluates of each
 alert expression (the threshold taken off, and/or split, absent() kept apart)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,12 +25,15 @@ def test_comparisons_inside_brackets_strings_or_with_a_series_stay():
 
 
 def test_set_operators_split_and_absent_must_be_empty():
-    assert figures("time() - max(t) > 900 or absent(t)") == [("time() - max(t)", False),
-                                                             ("absent(t)", True)]
-    assert figures('absent(m) and on() up{job="orion"} == 1') == [("absent(m)", True),
-                                                                  ('up{job="orion"}', False)]
+    assert figures("time() - max(t) > 900 or absent(t)") == [("time() - max(t)", False), ("absent(t)", True)]
+    assert figures('absent(m) and on() up{job="orion"} == 1') == [
+        ("absent(m)", True),
+        ('up{job="orion"}', False),
+    ]
     assert figures("max by (q) (deriv(m[10m])) > 1 and max by (q) (m) > 100") == [
-        ("max by (q) (deriv(m[10m]))", False), ("max by (q) (m)", False)]
+        ("max by (q) (deriv(m[10m]))", False),
+        ("max by (q) (m)", False),
+    ]
     assert figures("sum(x and on() y) > 0") == [("sum(x and on() y)", False)]
 
 

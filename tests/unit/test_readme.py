@@ -1,4 +1,5 @@
 """The README's environment table stays true to what the code reads."""
+
 import re
 from pathlib import Path
 
@@ -10,8 +11,19 @@ WSGI_KEYS = {"PATH_INFO", "REMOTE_ADDR"}
 
 def variables_read() -> set[str]:
     names = set()
-    for folder in ("config", "web", "worker", "tasks", "tools", "services", "models", "payments", "mail", "progress",
-                   "observability"):
+    for folder in (
+        "config",
+        "web",
+        "worker",
+        "tasks",
+        "tools",
+        "services",
+        "models",
+        "payments",
+        "mail",
+        "progress",
+        "observability",
+    ):
         for path in (ROOT / folder).rglob("*.py"):
             names |= set(READ.findall(path.read_text()))
     return names - WSGI_KEYS

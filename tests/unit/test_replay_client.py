@@ -1,4 +1,5 @@
 """The replay's HTTP behaviour against an in-memory fake of the SPEC's API (no sockets)."""
+
 from __future__ import annotations
 
 import itertools
@@ -35,7 +36,7 @@ class FakeApi:
     def __init__(self):
         self.lock, self.log, self.ids = threading.Lock(), [], itertools.count(1)
         self.users, self.tokens, self.orders, self.keys = {}, {}, {}, {}
-        self.faults: list[Response | Exception] = []   # served first, one per request
+        self.faults: list[Response | Exception] = []  # served first, one per request
 
     def session(self):
         return self
@@ -92,9 +93,16 @@ class FakeApi:
         if (user, key) in self.keys:
             return Response(202, {"id": self.keys[user, key], "status": "pending"})
         n = next(self.ids)
-        order = {"id": f"o{n}", "owner": user, "status": "pending", "cancel_reason": None, "body": body,
-                 "token": body["payment"]["token"], "created_at": (T0 + timedelta(seconds=n)).isoformat(),
-                 "finished_at": None}
+        order = {
+            "id": f"o{n}",
+            "owner": user,
+            "status": "pending",
+            "cancel_reason": None,
+            "body": body,
+            "token": body["payment"]["token"],
+            "created_at": (T0 + timedelta(seconds=n)).isoformat(),
+            "finished_at": None,
+        }
         self.orders[order["id"]] = order
         self.keys[user, key] = order["id"]
         return Response(202, {"id": order["id"], "status": "pending"}, {"Location": f"/orders/o{n}"})
@@ -111,8 +119,11 @@ class FakeApi:
 
     def finish(self, order, status, reason):
         created = datetime.fromisoformat(order["created_at"])
-        order.update(status=status, cancel_reason=reason,
-                     finished_at=(created + timedelta(seconds=2)).isoformat().replace("+00:00", "Z"))
+        order.update(
+            status=status,
+            cancel_reason=reason,
+            finished_at=(created + timedelta(seconds=2)).isoformat().replace("+00:00", "Z"),
+        )
 
 
 @pytest.fixture
@@ -122,8 +133,11 @@ def fake(monkeypatch):
 
 
 def api_for(fake, sleeps=None) -> Api:
-    return Api("http://orion.test", sleep=(sleeps.append if sleeps is not None else lambda _s: None),
-               session_factory=fake.session)
+    return Api(
+        "http://orion.test",
+        sleep=(sleeps.append if sleeps is not None else lambda _s: None),
+        session_factory=fake.session,
+    )
 
 
 def test_5xx_and_network_errors_are_retried_with_backoff(fake):
@@ -149,12 +163,12 @@ def test_429_waits_for_retry_after(fake):
 
 
 def test_accounts_register_once_log_in_once_and_renew_on_401(fake):
-    fake.users["customer-1@replay.orion.example"] = "pw"   # registered by an earlier run
+    fake.users["customer-1@replay.orion.example"] = "pw"  # registered by an earlier run
     accounts = Accounts(api_for(fake), "pw")
     email = "customer-1@replay.orion.example"
     first = accounts.token(email)
     assert accounts.token(email) == first
-    fake.tokens.clear()                                    # the server forgot it (expiry, restart)
+    fake.tokens.clear()  # the server forgot it (expiry, restart)
     assert accounts.call(email, "GET", "/orders/none").status_code == 404
     paths = [p for _, p, _ in fake.log]
     assert paths == ["/auth/register", "/auth/login", "/orders/none", "/auth/login", "/orders/none"]
@@ -162,7 +176,7 @@ def test_accounts_register_once_log_in_once_and_renew_on_401(fake):
 
 def test_a_wrong_password_is_an_error_naming_the_customer(fake):
     fake.users["guest@replay.orion.example"] = "other"
-    with pytest.raises(ApiError, match="login_401.*guest@replay"):
+    with pytest.raises(ApiError, match=r"login_401.*guest@replay"):
         Accounts(api_for(fake), "pw").token("guest@replay.orion.example")
 
 
@@ -174,10 +188,16 @@ def run(fake, invoices, tokens="tok_visa=1", timeout=5.0):
 
 
 def test_replay_places_pays_again_cancels_and_waits_for_final_states(fake):
-    summary = run(fake, [invoice("1", (HOLD, 1), ("22423", 1)), invoice("2", ("22423", 2)),
-                         invoice("3", ("85123A", 1), customer="12346"),
-                         invoice("C4", (HOLD, -1), minute=3)],
-                  tokens="tok_chargeDeclinedInsufficientFunds=1")
+    summary = run(
+        fake,
+        [
+            invoice("1", (HOLD, 1), ("22423", 1)),
+            invoice("2", ("22423", 2)),
+            invoice("3", ("85123A", 1), customer="12346"),
+            invoice("C4", (HOLD, -1), minute=3),
+        ],
+        tokens="tok_chargeDeclinedInsufficientFunds=1",
+    )
     assert summary["orders"] == {"placed": 3}
     assert summary["cancellations"] == {"sent": 1, "accepted": 1}
     assert summary["repayments"] == {"accepted": 2}

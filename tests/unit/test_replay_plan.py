@@ -1,4 +1,5 @@
 """The replay's pure planning: token mix, invoice-to-request mapping, cancellation matching."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -26,9 +27,21 @@ VISA_ONLY = parse_tokens("tok_visa=1")
 
 def invoice(number, *lines, customer="17850", country="France", minute=0, part=1) -> Invoice:
     """``lines`` are (code, quantity[, price]) tuples."""
-    rows = tuple(Row(number, code, f"item {code}", qty, T0 + timedelta(minutes=minute),
-                     Decimal(rest[0] if rest else "1.25"), customer, country, 2, code.upper())
-                 for code, qty, *rest in lines)
+    rows = tuple(
+        Row(
+            number,
+            code,
+            f"item {code}",
+            qty,
+            T0 + timedelta(minutes=minute),
+            Decimal(rest[0] if rest else "1.25"),
+            customer,
+            country,
+            2,
+            code.upper(),
+        )
+        for code, qty, *rest in lines
+    )
     return Invoice(number, rows, part)
 
 
@@ -58,12 +71,19 @@ def test_token_choice_is_deterministic_and_follows_the_mix():
 
 def test_a_sale_becomes_an_order_request():
     stats = Counter()
-    action = order_action(invoice("536365", ("85123A", 6), ("POST", 1, "18.00"), ("71053", 2), ("85123a", 1)),
-                          0, VISA_ONLY, stats)
+    action = order_action(
+        invoice("536365", ("85123A", 6), ("POST", 1, "18.00"), ("71053", 2), ("85123a", 1)),
+        0,
+        VISA_ONLY,
+        stats,
+    )
     assert action.key == "invoice-536365"
     assert action.email == "customer-17850@replay.orion.example"
-    assert action.body["lines"] == [{"sku": "85123A", "quantity": 6}, {"sku": "71053", "quantity": 2},
-                                    {"sku": "85123A", "quantity": 1}]
+    assert action.body["lines"] == [
+        {"sku": "85123A", "quantity": 6},
+        {"sku": "71053", "quantity": 2},
+        {"sku": "85123A", "quantity": 1},
+    ]
     assert action.body["payment"] == {"token": "tok_visa"}
     assert action.body["shipping_address"]["country"] == "France"
     assert action.body["shipping_address"]["city"] == "Paris"
@@ -82,8 +102,13 @@ def test_adjustments_are_counted():
     lines = [(f"{20000 + n}", 1) for n in range(103)] + [("22423", 5000), ("22424", 1, "0"), ("22425", -1)]
     action = order_action(invoice("536365", *lines), 0, VISA_ONLY, stats)
     assert len(action.body["lines"]) == 100
-    assert stats == Counter(rows_not_priced=1, rows_negative_quantity=1, quantities_clamped=1,
-                            lines_dropped=4, invoices_truncated=1)
+    assert stats == Counter(
+        rows_not_priced=1,
+        rows_negative_quantity=1,
+        quantities_clamped=1,
+        lines_dropped=4,
+        invoices_truncated=1,
+    )
 
 
 def test_a_late_second_part_gets_its_own_key():
@@ -96,9 +121,13 @@ def test_an_invoice_of_postage_only_yields_nothing():
 
 
 def test_cancellation_matches_the_customers_latest_orders_sharing_a_sku():
-    invoices = [invoice("1", ("22423", 1)), invoice("2", ("85123A", 1)), invoice("3", ("22423", 2)),
-                invoice("4", ("22423", 2), customer="99999"),
-                invoice("C5", ("22423", -1), ("POST", -1, "18"), minute=5)]
+    invoices = [
+        invoice("1", ("22423", 1)),
+        invoice("2", ("85123A", 1)),
+        invoice("3", ("22423", 2)),
+        invoice("4", ("22423", 2), customer="99999"),
+        invoice("C5", ("22423", -1), ("POST", -1, "18"), minute=5),
+    ]
     actions, stats = plan(invoices, 0, VISA_ONLY)
     cancel = actions[-1]
     assert isinstance(cancel, CancelAction)
@@ -107,8 +136,14 @@ def test_cancellation_matches_the_customers_latest_orders_sharing_a_sku():
 
 
 def test_unmatched_cancellations_do_not_count_towards_the_limit():
-    invoices = [invoice("C1", ("22423", -1)), invoice("2", ("22423", 1)), invoice("C3", ("85123A", -1)),
-                invoice("4", ("85123A", 1)), invoice("C5", ("85123A", -1)), invoice("6", ("85123A", 1))]
+    invoices = [
+        invoice("C1", ("22423", -1)),
+        invoice("2", ("22423", 1)),
+        invoice("C3", ("85123A", -1)),
+        invoice("4", ("85123A", 1)),
+        invoice("C5", ("85123A", -1)),
+        invoice("6", ("85123A", 1)),
+    ]
     actions, stats = plan(invoices, 3, VISA_ONLY)
     assert [a.invoice for a in actions] == ["2", "4", "C5"]
     assert stats["cancellations_unmatched"] == 2 and stats["invoices_read"] == 5
@@ -116,7 +151,7 @@ def test_unmatched_cancellations_do_not_count_towards_the_limit():
 
 def test_cancellation_candidates_are_capped():
     invoices = [invoice(str(n), ("22423", 1)) for n in range(MAX_CANDIDATES + 5)]
-    actions, _ = plan(invoices + [invoice("C99", ("22423", -1))], 0, VISA_ONLY)
+    actions, _ = plan([*invoices, invoice("C99", ("22423", -1))], 0, VISA_ONLY)
     assert actions[-1].candidates == tuple(range(MAX_CANDIDATES + 4, 4, -1))
 
 

@@ -1,4 +1,5 @@
 """The replay's summary math: percentiles, latency, throughput, Retry-After."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,15 @@ from tools.replay import OrderState, parse_time, percentile, render, retry_after
 
 
 def state(status, created="2026-01-01T10:00:00Z", finished=None, reason=None, polled=True) -> OrderState:
-    s = OrderState(action=None, id="x", status=status, cancel_reason=reason, created_at=created,
-                   finished_at=finished, polled=polled)
+    s = OrderState(
+        action=None,
+        id="x",
+        status=status,
+        cancel_reason=reason,
+        created_at=created,
+        finished_at=finished,
+        polled=polled,
+    )
     return s
 
 
@@ -33,10 +41,12 @@ def test_times_parse_with_z_offset_or_naive():
 
 
 def test_latency_and_throughput_come_from_created_and_finished_at():
-    states = [state("completed", "2026-01-01T10:00:00Z", "2026-01-01T10:00:02Z"),
-              state("cancelled", "2026-01-01T10:00:01Z", "2026-01-01T10:00:05Z", "out_of_stock"),
-              state("failed", "2026-01-01T10:00:03Z", "2026-01-01T10:00:04Z"),
-              state("awaiting_payment", "2026-01-01T10:00:03Z", None)]
+    states = [
+        state("completed", "2026-01-01T10:00:00Z", "2026-01-01T10:00:02Z"),
+        state("cancelled", "2026-01-01T10:00:01Z", "2026-01-01T10:00:05Z", "out_of_stock"),
+        state("failed", "2026-01-01T10:00:03Z", "2026-01-01T10:00:04Z"),
+        state("awaiting_payment", "2026-01-01T10:00:03Z", None),
+    ]
     result = timings(states)
     assert result["latency_s"] == {"count": 3, "p50": 2.0, "p90": 4.0, "p99": 4.0, "max": 4.0}
     assert result["throughput_orders_per_s"] == pytest.approx(3 / 5)
@@ -48,13 +58,22 @@ def test_an_order_seen_only_in_its_202_is_not_final():
 
 
 def test_summary_counts_and_json():
-    states = [state("completed", "2026-01-01T10:00:00Z", "2026-01-01T10:00:02Z"),
-              state("cancelled", "2026-01-01T10:00:00Z", "2026-01-01T10:00:03Z", "out_of_stock"),
-              state("cancelled", "2026-01-01T10:00:00Z", "2026-01-01T10:00:03Z", "customer_request"),
-              state("compensating")]
-    counts = Counter({"orders.placed": 4, "orders.rejected_404": 1, "cancellations.accepted": 2,
-                      "cancellations.not_cancellable": 1, "cancellations.none_cancellable": 3,
-                      "errors.network": 2})
+    states = [
+        state("completed", "2026-01-01T10:00:00Z", "2026-01-01T10:00:02Z"),
+        state("cancelled", "2026-01-01T10:00:00Z", "2026-01-01T10:00:03Z", "out_of_stock"),
+        state("cancelled", "2026-01-01T10:00:00Z", "2026-01-01T10:00:03Z", "customer_request"),
+        state("compensating"),
+    ]
+    counts = Counter(
+        {
+            "orders.placed": 4,
+            "orders.rejected_404": 1,
+            "cancellations.accepted": 2,
+            "cancellations.not_cancellable": 1,
+            "cancellations.none_cancellable": 3,
+            "errors.network": 2,
+        }
+    )
     stats = Counter(invoices_read=9, orders=5, cancellations=6)
     summary = summarize(stats, counts, states, Counter(http_5xx=4))
     assert summary["invoices"]["invoices_read"] == 9

@@ -1,4 +1,5 @@
 """Reading the Online Retail CSV: typed rows, invoices, product codes, sale lines, errors."""
+
 from __future__ import annotations
 
 import csv
@@ -35,21 +36,42 @@ def write_csv(path, rows, header=HEADER):
     return path
 
 
-def line(invoice="536365", code="85123A", qty="6", price="2.55", customer="17850",
-         description="WHITE HANGING HEART T-LIGHT HOLDER", at="2010-12-01 08:26:00",
-         country="United Kingdom"):
+def line(
+    invoice="536365",
+    code="85123A",
+    qty="6",
+    price="2.55",
+    customer="17850",
+    description="WHITE HANGING HEART T-LIGHT HOLDER",
+    at="2010-12-01 08:26:00",
+    country="United Kingdom",
+):
     return (invoice, code, description, qty, at, price, customer, country)
 
 
 def row(code="85123A", qty=6, price="2.55", invoice="536365", customer="17850") -> Row:
-    return Row(invoice, code, "X", qty, datetime(2010, 12, 1, 8, 26), Decimal(price), customer,
-               "United Kingdom", 2, code.upper())
+    return Row(
+        invoice,
+        code,
+        "X",
+        qty,
+        datetime(2010, 12, 1, 8, 26),
+        Decimal(price),
+        customer,
+        "United Kingdom",
+        2,
+        code.upper(),
+    )
 
 
 def test_rows_are_typed_and_keep_quoted_commas(tmp_path):
-    path = write_csv(tmp_path / "d.csv.gz", [
-        line(description='SET OF 3 CAKE TINS, "PANTRY" DESIGN', price="4.95"),
-        line(customer="", qty="-2", code="85123a")])
+    path = write_csv(
+        tmp_path / "d.csv.gz",
+        [
+            line(description='SET OF 3 CAKE TINS, "PANTRY" DESIGN', price="4.95"),
+            line(customer="", qty="-2", code="85123a"),
+        ],
+    )
     first, second = list(read_rows(path))
     assert first.description == 'SET OF 3 CAKE TINS, "PANTRY" DESIGN'
     assert (first.quantity, first.unit_price, first.customer_id) == (6, Decimal("4.95"), "17850")
@@ -74,15 +96,45 @@ def test_product_codes(code):
     assert is_product_code(code)
 
 
-@pytest.mark.parametrize("code", ["POST", "DOT", "C2", "M", "m", "D", "S", "B", "BANK CHARGES", "AMAZONFEE",
-                                  "CRUK", "PADS", "gift_0001_20", "DCGS0073", "1234", "123456", "12345ABC"])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "POST",
+        "DOT",
+        "C2",
+        "M",
+        "m",
+        "D",
+        "S",
+        "B",
+        "BANK CHARGES",
+        "AMAZONFEE",
+        "CRUK",
+        "PADS",
+        "gift_0001_20",
+        "DCGS0073",
+        "1234",
+        "123456",
+        "12345ABC",
+    ],
+)
 def test_non_product_codes(code):
     assert not is_product_code(code)
 
 
 def test_sale_lines_skip_non_products_unpriced_and_negative_rows_and_merge_nothing():
-    invoice = Invoice("536365", (row(), row("POST", 1, "18"), row("22423", 2, "0"), row("22423", -3),
-                                 row(), row("84029G", 2000), row("84029E", 0)))
+    invoice = Invoice(
+        "536365",
+        (
+            row(),
+            row("POST", 1, "18"),
+            row("22423", 2, "0"),
+            row("22423", -3),
+            row(),
+            row("84029G", 2000),
+            row("84029E", 0),
+        ),
+    )
     sale = sale_lines(invoice)
     assert sale.lines == [("85123A", 6), ("85123A", 6), ("84029G", 1000), ("84029E", 1)]
     assert (sale.non_product, sale.not_priced, sale.negative_quantity, sale.clamped) == (1, 1, 1, 2)
@@ -106,7 +158,7 @@ def test_missing_file_is_named(tmp_path):
 
 
 def test_bad_header_is_named(tmp_path):
-    path = write_csv(tmp_path / "d.csv.gz", [line()], header=HEADER[:-1] + ("Land",))
+    path = write_csv(tmp_path / "d.csv.gz", [line()], header=(*HEADER[:-1], "Land"))
     with pytest.raises(DataError, match=r"d\.csv\.gz:1: bad header"):
         list(read_rows(path))
 

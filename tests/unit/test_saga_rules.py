@@ -1,5 +1,6 @@
 """The saga's rules without I/O: the order state machine, the step gate, the
 retry backoff, and the forward and compensation canvases."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -22,24 +23,30 @@ def _order(status: str, run: int = 1):
     return SimpleNamespace(status=status, saga_run=run)
 
 
-@pytest.mark.parametrize("status,runs_in,expected", [
-    ("pending", "pending", True),
-    ("stock_reserved", "pending", False),          # a duplicate validate: pass through
-    ("completed", "confirmed", False),
-    ("shipped", "confirmed", False),               # every parcel shipped already
-    ("awaiting_payment", "pending", False),
-])
+@pytest.mark.parametrize(
+    "status,runs_in,expected",
+    [
+        ("pending", "pending", True),
+        ("stock_reserved", "pending", False),  # a duplicate validate: pass through
+        ("completed", "confirmed", False),
+        ("shipped", "confirmed", False),  # every parcel shipped already
+        ("awaiting_payment", "pending", False),
+    ],
+)
 def test_should_run_runs_in_its_status_and_passes_through_later_ones(status, runs_in, expected):
     assert should_run(_order(status), 1, runs_in, Halted) is expected
 
 
-@pytest.mark.parametrize("status,run,runs_in", [
-    ("compensating", 1, "stock_reserved"),
-    ("cancelled", 1, "pending"),
-    ("awaiting_payment", 1, "stock_reserved"),    # parked: wait for pay-again
-    ("pending", 1, "stock_reserved"),             # not there yet
-    ("stock_reserved", 2, "stock_reserved"),      # a stale run's message
-])
+@pytest.mark.parametrize(
+    "status,run,runs_in",
+    [
+        ("compensating", 1, "stock_reserved"),
+        ("cancelled", 1, "pending"),
+        ("awaiting_payment", 1, "stock_reserved"),  # parked: wait for pay-again
+        ("pending", 1, "stock_reserved"),  # not there yet
+        ("stock_reserved", 2, "stock_reserved"),  # a stale run's message
+    ],
+)
 def test_should_run_halts_stale_parked_cancelled_and_early_steps(status, run, runs_in):
     order = _order(status, run=1 if run == 2 else run)
     with pytest.raises(Halted):
@@ -97,13 +104,22 @@ def _tasks(sig) -> list[tuple[str, tuple]]:
 def test_the_forward_canvas_has_one_reservation_and_one_parcel_per_warehouse():
     tasks = _tasks(forward_canvas(_app(), "o1", 1, ["MAN", "LDN", "MAN"]))
     names = [name for name, _ in tasks]
-    assert names == ["saga.validate_order",
-                     "saga.reserve_stock", "saga.reserve_stock", "saga.collect_reservations",
-                     "saga.authorize_payment", "saga.capture_payment",
-                     "saga.send_confirmation_email", "saga.create_shipment", "saga.create_shipment",
-                     "saga.complete_order"]
+    assert names == [
+        "saga.validate_order",
+        "saga.reserve_stock",
+        "saga.reserve_stock",
+        "saga.collect_reservations",
+        "saga.authorize_payment",
+        "saga.capture_payment",
+        "saga.send_confirmation_email",
+        "saga.create_shipment",
+        "saga.create_shipment",
+        "saga.complete_order",
+    ]
     assert [args for name, args in tasks if name == "saga.reserve_stock"] == [
-        ("o1", 1, "LDN"), ("o1", 1, "MAN")]
+        ("o1", 1, "LDN"),
+        ("o1", 1, "MAN"),
+    ]
 
 
 def test_tasks_per_order_do_not_grow_with_lines():
@@ -117,17 +133,41 @@ def test_a_resumed_canvas_starts_at_the_step_asked_for():
 
 
 def test_compensation_undoes_what_ran_latest_first_then_finishes():
-    names = [n for n, _ in _tasks(compensation_canvas(
-        _app(), "o1", {"validate_order", "reserve_stock", "collect_reservations",
-                       "authorize_payment", "capture_payment", "create_shipment"}))]
-    assert names == ["saga.cancel_shipment", "saga.refund_payment", "saga.void_authorization",
-                     "saga.release_stock", "saga.finish_compensation", "saga.send_cancellation_email"]
+    names = [
+        n
+        for n, _ in _tasks(
+            compensation_canvas(
+                _app(),
+                "o1",
+                {
+                    "validate_order",
+                    "reserve_stock",
+                    "collect_reservations",
+                    "authorize_payment",
+                    "capture_payment",
+                    "create_shipment",
+                },
+            )
+        )
+    ]
+    assert names == [
+        "saga.cancel_shipment",
+        "saga.refund_payment",
+        "saga.void_authorization",
+        "saga.release_stock",
+        "saga.finish_compensation",
+        "saga.send_cancellation_email",
+    ]
 
 
 def test_compensation_also_undoes_the_external_step_after_the_last_recorded_one():
     # The worker may have died after the provider answered and before the step's row was written.
-    names = [n for n, _ in _tasks(compensation_canvas(_app(), "o1", {"validate_order", "reserve_stock",
-                                                                     "collect_reservations"}))]
+    names = [
+        n
+        for n, _ in _tasks(
+            compensation_canvas(_app(), "o1", {"validate_order", "reserve_stock", "collect_reservations"})
+        )
+    ]
     assert names[:2] == ["saga.void_authorization", "saga.release_stock"]
     assert "saga.refund_payment" not in names
 

@@ -1,4 +1,5 @@
 """Settings read from the environment: the checks that keep them coherent."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,7 +8,7 @@ from config import ConfigError, Settings, flower_basic_auth
 
 
 def test_the_payment_window_must_end_before_the_stock_hold():
-    with pytest.raises(ConfigError, match="PAYMENT_WINDOW_SECONDS .* RESERVATION_HOLD_SECONDS"):
+    with pytest.raises(ConfigError, match=r"PAYMENT_WINDOW_SECONDS .* RESERVATION_HOLD_SECONDS"):
         Settings.from_env({"PAYMENT_WINDOW_SECONDS": "7200", "RESERVATION_HOLD_SECONDS": "3600"})
     settings = Settings.from_env({"PAYMENT_WINDOW_SECONDS": "3000", "RESERVATION_HOLD_SECONDS": "3600"})
     assert settings.payment_window_s < settings.reservation_hold_s
@@ -15,7 +16,9 @@ def test_the_payment_window_must_end_before_the_stock_hold():
 
 def test_reminder_ages_are_sorted_numbers_and_a_bad_one_is_named():
     assert Settings.from_env({"PAYMENT_REMINDER_AFTER_SECONDS": "86400,3600"}).payment_reminder_ages_s == (
-        3600.0, 86400.0)
+        3600.0,
+        86400.0,
+    )
     with pytest.raises(ConfigError, match="PAYMENT_REMINDER_AFTER_SECONDS"):
         Settings.from_env({"PAYMENT_REMINDER_AFTER_SECONDS": "1h"})
 

@@ -1,5 +1,6 @@
 """The OpenAPI document stays true to the code: every route under /api/v1 is in it,
 with the response codes SPEC promises (no I/O: the document is built from the app)."""
+
 from __future__ import annotations
 
 import re
@@ -26,8 +27,14 @@ SPEC_CODES = {
     ("post", "/orders/{order_id}/payment"): {"202", "404", "409"},
     ("post", "/orders/{order_id}/retry"): {"202", "403", "404", "409"},
 }
-PUBLIC = {("post", "/auth/register"), ("post", "/auth/login"), ("get", "/products"),
-          ("get", "/products/{sku}"), ("get", "/openapi.json"), ("get", "/docs")}
+PUBLIC = {
+    ("post", "/auth/register"),
+    ("post", "/auth/login"),
+    ("get", "/products"),
+    ("get", "/products/{sku}"),
+    ("get", "/openapi.json"),
+    ("get", "/docs"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +49,21 @@ def document(app):
 
 def api_routes(app) -> set[tuple[str, str]]:
     """``(method, OpenAPI path)`` for every rule the app serves under /api/v1."""
-    return {(method.lower(), re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule))
-            for rule in app.url_map.iter_rules() if rule.rule.startswith(PREFIX)
-            for method in rule.methods - {"HEAD", "OPTIONS"}}
+    return {
+        (method.lower(), re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule))
+        for rule in app.url_map.iter_rules()
+        if rule.rule.startswith(PREFIX)
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
 
 
 def operations(document) -> dict[tuple[str, str], dict]:
-    return {(method, path): operation for path, item in document["paths"].items()
-            for method, operation in item.items() if method != "parameters"}
+    return {
+        (method, path): operation
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if method != "parameters"
+    }
 
 
 def test_every_api_route_is_documented_and_nothing_else(app, document):
@@ -65,7 +79,10 @@ def test_spec_endpoints_are_all_there_with_their_codes(document):
 
 def test_protected_operations_use_the_bearer_scheme(document):
     assert document["components"]["securitySchemes"]["bearerAuth"] == {
-        "type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+    }
     for (method, path), operation in operations(document).items():
         public = (method, path.removeprefix(PREFIX)) in PUBLIC
         assert ("security" not in operation) == public, (method, path)

@@ -1,4 +1,5 @@
 """Schemas, cursors and problem fields, without I/O."""
+
 from __future__ import annotations
 
 import uuid
@@ -15,8 +16,12 @@ ADDRESS = {"name": "A", "line1": "1 Road", "city": "London", "postal_code": "N1"
 
 
 def order(**changes) -> dict:
-    return {"lines": [{"sku": "S1", "quantity": 1}], "shipping_address": dict(ADDRESS),
-            "payment": {"token": "tok_visa"}, **changes}
+    return {
+        "lines": [{"sku": "S1", "quantity": 1}],
+        "shipping_address": dict(ADDRESS),
+        "payment": {"token": "tok_visa"},
+        **changes,
+    }
 
 
 def test_a_valid_order_loads_unchanged():
@@ -30,8 +35,10 @@ def test_unknown_fields_are_refused_at_every_depth():
     with pytest.raises(ValidationError) as caught:
         OrderCreateSchema().load(body)
     assert field_errors(caught.value.messages) == {
-        "extra": ["Unknown field."], "lines.0.colour": ["Unknown field."],
-        "shipping_address.zip": ["Unknown field."]}
+        "extra": ["Unknown field."],
+        "lines.0.colour": ["Unknown field."],
+        "shipping_address.zip": ["Unknown field."],
+    }
 
 
 def test_field_errors_keep_whole_body_messages():
@@ -53,9 +60,14 @@ def test_an_order_cursor_loads_as_time_and_id():
     assert args == {"limit": 20, "cursor": (at, order_id)}
 
 
-@pytest.mark.parametrize("cursor", [encode_cursor("2025-01-01T00:00:00", uuid.uuid4()),  # no zone
-                                    encode_cursor("yesterday", uuid.uuid4()),
-                                    encode_cursor("2025-01-01T00:00:00+00:00")])
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        encode_cursor("2025-01-01T00:00:00", uuid.uuid4()),  # no zone
+        encode_cursor("yesterday", uuid.uuid4()),
+        encode_cursor("2025-01-01T00:00:00+00:00"),
+    ],
+)
 def test_a_forged_order_cursor_is_refused(cursor):
     with pytest.raises(ValidationError) as caught:
         OrderQuerySchema().load({"cursor": cursor})

@@ -11,6 +11,7 @@ final) and ``summarize`` (``tools.replay.summary``, pure: counts, throughput,
 latency percentiles); this module is the command line.
 docs/replay.md explains the summary. Exit status 0 when every order is final, else 1.
 """
+
 from __future__ import annotations
 
 import json
@@ -87,6 +88,7 @@ __all__ = [  # the three parts, re-exported for callers of ``tools.replay``
 
 # ---------------------------------------------------------------- command line
 
+
 def _token_mix(ctx: click.Context, param: click.Parameter, value: str) -> dict:
     try:
         return parse_tokens(value)
@@ -96,23 +98,58 @@ def _token_mix(ctx: click.Context, param: click.Parameter, value: str) -> dict:
 
 @click.command("replay")
 @click.option("--base-url", default="http://127.0.0.1:8000", show_default=True)
-@click.option("--limit", type=click.IntRange(min=0), default=2000, show_default=True,
-              help="invoices that yield an order or a cancellation (0: all)")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=2000,
+    show_default=True,
+    help="invoices that yield an order or a cancellation (0: all)",
+)
 @click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--speed", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="compress the invoices' time gaps N times (0: no pauses)")
-@click.option("--data", type=click.Path(path_type=Path), default=None,
-              help="dataset (default: $ORION_DATASET or the bundled file)")
-@click.option("--password", default="replay-customer-password", show_default=True,
-              help="every replay customer's password")
-@click.option("--timeout", type=click.FloatRange(min=0), default=600.0, show_default=True,
-              help="seconds to wait for final states after placing")
-@click.option("--tokens", "mix", default=DEFAULT_TOKENS, show_default=True, callback=_token_mix,
-              help="payment token mix, token=share,...")
-@click.option("--poll-rate", type=click.FloatRange(min=0), default=20.0, show_default=True,
-              help="at most this many status GETs a second while waiting (0: unpaced)")
-@click.option("--json-out", type=click.Path(path_type=Path), default=None,
-              help="also write the summary as JSON here")
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="compress the invoices' time gaps N times (0: no pauses)",
+)
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="dataset (default: $ORION_DATASET or the bundled file)",
+)
+@click.option(
+    "--password",
+    default="replay-customer-password",
+    show_default=True,
+    help="every replay customer's password",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    help="seconds to wait for final states after placing",
+)
+@click.option(
+    "--tokens",
+    "mix",
+    default=DEFAULT_TOKENS,
+    show_default=True,
+    callback=_token_mix,
+    help="payment token mix, token=share,...",
+)
+@click.option(
+    "--poll-rate",
+    type=click.FloatRange(min=0),
+    default=20.0,
+    show_default=True,
+    help="at most this many status GETs a second while waiting (0: unpaced)",
+)
+@click.option(
+    "--json-out", type=click.Path(path_type=Path), default=None, help="also write the summary as JSON here"
+)
 @click.option("--dry-run", is_flag=True, help="only plan: print the invoice counts, send nothing")
 @click.option("--no-progress", is_flag=True, help="no progress bars")
 def command(**options) -> int:
@@ -134,11 +171,13 @@ def command(**options) -> int:
     except ApiError as exc:
         print(f"replay: cannot reach {args.base_url}: {exc}", file=sys.stderr)
         return 1
-    replay = Replay(Accounts(api, args.password), args.concurrency, args.speed, not args.no_progress,
-                    args.poll_rate)
+    replay = Replay(
+        Accounts(api, args.password), args.concurrency, args.speed, not args.no_progress, args.poll_rate
+    )
     replay.run(actions, args.timeout)
-    summary = summarize(stats, replay.tally.counts, replay.states(), api.retried.counts,
-                        replay.placing_s, replay.waiting_s)
+    summary = summarize(
+        stats, replay.tally.counts, replay.states(), api.retried.counts, replay.placing_s, replay.waiting_s
+    )
     print(render(summary))
     if args.json_out:
         args.json_out.write_text(json.dumps(summary, indent=2) + "\n")
@@ -151,4 +190,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -1,4 +1,5 @@
 """``python -m tools.replay``: see ``tools.replay``."""
+
 import sys
 
 from tools.replay import main

@@ -1,4 +1,5 @@
 """HTTP: place the planned actions with a thread pool, then poll every order until it is final."""
+
 from __future__ import annotations
 
 import math
@@ -21,12 +22,13 @@ FINAL = frozenset({"completed", "cancelled", "failed"})
 # being compensated; the server's 409 stays the authority.
 CANCELLABLE = frozenset({"pending", "stock_reserved", "payment_authorized", "confirmed", "awaiting_payment"})
 REPAY_TOKEN = "tok_visa"
-POLL_INTERVAL_S = 0.5     # at most two GETs a second per outstanding order
+POLL_INTERVAL_S = 0.5  # at most two GETs a second per outstanding order
 REQUEST_TIMEOUT_S = 30
-RETRIES = 3               # extra attempts after a network error or 5xx (backoff 0.5, 1, 2 s)
+RETRIES = 3  # extra attempts after a network error or 5xx (backoff 0.5, 1, 2 s)
 MAX_429_WAITS, MAX_RETRY_AFTER_S = 20, 60.0
 
 # ---------------------------------------------------------------- HTTP
+
 
 class ApiError(RuntimeError):
     """A request that retries could not complete; ``kind`` is its key in the summary's errors."""
@@ -71,8 +73,16 @@ class Api:
         self.root, self._sleep, self._new_session = base_url.rstrip("/"), sleep, session_factory
         self._local, self.retried = threading.local(), Tally()
 
-    def request(self, method: str, path: str, *, token: str | None = None, json: dict | None = None,
-                headers: dict | None = None, prefix: str = API_PREFIX) -> requests.Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        json: dict | None = None,
+        headers: dict | None = None,
+        prefix: str = API_PREFIX,
+    ) -> requests.Response:
         """Send a request and return any response below 500 except 429.
 
         Network errors and 5xx are retried ``RETRIES`` times (backoff 0.5, 1, 2 s);
@@ -88,7 +98,7 @@ class Api:
             if kind == "http_429" and throttled < MAX_429_WAITS:
                 throttled, delay = throttled + 1, retry_after(response.headers.get("Retry-After"))
             elif kind != "http_429" and failures < RETRIES:
-                failures, delay = failures + 1, 0.5 * 2 ** failures
+                failures, delay = failures + 1, 0.5 * 2**failures
             else:
                 raise ApiError(kind, f"{method} {path}")
             self.retried.add(kind)
@@ -98,8 +108,9 @@ class Api:
         if not hasattr(self._local, "session"):
             self._local.session = self._new_session()
         try:
-            response = self._local.session.request(method, self.root + path, json=body, headers=headers,
-                                                   timeout=REQUEST_TIMEOUT_S)
+            response = self._local.session.request(
+                method, self.root + path, json=body, headers=headers, timeout=REQUEST_TIMEOUT_S
+            )
         except requests.RequestException:
             return None, "network"
         if response.status_code == 429:
@@ -149,8 +160,9 @@ class Accounts:
     def _login(self, email: str) -> str:
         if email not in self._tokens:
             name = email.split("@")[0].replace("-", " ").capitalize()
-            response = self.api.request("POST", "/auth/register",
-                                        json={"email": email, "password": self.password, "name": name})
+            response = self.api.request(
+                "POST", "/auth/register", json={"email": email, "password": self.password, "name": name}
+            )
             if response.status_code not in (201, 409):
                 raise ApiError(f"register_{response.status_code}", email)
         response = self.api.request("POST", "/auth/login", json={"email": email, "password": self.password})
@@ -160,6 +172,7 @@ class Accounts:
 
 
 # ---------------------------------------------------------------- running
+
 
 @dataclass
 class OrderState:
@@ -196,8 +209,14 @@ class Replay:
     ``awaiting_payment``.
     """
 
-    def __init__(self, accounts: Accounts, concurrency: int, speed: float = 0.0, progress: bool = True,
-                 poll_rate: float = 20.0):
+    def __init__(
+        self,
+        accounts: Accounts,
+        concurrency: int,
+        speed: float = 0.0,
+        progress: bool = True,
+        poll_rate: float = 20.0,
+    ):
         self.accounts, self.concurrency, self.speed, self.progress = accounts, concurrency, speed, progress
         self.poll_gap = 1.0 / poll_rate if poll_rate > 0 else 0.0
         self.orders: dict[int, OrderState] = {}
@@ -209,8 +228,10 @@ class Replay:
     def run(self, actions: list, timeout: float) -> None:
         """Place ``actions`` (from ``plan``), then wait up to ``timeout`` seconds for final states."""
         started = time.monotonic()
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="replay") as pool, \
-                tqdm(desc="final", unit="order", total=0, disable=not self.progress, position=1) as bar:
+        with (
+            ThreadPoolExecutor(self.concurrency, thread_name_prefix="replay") as pool,
+            tqdm(desc="final", unit="order", total=0, disable=not self.progress, position=1) as bar,
+        ):
             poller = threading.Thread(target=self._poll_loop, args=(pool, bar), daemon=True)
             poller.start()
             placed = False
@@ -255,8 +276,9 @@ class Replay:
             self.tally.add(f"errors.{exc.kind}")
 
     def _place(self, action: OrderAction) -> None:
-        response = self.accounts.call(action.email, "POST", "/orders", json=action.body,
-                                      headers={"Idempotency-Key": action.key})
+        response = self.accounts.call(
+            action.email, "POST", "/orders", json=action.body, headers={"Idempotency-Key": action.key}
+        )
         if response.status_code not in (200, 201, 202):
             self.tally.add(f"orders.rejected_{response.status_code}")
             return
@@ -286,7 +308,7 @@ class Replay:
     def _poll_loop(self, pool: ThreadPoolExecutor, bar: tqdm) -> None:
         try:
             self._poll_rounds(pool, bar)
-        except BaseException as exc:  # re-raised by run() in the main thread
+        except BaseException as exc:  # noqa: BLE001 - re-raised by run() in the main thread
             self._poll_error = exc
 
     def _poll_rounds(self, pool: ThreadPoolExecutor, bar: tqdm) -> None:
@@ -311,11 +333,12 @@ class Replay:
             self._refresh(state)
             if state.status == "awaiting_payment" and not state.repaid:
                 state.repaid = True
-                response = self.accounts.call(state.action.email, "POST", f"/orders/{state.id}/payment",
-                                              json={"token": REPAY_TOKEN})
-                self.tally.add("repayments." + ("accepted" if response.status_code == 202
-                                                else f"rejected_{response.status_code}"))
+                response = self.accounts.call(
+                    state.action.email, "POST", f"/orders/{state.id}/payment", json={"token": REPAY_TOKEN}
+                )
+                self.tally.add(
+                    "repayments."
+                    + ("accepted" if response.status_code == 202 else f"rejected_{response.status_code}")
+                )
         except ApiError as exc:
             self.tally.add(f"errors.{exc.kind}")
-
-

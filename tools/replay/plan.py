@@ -1,4 +1,5 @@
 """Planning, pure: invoices -> order and cancel actions, in file order."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,25 +11,54 @@ from datetime import datetime
 
 from tools.retail_data import Invoice, is_product_code, sale_lines
 
-DEFAULT_TOKENS = ("tok_visa=0.9,tok_mastercard=0.05,tok_chargeDeclined=0.02,"
-                  "tok_chargeDeclinedInsufficientFunds=0.02,tok_flaky=0.01")
+DEFAULT_TOKENS = (
+    "tok_visa=0.9,tok_mastercard=0.05,tok_chargeDeclined=0.02,"
+    "tok_chargeDeclinedInsufficientFunds=0.02,tok_flaky=0.01"
+)
 GUEST_EMAIL = "guest@replay.orion.example"
-MAX_CANDIDATES = 10       # a cancellation checks at most this many matching orders
+MAX_CANDIDATES = 10  # a cancellation checks at most this many matching orders
 CITIES = {
-    "Australia": "Canberra", "Austria": "Vienna", "Bahrain": "Manama", "Belgium": "Brussels",
-    "Brazil": "Brasilia", "Canada": "Ottawa", "Channel Islands": "St Helier", "Cyprus": "Nicosia",
-    "Czech Republic": "Prague", "Denmark": "Copenhagen", "EIRE": "Dublin", "Finland": "Helsinki",
-    "France": "Paris", "Germany": "Berlin", "Greece": "Athens", "Hong Kong": "Hong Kong",
-    "Iceland": "Reykjavik", "Israel": "Jerusalem", "Italy": "Rome", "Japan": "Tokyo",
-    "Lebanon": "Beirut", "Lithuania": "Vilnius", "Malta": "Valletta", "Netherlands": "Amsterdam",
-    "Norway": "Oslo", "Poland": "Warsaw", "Portugal": "Lisbon", "RSA": "Pretoria",
-    "Saudi Arabia": "Riyadh", "Singapore": "Singapore", "Spain": "Madrid", "Sweden": "Stockholm",
-    "Switzerland": "Bern", "USA": "Washington", "United Arab Emirates": "Abu Dhabi",
+    "Australia": "Canberra",
+    "Austria": "Vienna",
+    "Bahrain": "Manama",
+    "Belgium": "Brussels",
+    "Brazil": "Brasilia",
+    "Canada": "Ottawa",
+    "Channel Islands": "St Helier",
+    "Cyprus": "Nicosia",
+    "Czech Republic": "Prague",
+    "Denmark": "Copenhagen",
+    "EIRE": "Dublin",
+    "Finland": "Helsinki",
+    "France": "Paris",
+    "Germany": "Berlin",
+    "Greece": "Athens",
+    "Hong Kong": "Hong Kong",
+    "Iceland": "Reykjavik",
+    "Israel": "Jerusalem",
+    "Italy": "Rome",
+    "Japan": "Tokyo",
+    "Lebanon": "Beirut",
+    "Lithuania": "Vilnius",
+    "Malta": "Valletta",
+    "Netherlands": "Amsterdam",
+    "Norway": "Oslo",
+    "Poland": "Warsaw",
+    "Portugal": "Lisbon",
+    "RSA": "Pretoria",
+    "Saudi Arabia": "Riyadh",
+    "Singapore": "Singapore",
+    "Spain": "Madrid",
+    "Sweden": "Stockholm",
+    "Switzerland": "Bern",
+    "USA": "Washington",
+    "United Arab Emirates": "Abu Dhabi",
     "United Kingdom": "London",
 }
 
 
 # ---------------------------------------------------------------- planning (pure)
+
 
 def parse_tokens(spec: str) -> list[tuple[str, float]]:
     """``"tok_a=0.9,tok_b=0.1"`` -> ``[(token, cumulative share)]``; shares are normalised to 1.
@@ -67,9 +97,13 @@ def customer_email(customer_id: str | None) -> str:
 
 def shipping_address(customer_id: str | None, country: str) -> dict:
     """A plausible address in the invoice's country (its capital; the country name if unknown)."""
-    return {"name": f"Customer {customer_id}" if customer_id else "Guest customer",
-            "line1": "1 High Street", "city": CITIES.get(country, country or "Unknown"),
-            "postal_code": "00000", "country": country or "Unspecified"}
+    return {
+        "name": f"Customer {customer_id}" if customer_id else "Guest customer",
+        "line1": "1 High Street",
+        "city": CITIES.get(country, country or "Unknown"),
+        "postal_code": "00000",
+        "country": country or "Unspecified",
+    }
 
 
 @dataclass(frozen=True)
@@ -104,17 +138,31 @@ def order_action(invoice: Invoice, index: int, mix, stats: Counter) -> OrderActi
     quantities clamped, invoices truncated to 100 lines and the lines dropped.
     """
     sale = sale_lines(invoice)
-    stats.update(rows_non_product=sale.non_product, rows_not_priced=sale.not_priced,
-                 rows_negative_quantity=sale.negative_quantity, quantities_clamped=sale.clamped,
-                 lines_dropped=sale.dropped, invoices_truncated=bool(sale.dropped))
+    stats.update(
+        rows_non_product=sale.non_product,
+        rows_not_priced=sale.not_priced,
+        rows_negative_quantity=sale.negative_quantity,
+        quantities_clamped=sale.clamped,
+        lines_dropped=sale.dropped,
+        invoices_truncated=bool(sale.dropped),
+    )
     if not sale.lines:
         return None
     key = f"invoice-{invoice.number}" + (f"-{invoice.part}" if invoice.part > 1 else "")
-    body = {"lines": [{"sku": sku, "quantity": qty} for sku, qty in sale.lines],
-            "shipping_address": shipping_address(invoice.customer_id, invoice.country),
-            "payment": {"token": choose_token(invoice.number, mix)}}
-    return OrderAction(index, invoice.number, key, customer_email(invoice.customer_id), invoice.at,
-                       frozenset(sku for sku, _ in sale.lines), body)
+    body = {
+        "lines": [{"sku": sku, "quantity": qty} for sku, qty in sale.lines],
+        "shipping_address": shipping_address(invoice.customer_id, invoice.country),
+        "payment": {"token": choose_token(invoice.number, mix)},
+    }
+    return OrderAction(
+        index,
+        invoice.number,
+        key,
+        customer_email(invoice.customer_id),
+        invoice.at,
+        frozenset(sku for sku, _ in sale.lines),
+        body,
+    )
 
 
 def cancel_action(invoice: Invoice, index: int, history: list[OrderAction]) -> CancelAction | None:
@@ -158,5 +206,3 @@ def _action_for(invoice: Invoice, index: int, mix, history: dict, stats: Counter
         action = None
         stats["adjustment_invoices"] += 1
     return action
-
-
