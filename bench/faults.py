@@ -47,6 +47,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -60,14 +61,12 @@ from bench.harness import (
     create_customers,
     fresh_database,
     login_all,
-    outbox_relay,
     services_env,
     spawn,
     stop,
     table,
     temp_dir,
     wait_for_log,
-    web_server,
     worker_command,
     write_results,
 )
@@ -81,6 +80,27 @@ SAFETY_NET = {  # the safety net within a run's minutes, not the production defa
     "SAGA_RETRY_BACKOFF_MAX": "8",
 }
 FINAL = ("completed", "cancelled", "failed")
+# What the embedded default runs without: its faults are those of its own processes.
+SERVICE_VARIABLES = (
+    "DATABASE_URL",
+    "BROKER_URL",
+    "RESULT_BACKEND",
+    "REDIS_URL",
+    "PAYMENT_SANDBOX_URL",
+    "SOCKETIO_CHANNEL",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "JWT_SECRET_KEY",
+    "ORION_ENV",
+)
+EMBEDDED_FAULTS = (
+    "kill-children",
+    "kill-worker",
+    "restart-storm",
+    "two-beats",
+    "time-limit",
+    "smtp-down",
+    "smtp-refuse",
+)
 
 
 @dataclass
@@ -95,6 +115,32 @@ class Platform:
     restarts: int = 0
     customers: list[str] = field(default_factory=list)  # their emails
     smtp: subprocess.Popen | None = None
+    relay: subprocess.Popen | None = None
+    web: subprocess.Popen | None = None
+    starts: Counter = field(default_factory=Counter)  # per process name, for log file names
+
+    def _log(self, name: str) -> Path:
+        self.starts[name] += 1
+        return self.log_dir / f"{name}-{self.starts[name] - 1}.log"
+
+    def start_relay(self) -> None:
+        """The outbox relay as the launcher starts it, once it is publishing."""
+        log = self._log("relay")
+        self.relay = spawn([sys.executable, "-m", "worker.relay"], self.env, log)
+        wait_for_log(self.relay, log, b"publishing the outbox", timeout=120)
+
+    def start_web(self) -> None:
+        """gunicorn as the launcher starts it, once ``/healthz`` answers."""
+        from config import Settings
+        from tools.launch import wait_healthy, web_command
+
+        log = self._log("web")
+        self.web = spawn(web_command(Settings.from_env(self.env)), self.env, log)
+        wait_healthy(self.web, self.base_url, log)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['WEB_PORT']}"
 
     def start_worker(self, wait: bool = True, extra: tuple[str, ...] = (), **env: str) -> None:
         """A worker as the launcher starts it (``env``: variables added for this one;
@@ -274,6 +320,18 @@ def _broker_up(p: Platform) -> None:
     wait_for_log(p.worker, p.saved["worker_log"], b" ready.", timeout=120)
 
 
+def _kill_and_restart(p: Platform, name: str) -> None:
+    """kill -9 of one of the platform's processes, every few seconds for --duration
+    seconds, each time started again at once (as the launcher's supervisor does)."""
+    deadline = time.monotonic() + max(p.duration, 1.0)
+    while time.monotonic() < deadline:
+        proc = getattr(p, name)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        getattr(p, f"start_{name}")()
+        time.sleep(3)
+
+
 FAULTS: dict[str, tuple[Callable[[Platform], None], Callable[[Platform], None], str]] = {
     "kill-children": (
         _kill_children,
@@ -333,6 +391,18 @@ FAULTS: dict[str, tuple[Callable[[Platform], None], Callable[[Platform], None], 
         lambda p: None,
         "the worker killed (-9) and started again, over and over, for --duration seconds",
     ),
+    "kill-relay": (
+        lambda p: _kill_and_restart(p, "relay"),
+        lambda p: None,
+        "kill -9 of the outbox relay (between reading rows, publishing them and marking them "
+        "sent), started again at once, every few seconds for --duration seconds",
+    ),
+    "kill-web": (
+        lambda p: _kill_and_restart(p, "web"),
+        lambda p: None,
+        "kill -9 of the web server (between an order's commit and its answer), started again "
+        "at once, every few seconds for --duration seconds",
+    ),
     "crash-points": (
         lambda p: p.replace_worker(ORION_FAILPOINTS=CRASH_POINTS),
         lambda p: p.replace_worker(),
@@ -366,7 +436,12 @@ FAULTS: dict[str, tuple[Callable[[Platform], None], Callable[[Platform], None], 
         "seconds: their emails are refused for good, their orders must complete",
     ),
 }
-SELF_TIMED = ("restart-storm", "smtp-down")  # faults that last as long as they need themselves
+SELF_TIMED = (
+    "restart-storm",
+    "smtp-down",
+    "kill-relay",
+    "kill-web",
+)  # faults that last as long as they need themselves
 
 
 # -- load ----------------------------------------------------------------------------
@@ -432,35 +507,41 @@ class Load:
 
 # -- the checker -------------------------------------------------------------------------
 def check(env: dict, mail_dir: Path, accepted: list[tuple[str, float]], heal_at: float) -> dict:
-    """Lost, duplicated and wrong orders among ``accepted``; recovery after ``heal_at``."""
-    from sqlalchemy import create_engine, text
+    """Lost, duplicated and wrong orders among ``accepted``; recovery after ``heal_at``.
+    Portable SQL: the embedded default keeps orders and the payment sandbox in
+    SQLite files of their own."""
+    from sqlalchemy import create_engine, select
     from sqlalchemy.orm import Session
 
+    from config import Settings
+    from models import Order
+    from payments.sandbox import OPERATIONS
     from services.audit import STOCK_CHECKS, audit
 
     ids = [order_id for order_id, _ in accepted]
-    engine = create_engine(env["DATABASE_URL"])
+    settings = Settings.from_env(env)
+    engine = create_engine(settings.database_url)
+    sandbox = create_engine(settings.sandbox_database_url)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(
-                text("SELECT id::text, status, finished_at FROM orders WHERE id::text = ANY(:ids)"),
-                {"ids": ids},
+            found = conn.execute(
+                select(Order.id, Order.status, Order.finished_at).where(
+                    Order.id.in_([uuid.UUID(i) for i in ids])
+                )
             ).all()
-            doubled = conn.execute(
-                text("""
-                SELECT a.target, c.operation, count(*) FROM sandbox_operations a
-                JOIN sandbox_operations c ON c.target = a.reference
-                  OR (c.operation = 'refund' AND c.target IN (
-                      SELECT k.reference FROM sandbox_operations k WHERE k.target = a.reference))
-                WHERE a.operation = 'authorize' AND c.operation IN ('capture', 'refund')
-                  AND (c.result ->> 'approved') = 'true' AND a.target = ANY(:ids)
-                GROUP BY a.target, c.operation HAVING count(*) > 1"""),
-                {"ids": ids},
+        rows = [(str(order_id), status, finished) for order_id, status, finished in found]
+        with sandbox.connect() as conn:
+            operations = conn.execute(
+                select(
+                    OPERATIONS.c.operation, OPERATIONS.c.target, OPERATIONS.c.reference, OPERATIONS.c.result
+                )
             ).all()
         with Session(engine) as session:
             violations = audit(session, checks=STOCK_CHECKS)["violations"]
     finally:
         engine.dispose()
+        sandbox.dispose()
+    doubled = _doubled_at_provider(operations, set(ids))
     status = {row[0]: row[1] for row in rows}
     before_heal = {order_id for order_id, placed in accepted if placed < heal_at}
     finished = [row[2] for row in rows if row[0] in before_heal and row[2] is not None]
@@ -490,9 +571,30 @@ def check(env: dict, mail_dir: Path, accepted: list[tuple[str, float]], heal_at:
         "recovery_s": None if recovery is None else round(max(recovery, 0.0), 1),
         "lost_ids": lost[:20],
         "wrong_ids": wrong[:20],
-        "duplicates": [list(map(str, d)) for d in doubled][:20] + [list(k) for k in twice][:20],
+        "duplicates": [list(d) for d in doubled][:20] + [list(k) for k in twice][:20],
         "violations": {k: v[:5] for k, v in violations.items() if v},
     }
+
+
+def _doubled_at_provider(operations: list, orders: set[str]) -> list[tuple[str, str, int]]:
+    """``(order id, operation, count)`` for each order with more than one approved
+    capture, or more than one approved refund, at the payment provider.
+
+    ``operations`` are the sandbox's rows ``(operation, target, reference, result)``:
+    an authorization targets the order, a capture the authorization's reference,
+    a refund the capture's reference."""
+    order_of: dict[str, str] = {}
+    for operation, target, reference, _ in operations:
+        if operation == "authorize" and reference and target in orders:
+            order_of[reference] = target
+    for operation, target, reference, _ in operations:
+        if operation == "capture" and reference and target in order_of:
+            order_of[reference] = order_of[target]
+    counts: Counter = Counter()
+    for operation, target, _, result in operations:
+        if operation in ("capture", "refund") and target in order_of and (result or {}).get("approved"):
+            counts[(order_of[target], operation)] += 1
+    return [(order, operation, n) for (order, operation), n in counts.items() if n > 1]
 
 
 def _catalog(env: dict, skus: int) -> list[str]:
@@ -519,20 +621,22 @@ print(json.dumps(skus))
 
 
 def _wait_final(env: dict, ids: list[str], timeout: float) -> None:
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import create_engine, func, select
 
-    engine = create_engine(env["DATABASE_URL"])
+    from config import Settings
+    from models import Order
+
+    engine = create_engine(Settings.from_env(env).database_url)
+    keys = [uuid.UUID(i) for i in ids]
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
             try:
                 with engine.connect() as conn:
                     open_ = conn.scalar(
-                        text(
-                            "SELECT count(*) FROM orders WHERE id::text = ANY(:ids) "
-                            "AND status NOT IN ('completed', 'cancelled', 'failed')"
-                        ),
-                        {"ids": ids},
+                        select(func.count())
+                        .select_from(Order)
+                        .where(Order.id.in_(keys), Order.status.not_in(FINAL))
                     )
                 if open_ == 0:
                     return
@@ -543,12 +647,37 @@ def _wait_final(env: dict, ids: list[str], timeout: float) -> None:
         engine.dispose()
 
 
+def embedded_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """The embedded default (SQLite, kombu's filesystem broker, no Redis) in
+    ``data_dir``, on ports of its own."""
+    from bench.harness import free_port
+
+    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
+    env.update(
+        ORION_MODE="embedded",
+        ORION_DATA_DIR=str(data_dir),
+        WEB_PORT=str(free_port()),
+        SMTP_PORT=str(free_port()),
+        PROMETHEUS_MULTIPROC_DIR=str(data_dir / "metrics"),
+        REGISTER_LIMIT="1000000 per hour",
+        **extra,
+    )
+    (data_dir / "metrics").mkdir(parents=True, exist_ok=True)
+    return env
+
+
 def run_fault(name: str, args: argparse.Namespace) -> dict:
     inject, heal, _ = FAULTS[name]
-    data_dir = temp_dir(f"faults-{name}")
-    env = services_env(data_dir, **SAFETY_NET, MAX_OPEN_ORDERS="100000", MAX_OPEN_UNITS="100000000")
+    data_dir = temp_dir(f"faults-{args.mode}-{name}")
+    limits = {**SAFETY_NET, "MAX_OPEN_ORDERS": "100000", "MAX_OPEN_UNITS": "100000000"}
+    if args.mode == "embedded":
+        env = embedded_env(data_dir, **limits)
+        for variable in SERVICE_VARIABLES:  # celeryconfig and the checker read os.environ too
+            os.environ.pop(variable, None)
+    else:
+        env = services_env(data_dir, **limits)
     os.environ.update(env)
-    print(f"faults: {name}: preparing {BENCH_DB} in {data_dir}", flush=True)
+    print(f"faults: {name}: preparing a fresh database in {data_dir} ({args.mode})", flush=True)
     fresh_database(env, catalog=False)
     skus = _catalog(env, 40)
     customers = create_customers(env, 40)
@@ -556,8 +685,10 @@ def run_fault(name: str, args: argparse.Namespace) -> dict:
     with ExitStack() as stack:
         platform.start_smtp()
         stack.callback(lambda: platform.smtp and stop(platform.smtp))
-        stack.enter_context(outbox_relay(env, data_dir))
-        web = stack.enter_context(web_server(env, data_dir))
+        platform.start_relay()
+        stack.callback(lambda: platform.relay and stop(platform.relay))
+        platform.start_web()
+        stack.callback(lambda: platform.web and stop(platform.web))
         beat = spawn(
             [
                 sys.executable,
@@ -577,7 +708,7 @@ def run_fault(name: str, args: argparse.Namespace) -> dict:
         stack.callback(stop, beat)
         platform.start_worker()
         stack.callback(lambda: platform.worker and stop(platform.worker))
-        load = Load(web.base_url, login_all(web.base_url, customers), skus, args.rate)
+        load = Load(platform.base_url, login_all(platform.base_url, customers), skus, args.rate)
         loader = threading.Thread(target=load.run, daemon=True)
         loader.start()
         time.sleep(args.before)
@@ -601,7 +732,9 @@ def run_fault(name: str, args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--faults", default=",".join(FAULTS), help=f"comma-separated, of: {', '.join(FAULTS)}"
+        "--faults",
+        default=None,
+        help=f"comma-separated (default: all of the mode's), of: {', '.join(FAULTS)}",
     )
     parser.add_argument("--rate", type=float, default=4.0, help="orders per second")
     parser.add_argument("--before", type=float, default=8.0, help="seconds of load before the fault")
@@ -615,12 +748,23 @@ def main(argv: list[str] | None = None) -> int:
         default=240.0,
         help="seconds to wait for every accepted order to be final",
     )
+    parser.add_argument(
+        "--mode",
+        choices=("services", "embedded"),
+        default="services",
+        help="the platform under test: services mode, or the embedded default "
+        f"(faults {', '.join(EMBEDDED_FAULTS)} only)",
+    )
     parser.add_argument("--out", default="faults")
     args = parser.parse_args(argv)
-    names = [n.strip() for n in args.faults.split(",") if n.strip()]
-    unknown = [n for n in names if n not in FAULTS]
+    default = ",".join(FAULTS) if args.mode == "services" else ",".join(EMBEDDED_FAULTS)
+    names = [n.strip() for n in (args.faults or default).split(",") if n.strip()]
+    known = FAULTS if args.mode == "services" else EMBEDDED_FAULTS
+    unknown = [n for n in names if n not in known]
     if unknown:
-        parser.error(f"unknown fault(s) {', '.join(unknown)}; known: {', '.join(FAULTS)}")
+        parser.error(
+            f"unknown fault(s) for {args.mode} mode: {', '.join(unknown)}; known: {', '.join(known)}"
+        )
     results = []
     for name in names:
         try:

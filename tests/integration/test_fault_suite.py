@@ -51,8 +51,10 @@ def test_kill_9_of_the_worker_s_pool_loses_and_duplicates_nothing():
     assert (result["lost"], result["duplicated"], result["wrong"], result["audit"]) == (0, 0, 0, 0)
 
     # The checker, fed one of the run's orders whose email is now delivered twice
-    # and whose authorization now has a second approved capture at the provider,
-    # and one order that never existed, counts all three.
+    # (a second message, with a Message-ID of its own) and whose authorization now
+    # has a second approved capture at the provider, another order whose email
+    # arrives again with the same Message-ID (a resend, not a duplicate), and one
+    # order that never existed, counts each as what it is.
     import email
 
     from bench.faults import check
@@ -60,14 +62,19 @@ def test_kill_9_of_the_worker_s_pool_loses_and_duplicates_nothing():
 
     log_dir = Path(result["log_dir"])
     mail = log_dir / "mail"
-    sample = sorted(mail.glob("*.eml"))[0]
-    order_id = email.message_from_bytes(sample.read_bytes())["X-Orion-Order"]
-    shutil.copy(sample, mail / "duplicate.eml")
+    first, second = sorted(mail.glob("*.eml"))[:2]
+    order_id = email.message_from_bytes(first.read_bytes())["X-Orion-Order"]
+    resent_id = email.message_from_bytes(second.read_bytes())["X-Orion-Order"]
+    assert order_id != resent_id
+    duplicate = email.message_from_bytes(first.read_bytes())
+    duplicate.replace_header("Message-ID", f"<{uuid.uuid4().hex}@checker.test>")
+    (mail / "duplicate.eml").write_bytes(duplicate.as_bytes())
+    shutil.copy(second, mail / "resent.eml")
     env = services_env(log_dir)
     _capture_again(env["DATABASE_URL"], order_id)
     now = time.time()
-    again = check(env, mail, [(order_id, now), (str(uuid.uuid4()), now)], now)
-    assert (again["lost"], again["duplicated"], again["wrong"]) == (1, 2, 0)
+    again = check(env, mail, [(order_id, now), (resent_id, now), (str(uuid.uuid4()), now)], now)
+    assert (again["lost"], again["duplicated"], again["wrong"], again["resent"]) == (1, 2, 0, 1)
 
 
 def _capture_again(database_url: str, order_id: str) -> None:
