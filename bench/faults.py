@@ -364,6 +364,11 @@ FAULTS: dict[str, tuple[Callable[[Platform], None], Callable[[Platform], None], 
         lambda p: _sh("rabbitmqctl", "-q", "start_app"),
         "RabbitMQ's application stopped for --duration seconds, then started",
     ),
+    "rabbitmq-close-connections": (
+        lambda p: _sh("rabbitmqctl", "-q", "close_all_connections", "the fault suite closes it"),
+        lambda p: None,
+        "RabbitMQ closes every client connection (rabbitmqctl close_all_connections)",
+    ),
     "rabbitmq-memory-alarm": (
         _memory_alarm,
         lambda p: _sh("rabbitmqctl", "-q", "set_vm_memory_high_watermark", p.saved["watermark"]),

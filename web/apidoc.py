@@ -190,6 +190,18 @@ def html_page(description: str):
     return decorator
 
 
+def links(**targets: str):
+    """OpenAPI links from the success response to operations on the same order:
+    ``name=operationId``; each passes the response body's ``id`` as ``order_id``.
+    Clients (and schemathesis's stateful tests) follow them."""
+
+    def decorator(view):
+        _facts(view)["links"] = targets
+        return view
+
+    return decorator
+
+
 def other_responses(responses: dict[int, str]):
     """Document further problem responses: ``{status: description}``."""
 

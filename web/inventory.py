@@ -45,7 +45,7 @@ class AdjustmentSchema(StrictSchema):
             validate.Range(min=-1_000_000, max=1_000_000),
             validate.NoneOf([0], error="delta must not be 0"),
         ],
-        metadata={"description": "Units to add (negative: remove)"},
+        metadata={"description": "Units to add (negative: remove); not 0", "not": {"enum": [0]}},
     )
     reason = fields.String(
         required=True,

@@ -62,6 +62,7 @@ def build_spec(app: Flask) -> dict:
         plugins=[plugin],
         info={"description": "Orion's order-processing HTTP API (SPEC 'HTTP API')."},
     )
+    plugin.converter.add_attribute_function(_storable_text)
     plugin.map_to_openapi_type(Money, "string", "decimal")
     plugin.map_to_openapi_type(UTCDateTime, "string", "date-time")
     spec.components.schema("Problem", schema=ProblemSchema)
@@ -79,6 +80,19 @@ def build_spec(app: Flask) -> dict:
                 },
             )
     return spec.to_dict()
+
+
+# SPEC: text PostgreSQL cannot store (NUL, UTF-16 halves alone) is a 422, so the
+# document says which strings are valid (web.apidoc.UNSTORABLE is the check).
+STORABLE_TEXT = "^[^\\x00\\ud800-\\udfff]*$"
+
+
+def _storable_text(self, field, ret: dict, **kwargs) -> dict:
+    """An attribute function of apispec's converter: a plain string field (no enum,
+    format or pattern of its own) gets the ``STORABLE_TEXT`` pattern."""
+    if ret.get("type") == "string" and not ({"enum", "format", "pattern"} & ret.keys()):
+        return {"pattern": STORABLE_TEXT}
+    return {}
 
 
 def _path_parameters(rule: Rule) -> list[dict]:
@@ -124,6 +138,11 @@ def _responses(facts: dict) -> dict:
         success["content"] = {"application/json": {"schema": schema}}
     elif status != 204:
         success["content"] = {"application/json": {"schema": {"type": "object"}}}
+    if facts.get("links"):
+        success["links"] = {
+            name: {"operationId": operation, "parameters": {"order_id": "$response.body#/id"}}
+            for name, operation in facts["links"].items()
+        }
     if headers:
         success["headers"] = {
             name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()

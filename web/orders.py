@@ -19,6 +19,7 @@ from web.apidoc import (
     authenticate,
     body,
     current_actor,
+    links,
     other_responses,
     request_headers,
     response,
@@ -54,6 +55,12 @@ def _per_user() -> str:
 @request_headers(IdempotencyHeaderSchema())
 @body(OrderCreateSchema())
 @response(order_schema, 202, ACCEPTED, headers={"Location": "The order's URL"})
+@links(
+    GetOrder="orders_get_order",
+    CancelOrder="orders_cancel",
+    PayAgain="orders_pay",
+    RetryOrder="orders_retry",
+)
 @other_responses(
     {
         404: "Unknown sku",
@@ -88,6 +95,7 @@ def get_orders(args: dict):
 @bp.get("/orders/<uuid:order_id>")
 @authenticate()
 @response(order_schema)
+@links(CancelOrder="orders_cancel", PayAgain="orders_pay", RetryOrder="orders_retry")
 @other_responses({404: "No such order"})
 def get_order(order_id: uuid.UUID):
     """Show an order with its lines, totals and saga timeline (steps)."""
@@ -97,6 +105,7 @@ def get_order(order_id: uuid.UUID):
 @bp.post("/orders/<uuid:order_id>/cancel")
 @authenticate()
 @response(order_schema, 202, ACCEPTED)
+@links(GetOrder="orders_get_order")
 @other_responses({404: "No such order", 409: "Already shipped, compensating or final"})
 def cancel(order_id: uuid.UUID):
     """Cancel an order not yet shipped; its saga compensates."""
@@ -108,6 +117,7 @@ def cancel(order_id: uuid.UUID):
 @authenticate()
 @body(PaymentSchema())
 @response(order_schema, 202, ACCEPTED)
+@links(GetOrder="orders_get_order", CancelOrder="orders_cancel")
 @other_responses({404: "No such order of yours", 409: "The order is not awaiting payment"})
 def pay(order_id: uuid.UUID, body: dict):
     """Pay again with a new token for an order in awaiting_payment (owner only); the saga resumes."""
@@ -118,6 +128,7 @@ def pay(order_id: uuid.UUID, body: dict):
 @bp.post("/orders/<uuid:order_id>/retry")
 @authenticate()
 @response(order_schema, 202, ACCEPTED)
+@links(GetOrder="orders_get_order", CancelOrder="orders_cancel")
 @other_responses({403: "Operators only", 404: "No such order", 409: "Final or awaiting payment"})
 def retry(order_id: uuid.UUID):
     """Re-drive a failed or stuck saga from its last completed step (operators)."""

@@ -111,3 +111,23 @@ def test_an_undocumented_route_would_be_missing():
     app.add_url_rule(f"{PREFIX}/undocumented", "undocumented", lambda: "")
     assert f"{PREFIX}/undocumented" not in build_spec(app)["paths"]
     assert ("get", f"{PREFIX}/undocumented") in api_routes(app)
+
+
+def test_links_lead_from_an_order_to_what_can_be_done_with_it(document):
+    """OpenAPI links (followed by clients and by schemathesis's stateful tests) name
+    operations that exist and take the order's id from the response body."""
+    ids = {op["operationId"]: path for (_, path), op in operations(document).items()}
+    placed = document["paths"]["/api/v1/orders"]["post"]["responses"]["202"]["links"]
+    assert set(placed) == {"GetOrder", "CancelOrder", "PayAgain", "RetryOrder"}
+    every = [
+        link
+        for path in document["paths"].values()
+        for op in path.values()
+        if isinstance(op, dict)
+        for response in op.get("responses", {}).values()
+        for link in response.get("links", {}).values()
+    ]
+    assert len(every) >= 10
+    for link in every:
+        assert "{order_id}" in ids[link["operationId"]]
+        assert link["parameters"] == {"order_id": "$response.body#/id"}
