@@ -59,7 +59,7 @@ task_track_started = False
 # the hard limit its pool process is killed and the order waits in its step for the
 # safety net (tasks.base.SagaTask.on_failure).
 task_time_limit = _settings.task_time_limit_s
-task_soft_time_limit = _settings.task_soft_time_limit_s
+task_soft_time_limit = _settings.task_soft_time_limit_s or None  # 0: no soft limit
 worker_max_tasks_per_child = 2000
 worker_hijack_root_logger = False
 

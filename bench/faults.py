@@ -417,7 +417,7 @@ FAULTS: dict[str, tuple[Callable[[Platform], None], Callable[[Platform], None], 
     ),
     "time-limit": (
         lambda p: p.replace_worker(
-            TASK_TIME_LIMIT_SECONDS="2", TASK_SOFT_TIME_LIMIT_SECONDS="600", PAYMENT_LATENCY_MS="3000"
+            TASK_TIME_LIMIT_SECONDS="2", TASK_SOFT_TIME_LIMIT_SECONDS="0", PAYMENT_LATENCY_MS="3000"
         ),
         lambda p: p.replace_worker(),
         "payment calls take 3 s under a hard time limit of 2 s: the pool process "

@@ -159,6 +159,14 @@ class Settings:
                 f"RESERVATION_HOLD_SECONDS ({hold_s}): a parked order's stock "
                 "must stay held until its window closes"
             )
+        time_limit_s = _int(env, "TASK_TIME_LIMIT_SECONDS", 120)
+        soft_time_limit_s = _int(env, "TASK_SOFT_TIME_LIMIT_SECONDS", 90)
+        if time_limit_s < 1 or not 0 <= soft_time_limit_s <= time_limit_s:
+            raise ConfigError(
+                f"TASK_SOFT_TIME_LIMIT_SECONDS ({soft_time_limit_s}) must be from 0 (none) to "
+                f"TASK_TIME_LIMIT_SECONDS ({time_limit_s}), which must be at least 1: Celery refuses "
+                "to send a task whose soft limit is over its hard one"
+            )
         redis_url = env.get("REDIS_URL") or defaults["redis_url"]
         relay_url = env.get("SOCKETIO_MESSAGE_QUEUE") or redis_url or "orionfs://"
         database_url = env.get("DATABASE_URL") or defaults["database_url"]
@@ -182,8 +190,8 @@ class Settings:
             sandbox_database_url=sandbox_url,
             step_max_retries=_int(env, "SAGA_STEP_MAX_RETRIES", 10),
             max_deliveries=_int(env, "SAGA_MAX_DELIVERIES", 5),
-            task_time_limit_s=_int(env, "TASK_TIME_LIMIT_SECONDS", 120),
-            task_soft_time_limit_s=_int(env, "TASK_SOFT_TIME_LIMIT_SECONDS", 90),
+            task_time_limit_s=time_limit_s,
+            task_soft_time_limit_s=soft_time_limit_s,
             retry_backoff_max_s=_int(env, "SAGA_RETRY_BACKOFF_MAX", 30),
             reservation_hold_s=hold_s,
             outbox_sweep_s=_float(env, "OUTBOX_SWEEP_SECONDS", 10.0),

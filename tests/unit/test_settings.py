@@ -35,3 +35,10 @@ def test_flower_needs_credentials_outside_the_embedded_default(tmp_path):
     assert made.startswith("orion:") and len(made) > 12
     assert flower_basic_auth(embedded, {}) == made, "kept for the next start"
     assert (tmp_path / "flower-basic-auth").stat().st_mode & 0o077 == 0, "readable by its owner only"
+
+
+@pytest.mark.parametrize("soft, hard", [("91", "90"), ("-1", "90"), ("0", "0")])
+def test_task_time_limits_must_fit_together(soft, hard):
+    with pytest.raises(ConfigError, match="TASK_SOFT_TIME_LIMIT_SECONDS"):
+        Settings.from_env({"TASK_SOFT_TIME_LIMIT_SECONDS": soft, "TASK_TIME_LIMIT_SECONDS": hard})
+    assert Settings.from_env({"TASK_SOFT_TIME_LIMIT_SECONDS": "0"}).task_soft_time_limit_s == 0
