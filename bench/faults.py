@@ -95,6 +95,8 @@ SERVICE_VARIABLES = (
 EMBEDDED_FAULTS = (
     "kill-children",
     "kill-worker",
+    "kill-relay",
+    "kill-web",
     "restart-storm",
     "two-beats",
     "time-limit",
@@ -668,6 +670,9 @@ def embedded_env(data_dir: Path, **extra: str) -> dict[str, str]:
         **extra,
     )
     (data_dir / "metrics").mkdir(parents=True, exist_ok=True)
+    from config import Settings
+
+    env["DATABASE_URL"] = Settings.from_env(env).database_url  # read by the harness's helpers
     return env
 
 
