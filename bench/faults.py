@@ -270,22 +270,14 @@ def _memory_alarm(p: Platform) -> None:
     _sh("rabbitmqctl", "-q", "set_vm_memory_high_watermark", "0")
 
 
+def beat_command(schedule: Path) -> list[str]:
+    """``celery beat`` as the launcher starts it, keeping its schedule in ``schedule``."""
+    return [sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", "info", "-s", str(schedule)]
+
+
 def _second_beat(p: Platform) -> None:
     p.saved["beat"] = spawn(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker",
-            "beat",
-            "-l",
-            "info",
-            "-s",
-            str(p.log_dir / "celerybeat-schedule-2"),
-        ],
-        p.env,
-        p.log_dir / "beat-2.log",
+        beat_command(p.log_dir / "celerybeat-schedule-2"), p.env, p.log_dir / "beat-2.log"
     )
 
 
@@ -700,18 +692,7 @@ def run_fault(name: str, args: argparse.Namespace) -> dict:
         platform.start_web()
         stack.callback(lambda: platform.web and stop(platform.web))
         beat = spawn(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker",
-                "beat",
-                "-l",
-                "info",
-                "-s",
-                str(data_dir / "celerybeat-schedule"),
-            ],
+            beat_command(data_dir / "celerybeat-schedule"),
             env,
             data_dir / "beat.log",
         )

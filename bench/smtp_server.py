@@ -9,12 +9,9 @@ exists, each recipient address listed in it (one per line) is refused at RCPT wi
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
-from aiosmtpd.controller import Controller
-
-from tools.smtp_sink import MaildirHandler
+from tools.smtp_sink import MaildirHandler, serve
 
 
 class RefusingHandler(MaildirHandler):
@@ -39,14 +36,12 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--refuse-file", type=Path, required=True)
     args = parser.parse_args()
-    controller = Controller(RefusingHandler(args.dir, args.refuse_file), hostname="127.0.0.1", port=args.port)
-    controller.start()
-    print(f"SMTP server on 127.0.0.1:{args.port}, writing to {args.dir}", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        controller.stop()
+    serve(
+        RefusingHandler(args.dir, args.refuse_file),
+        "127.0.0.1",
+        args.port,
+        f"SMTP server on 127.0.0.1:{args.port}, writing to {args.dir}",
+    )
 
 
 if __name__ == "__main__":

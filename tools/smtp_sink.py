@@ -35,9 +35,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=settings.smtp_port)
     parser.add_argument("--dir", type=Path, default=settings.data_dir / "mail")
     args = parser.parse_args(argv)
-    controller = Controller(MaildirHandler(args.dir), hostname=args.host, port=args.port)
+    serve(
+        MaildirHandler(args.dir),
+        args.host,
+        args.port,
+        f"SMTP sink on {args.host}:{args.port}, writing to {args.dir}",
+    )
+
+
+def serve(handler: object, host: str, port: int, banner: str) -> None:
+    """Run an aiosmtpd server with ``handler`` on ``host:port`` until Ctrl-C (or
+    SIGTERM's KeyboardInterrupt), printing ``banner`` once it listens."""
+    controller = Controller(handler, hostname=host, port=port)
     controller.start()
-    print(f"SMTP sink on {args.host}:{args.port}, writing to {args.dir}", flush=True)
+    print(banner, flush=True)
     try:
         while True:
             time.sleep(3600)
