@@ -14,7 +14,8 @@ arrivals). After ``--before`` seconds the fault is injected; it is healed
 ``--duration`` seconds later; orders keep coming for ``--after`` seconds. Then
 the run waits until every accepted order is final (``--quiet-timeout``) and checks:
 
-- **lost**: an order answered 202 that is not final;
+- **lost**: an order answered 202 that is not final, or one in the run's database
+  whose answer never reached the client (counted as "placed, not answered");
 - **duplicated**: two approved captures or refunds at the payment provider for
   one order, one email received twice by the SMTP sink for one order and
   template, and the stock audit (``services.audit``: on-hand against the ledger,
@@ -506,9 +507,11 @@ class Load:
 
 # -- the checker -------------------------------------------------------------------------
 def check(env: dict, mail_dir: Path, accepted: list[tuple[str, float]], heal_at: float) -> dict:
-    """Lost, duplicated and wrong orders among ``accepted``; recovery after ``heal_at``.
-    Portable SQL: the embedded default keeps orders and the payment sandbox in
-    SQLite files of their own."""
+    """Lost, duplicated and wrong orders among ``accepted`` and every other order in
+    the run's (fresh) database: one whose 202 never reached the client (the web
+    killed after the commit, a request timed out) must end well too. Recovery is
+    measured after ``heal_at``. Portable SQL: the embedded default keeps orders and
+    the payment sandbox in SQLite files of their own."""
     from sqlalchemy import create_engine, select
     from sqlalchemy.orm import Session
 
@@ -523,12 +526,10 @@ def check(env: dict, mail_dir: Path, accepted: list[tuple[str, float]], heal_at:
     sandbox = create_engine(settings.sandbox_database_url)
     try:
         with engine.connect() as conn:
-            found = conn.execute(
-                select(Order.id, Order.status, Order.finished_at).where(
-                    Order.id.in_([uuid.UUID(i) for i in ids])
-                )
-            ).all()
+            found = conn.execute(select(Order.id, Order.status, Order.finished_at)).all()
         rows = [(str(order_id), status, finished) for order_id, status, finished in found]
+        unanswered = [row[0] for row in rows if row[0] not in set(ids)]
+        ids += unanswered
         with sandbox.connect() as conn:
             operations = conn.execute(
                 select(
@@ -561,7 +562,8 @@ def check(env: dict, mail_dir: Path, accepted: list[tuple[str, float]], heal_at:
     ]
     recovery = (max(finished).timestamp() - heal_at) if finished and not lost else None
     return {
-        "orders": len(ids),
+        "orders": len(accepted),
+        "unanswered": len(unanswered),
         "lost": len(lost),
         "duplicated": len(doubled) + len(twice),
         "wrong": len(wrong),
@@ -704,10 +706,18 @@ def run_fault(name: str, args: argparse.Namespace) -> dict:
         loader.start()
         time.sleep(args.before)
         print(f"faults: {name}: inject", flush=True)
+        healed: list[bool] = []
+
+        def heal_once() -> None:  # also on the way out if anything below fails
+            if not healed:
+                healed.append(True)
+                heal(platform)
+
+        stack.callback(heal_once)
         inject(platform)
         if name not in SELF_TIMED:
             time.sleep(args.duration)
-        heal(platform)
+        heal_once()
         heal_at = time.time()
         print(f"faults: {name}: healed", flush=True)
         time.sleep(args.after)
@@ -786,6 +796,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("fault", "fault"),
                 ("orders", "orders"),
                 ("refused", "refused at the door"),
+                ("unanswered", "placed, not answered"),
                 ("lost", "lost"),
                 ("duplicated", "duplicated"),
                 ("wrong", "wrong"),

@@ -29,7 +29,7 @@ def queue_depths(app: Celery | None = None, timeout_s: float = 2.0) -> dict[str,
 
         app = default_app
     from amqp.exceptions import AMQPError, NotFound
-    from kombu.exceptions import KombuError
+    from kombu.exceptions import ChannelError, KombuError
 
     from worker.dead_letter import DEAD_LETTER
 
@@ -45,7 +45,7 @@ def queue_depths(app: Celery | None = None, timeout_s: float = 2.0) -> dict[str,
                     _, messages, consumers = channel.queue_declare(  # type: ignore[attr-defined]
                         name, passive=True
                     )
-                except NotFound:
+                except (NotFound, ChannelError):  # py-amqp's 404; kombu's virtual transports
                     continue
                 finally:
                     # A failed passive declare has closed the channel already.

@@ -308,6 +308,8 @@ def _count_delivery(task_id: str, name: str) -> bool:
         log.warning("could not count the deliveries of %s %s: %s", name, task_id, exc)
         return False
     if deliveries > _settings.max_deliveries:
+        # Refused for good: a replay from the dead-letter queue starts counting afresh.
+        _forget_deliveries(task_id)
         raise PoisonMessage(f"{name} delivered {deliveries} times without finishing")
     log.warning(
         "%s %s delivered again (delivery %d of at most %d)",

@@ -51,7 +51,7 @@ def describe(message) -> DeadLetter:
         task=headers.get("task"),
         reason=str(headers.get(f"{HEADER}reason", "?")),
         detail=str(headers.get(f"{HEADER}detail", "")),
-        routing_key=str(headers.get(f"{HEADER}routing-key", "")),
+        routing_key=origin(headers)[1],
         at=str(headers.get(f"{HEADER}at", "")),
         host=str(headers.get(f"{HEADER}host", "")),
         args=str(headers.get("argsrepr") or body[:80].decode("utf-8", "replace")),
@@ -85,13 +85,39 @@ def dead_letters(limit: int) -> Iterator[list]:
             channel.close()
 
 
+class NowhereToReplay(Exception):
+    """A dead-lettered message that names no routing key to go back to."""
+
+
+def origin(headers: dict) -> tuple[str, str]:
+    """``(exchange, routing key)`` a dead-lettered message came from: the worker's
+    ``x-orion-dead-letter-*`` headers, else RabbitMQ's own ``x-death`` (a message
+    its dead-letter policy moved); the routing key is "" when neither says."""
+    if headers.get(f"{HEADER}routing-key"):
+        return str(headers.get(f"{HEADER}exchange", "")), str(headers[f"{HEADER}routing-key"])
+    deaths = headers.get("x-death") or []
+    if deaths and isinstance(deaths[0], dict):
+        keys = deaths[0].get("routing-keys") or [""]
+        return str(deaths[0].get("exchange", "")), str(keys[0])
+    return "", ""
+
+
 def replay_message(message) -> None:
     """Publish the original message to the exchange and routing key it came from
-    (publisher confirms: returns once the broker has it)."""
+    (publisher confirms: returns once the broker has it). Its ``expires`` is
+    dropped: a beat job replayed after its period would be revoked on arrival.
+
+    Raises NowhereToReplay when no routing key is known (it stays in the
+    dead-letter queue): published to nowhere, the broker would drop it."""
     from worker import app
 
-    headers = {k: v for k, v in (message.headers or {}).items() if not str(k).startswith(HEADER)}
     original = message.headers or {}
+    exchange, routing_key = origin(original)
+    if not routing_key:
+        raise NowhereToReplay("it names no routing key to go back to")
+    headers = {
+        k: v for k, v in original.items() if not str(k).startswith(HEADER) and k not in ("x-death", "expires")
+    }
     properties = message.properties or {}
     extra = {
         k: properties[k] for k in ("correlation_id", "reply_to", "priority") if properties.get(k) is not None
@@ -99,8 +125,8 @@ def replay_message(message) -> None:
     with app.producer_or_acquire() as producer:
         producer.publish(
             message.body,
-            exchange=str(original.get(f"{HEADER}exchange", "")),
-            routing_key=str(original.get(f"{HEADER}routing-key", "")),
+            exchange=exchange,
+            routing_key=routing_key,
             serializer=None,
             content_type=message.content_type,
             content_encoding=message.content_encoding,
@@ -156,23 +182,29 @@ def _act(verb: str, ids: tuple[str, ...], every: bool, reason: str | None) -> in
     if not ids and not every:
         raise click.UsageError("name the task ids to act on, or --all")
     past = {"replay": "replayed", "purge": "purged"}[verb]
-    done = 0
+    done = failed = 0
     with dead_letters(SCAN_LIMIT) as messages:
         chosen = _chosen(messages, ids, every, reason)
-        for message in chosen:
+        for message in list(chosen):
             if verb == "replay":
-                replay_message(message)
+                try:
+                    replay_message(message)
+                except NowhereToReplay as exc:
+                    print(f"dlq: {describe(message).id or '-'}: not replayed: {exc}", file=sys.stderr)
+                    chosen.remove(message)
+                    failed += 1
+                    continue
             message.ack()
             done += 1
             d = describe(message)
             print(
                 f"{past} {d.id or '-'} {d.task or '-'}" + (f" -> {d.routing_key}" if verb == "replay" else "")
             )
-    missing = set(ids) - {(m.headers or {}).get("id") for m in chosen}
+    missing = set(ids) - {(m.headers or {}).get("id") for m in messages}
     for task_id in sorted(missing):
         print(f"dlq: {task_id}: not in the dead-letter queue", file=sys.stderr)
     print(f"{done} message(s) {past}")
-    return 1 if missing else 0
+    return 1 if missing or failed else 0
 
 
 _reason = click.option(

@@ -177,18 +177,22 @@ class DeadLetteringConsumer(Consumer):
             callbacks: Any,
             **kwargs: Any,
         ) -> Any:
-            if body is None:  # protocol 2: the body is still undecoded here
-                problem = message_problem(task, message)
-                if problem is not None:
-                    return self._move(message, *problem, ack=ack)
-            if saga_step and (message.delivery_info or {}).get("redelivered"):
-                task_id = (message.headers or {}).get("id", "")
-                if will_be_poison(task_id):  # it runs once more, to fail its step for good
-                    self._copy(
-                        message,
-                        "poison",
-                        f"{task.name} delivered too often without finishing (SAGA_MAX_DELIVERIES)",
-                    )
+            try:
+                problem = message_problem(task, message) if body is None else None  # protocol 2
+            except Exception:  # a check that fails must not stop the consumer: run it as before
+                log.exception("checking a %s message failed; it runs unchecked", task.name)
+                problem = None
+            if problem is not None:
+                return self._move(message, *problem, ack=ack)
+            task_id = (message.headers or {}).get("id")
+            redelivered = (message.delivery_info or {}).get("redelivered")
+            # A poison message runs once more, to fail its step for good; keep a copy.
+            if saga_step and task_id and redelivered and will_be_poison(task_id):
+                self._copy(
+                    message,
+                    "poison",
+                    f"{task.name} delivered too often without finishing (SAGA_MAX_DELIVERIES)",
+                )
             return handler(message, body, ack, reject, callbacks, **kwargs)
 
         return on_message

@@ -180,3 +180,29 @@ def test_a_valid_message_replayed_from_the_dead_letter_queue_runs(worker, uid):
         lambda: f"scheduled.audit_inventory[{task_id}] succeeded" in worker.log_path.read_text(), timeout=30
     )
     assert task_id not in dead_letters()
+
+
+def test_a_message_that_names_no_origin_is_not_replayed_into_nowhere(worker):
+    """Put on the dead-letter queue by something other than a worker or RabbitMQ's
+    policy, it has no routing key to go back to: replay refuses and keeps it."""
+    from worker.dead_letter import DEAD_LETTER, dead_letter_exchange, dead_letter_queue
+
+    task_id = str(uuid.uuid4())
+    with celery_app.connection_for_write() as conn:
+        conn.Producer().publish(
+            args_body(),
+            exchange=dead_letter_exchange,
+            routing_key=DEAD_LETTER,
+            declare=[dead_letter_queue],
+            headers={"id": task_id, "task": "scheduled.audit_inventory"},
+            content_type="application/json",
+            content_encoding="utf-8",
+            serializer=None,
+        )
+    assert eventually(lambda: dead_letters().get(task_id), timeout=10)["reason"] == "?"
+    refused = dlq("replay", task_id)
+    assert refused.returncode == 1
+    assert f"{task_id}: not replayed: it names no routing key" in refused.stderr
+    assert "0 message(s) replayed" in refused.stdout
+    assert task_id in dead_letters()
+    assert dlq("purge", task_id).returncode == 0
