@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -27,10 +28,17 @@ if TYPE_CHECKING:
 def _ensure_queues(sender: WorkController | None = None, **_kwargs: Any) -> None:
     # Before the consumer declares them: re-declares queues made with older
     # arguments (priorities), or stops the worker saying why (worker.queues).
-    from worker.queues import ensure_queues
+    # Celery's signal dispatch logs a receiver's exceptions and goes on, so the
+    # stop is a SystemExit, which it lets through. A broker that is down is not
+    # a reason to stop: the consumer keeps trying to connect.
+    from worker.queues import QueueUpgradeBlocked, ensure_queues
 
     if sender is not None:
-        ensure_queues(sender.app)
+        try:
+            ensure_queues(sender.app)
+        except QueueUpgradeBlocked as exc:
+            logging.getLogger(__name__).critical("worker not started: %s", exc)
+            raise SystemExit(1) from exc
 
 
 def _dispose_after_fork(**_kwargs: Any) -> None:
