@@ -64,6 +64,8 @@ from bench.harness import (
     login_all,
     services_env,
     spawn,
+    start_relay,
+    start_web,
     stop,
     table,
     temp_dir,
@@ -128,18 +130,11 @@ class Platform:
 
     def start_relay(self) -> None:
         """The outbox relay as the launcher starts it, once it is publishing."""
-        log = self._log("relay")
-        self.relay = spawn([sys.executable, "-m", "worker.relay"], self.env, log)
-        wait_for_log(self.relay, log, b"publishing the outbox", timeout=120)
+        self.relay = start_relay(self.env, self._log("relay"), timeout=120)
 
     def start_web(self) -> None:
         """gunicorn as the launcher starts it, once ``/healthz`` answers."""
-        from config import Settings
-        from tools.launch import wait_healthy, web_command
-
-        log = self._log("web")
-        self.web = spawn(web_command(Settings.from_env(self.env)), self.env, log)
-        wait_healthy(self.web, self.base_url, log)
+        self.web = start_web(self.env, self._log("web"))
 
     @property
     def base_url(self) -> str:

@@ -237,30 +237,48 @@ def worker_command(
 def web_server(env: dict[str, str], log_dir: Path) -> Iterator[str]:
     """gunicorn as the launcher starts it; yields the process, with ``base_url``,
     once ``/healthz`` answers."""
-    from config import Settings
-    from tools.launch import wait_healthy, web_command
-
-    log = log_dir / "web.log"
-    proc = spawn(web_command(Settings.from_env(env)), env, log)
-    base = f"http://127.0.0.1:{env['WEB_PORT']}"
+    proc = start_web(env, log_dir / "web.log")
     try:
-        wait_healthy(proc, base, log)
-        proc.base_url = base
         yield proc
     finally:
         stop(proc)
+
+
+def start_web(env: dict[str, str], log: Path) -> subprocess.Popen:
+    """gunicorn as the launcher starts it, once ``/healthz`` answers; the process
+    carries its ``base_url``."""
+    from config import Settings
+    from tools.launch import wait_healthy, web_command
+
+    proc = spawn(web_command(Settings.from_env(env)), env, log)
+    proc.base_url = f"http://127.0.0.1:{env['WEB_PORT']}"
+    try:
+        wait_healthy(proc, proc.base_url, log)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
 
 
 @contextmanager
 def outbox_relay(env: dict[str, str], log_dir: Path) -> Iterator[subprocess.Popen]:
     """``python -m worker.relay`` as the launcher starts it, once it is publishing."""
-    log = log_dir / "relay.log"
-    proc = spawn([sys.executable, "-m", "worker.relay"], env, log)
+    proc = start_relay(env, log_dir / "relay.log")
     try:
-        wait_for_log(proc, log, b"publishing the outbox")
         yield proc
     finally:
         stop(proc)
+
+
+def start_relay(env: dict[str, str], log: Path, timeout: float = 90) -> subprocess.Popen:
+    """``python -m worker.relay`` as the launcher starts it, once it is publishing."""
+    proc = spawn([sys.executable, "-m", "worker.relay"], env, log)
+    try:
+        wait_for_log(proc, log, b"publishing the outbox", timeout)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
 
 
 @contextmanager

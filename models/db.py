@@ -22,6 +22,7 @@ from sqlalchemy import (
     Executable,
     Numeric,
     Result,
+    Select,
     Table,
     create_engine,
     event,
@@ -239,3 +240,10 @@ class Transaction(Protocol):
 
 def is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+def claim_rows(session: Session, query: Select[Any]) -> Select[Any]:
+    """``query`` with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so that two sweeps
+    at once (two beats, or a sweep beside an operator) take different rows; plain
+    ``FOR UPDATE`` elsewhere (SQLite has one writer and ignores it)."""
+    return query.with_for_update(skip_locked=is_postgres(session))

@@ -20,7 +20,7 @@ from mail import outbox, templates
 from mail.smtp import MailRefused
 from models import Order, record_event, unit_of_work, utcnow
 from models import order as lifecycle
-from models.db import is_postgres
+from models.db import claim_rows
 from models.order import lock_order
 from observability.logging import correlation_id
 from services.compensation import begin_compensation
@@ -90,10 +90,8 @@ def expire_unpaid(window_s: float, limit: int = 500) -> list[str]:
             .where(Order.status == lifecycle.AWAITING_PAYMENT, Order.awaiting_payment_since <= cutoff)
             .order_by(Order.awaiting_payment_since)
             .limit(limit)
-            .with_for_update()
         )
-        if is_postgres(session):
-            query = query.with_for_update(skip_locked=True)
+        query = claim_rows(session, query)
         orders = session.scalars(query).all()
         for order in orders:
             begin_compensation(session, order, "payment_expired", "payment window closed (payment_expired)")

@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from models import Inventory, PurchaseOrder, unit_of_work, utcnow
 from models.catalog import change_on_hand
-from models.db import is_postgres
+from models.db import claim_rows, is_postgres
 from models.purchasing import OPEN, RECEIVED
 
 
@@ -32,10 +32,8 @@ def receive_due(limit: int = 500) -> list[tuple[str, int]]:
             .where(PurchaseOrder.status == OPEN, PurchaseOrder.due_at <= utcnow())
             .order_by(PurchaseOrder.id)
             .limit(limit)
-            .with_for_update()
         )
-        if is_postgres(session):
-            query = query.with_for_update(skip_locked=True)
+        query = claim_rows(session, query)
         received = []
         for po in session.scalars(query):
             change_on_hand(session, po.sku, po.quantity, "restock", po.reference)

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from models import HELD, Order, OrderEvent, Reservation, SagaStep, record_event, unit_of_work, utcnow
 from models import order as lifecycle
 from models.catalog import RELEASED, release_all
-from models.db import is_postgres
+from models.db import claim_rows
 from models.outbox import CANCELLATION_EMAIL, enqueue
 from models.saga_log import SUCCEEDED
 from services.compensation import begin_compensation
@@ -67,10 +67,8 @@ def redrive_stalled_sagas(after_s: float, limit: int = 100) -> list[str]:
             .where(Order.status.in_((*STALLABLE, lifecycle.COMPENSATION_FAILED)), Order.updated_at < cutoff)
             .order_by(Order.updated_at)
             .limit(limit)
-            .with_for_update()
         )
-        if is_postgres(session):
-            query = query.with_for_update(skip_locked=True)
+        query = claim_rows(session, query)
         orders = [
             order
             for order in session.scalars(query)
@@ -119,10 +117,8 @@ def resend_cancellation_emails(after_s: float, limit: int = 100) -> list[str]:
             )
             .order_by(Order.finished_at)
             .limit(limit)
-            .with_for_update()
         )
-        if is_postgres(session):
-            query = query.with_for_update(skip_locked=True)
+        query = claim_rows(session, query)
         orders = [
             order
             for order in session.scalars(query)
