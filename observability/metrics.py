@@ -98,9 +98,9 @@ def scrape() -> tuple[bytes, str]:
     """The exposition text for ``/metrics`` and its content type."""
     registry = CollectorRegistry()
     if os.environ.get("METRICS_ROOT"):
-        registry.register(_MergedFolders(os.environ["METRICS_ROOT"]))
+        registry.register(_MergedFiles(os.path.join(os.environ["METRICS_ROOT"], "*", "*.db")))
     elif os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # unannotated upstream
+        registry.register(_MergedFiles(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")))
     else:
         registry = _SingleProcess()
     registry.register(DatabaseCollector())
@@ -108,20 +108,30 @@ def scrape() -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
-class _MergedFolders:
-    """Every container's multiprocess folder under ``METRICS_ROOT`` (one per container,
-    ``deploy/entrypoint.sh``), merged as prometheus-client merges one folder."""
+class _MergedFiles:
+    """prometheus-client's multiprocess files matching ``pattern`` (one folder, or
+    with ``METRICS_ROOT`` every container's folder, ``deploy/entrypoint.sh``), merged
+    as its MultiProcessCollector merges one folder, but without the files a process
+    is creating at this moment: such a file is empty until its header is written,
+    and reading it failed the whole scrape with a 500 (``struct.error``)."""
 
-    def __init__(self, root: str) -> None:
-        self.root = root
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
 
     def collect(self) -> Iterable[Metric]:
-        files = glob.glob(os.path.join(self.root, "*", "*.db"))
+        files = [f for f in glob.glob(self.pattern) if _size(f) >= 8]
         # prometheus-client leaves MultiProcessCollector unannotated.
         metrics: Iterable[Metric] = multiprocess.MultiProcessCollector.merge(  # type: ignore[no-untyped-call]
             files, accumulate=True
         )
         return metrics
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:  # removed meanwhile (the launcher empties the folder at start)
+        return 0
 
 
 class _SingleProcess(CollectorRegistry):

@@ -61,7 +61,9 @@ def events(order_id) -> list[OrderEvent]:
 def payments(order_id, kind: str) -> list[Payment]:
     with unit_of_work() as session:
         return list(
-            session.scalars(select(Payment).where(Payment.order_id == order_id, Payment.kind == kind))
+            session.scalars(
+                select(Payment).where(Payment.order_id == order_id, Payment.kind == kind).order_by(Payment.id)
+            )
         )
 
 
