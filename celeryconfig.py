@@ -43,6 +43,9 @@ enable_utc = True
 # that do not fit, poison) go to the dead-letter queue instead of being dropped
 # (worker.dead_letter; ``orion dlq`` inspects and replays them).
 worker_consumer = "worker.dead_letter:DeadLetteringConsumer"
+# Prefork, but a worker without an event loop (the embedded default) stops to be
+# restarted when a pool process dies holding the pool's shared queue lock.
+worker_pool = "worker.pool:TaskPool"
 
 task_acks_late = True
 task_reject_on_worker_lost = True

@@ -136,3 +136,37 @@ def test_a_crashed_worker_is_restarted_while_the_rest_keeps_serving(platform):
     headers = customer(base)
     order_id = place(base, headers, in_stock_sku(base), "tok_visa")
     assert final(base, headers, order_id)["status"] == "completed"
+
+
+def _children_of(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                    found.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
+
+
+def test_a_pool_process_killed_while_idle_does_not_stall_the_worker(platform):
+    """kill -9 of the worker's idle pool processes: one of them held the pool's
+    shared queue lock (billiard, synchronous loop), which used to stall the
+    worker for good with every later order stuck (issue 9). The worker now stops
+    and the launcher starts a fresh one; a new order completes."""
+    base, launcher = platform["base"], platform["proc"]
+    headers = customer(base)
+    sku = in_stock_sku(base)
+    assert final(base, headers, place(base, headers, sku, "tok_visa"))["status"] == "completed"
+    worker = _child_with(launcher.pid, "orion@")
+    assert worker is not None
+    pool = eventually(lambda: len(_children_of(worker)) >= 2 and _children_of(worker), timeout=30)
+    for pid in pool:
+        os.kill(pid, signal.SIGKILL)
+    # What the stopped worker had read ahead is the safety net's (README); a
+    # stalled worker is never replaced.
+    eventually(lambda: _child_with(launcher.pid, "orion@") not in (None, worker), timeout=30)
+    order = final(base, headers, place(base, headers, sku, "tok_visa"))
+    assert order["status"] == "completed"
+    assert launcher.poll() is None
