@@ -73,6 +73,7 @@ from bench.harness import (
     worker_command,
     write_results,
 )
+from bench.netfault import NetworkLink, available
 
 SAFETY_NET = {  # the safety net within a run's minutes, not the production defaults
     "SAGA_REDRIVE_AFTER_SECONDS": "30",
@@ -123,6 +124,8 @@ class Platform:
     relay: subprocess.Popen | None = None
     web: subprocess.Popen | None = None
     starts: Counter = field(default_factory=Counter)  # per process name, for log file names
+    supervised: int = 0  # workers started again by supervise_worker
+    link: NetworkLink | None = None  # the worker's network, for the network faults
 
     def _log(self, name: str) -> Path:
         self.starts[name] += 1
@@ -144,11 +147,28 @@ class Platform:
         """A worker as the launcher starts it (``env``: variables added for this one;
         ``wait``: until it is consuming)."""
         log = self.log_dir / f"worker-{self.restarts}.log"
-        self.worker = spawn(worker_command(concurrency=2, extra=extra), {**self.env, **env}, log)
+        cmd, worker_env = worker_command(concurrency=2, extra=extra), {**self.env, **env}
+        if self.link is not None:  # inside the fault's namespace, its services through the link
+            cmd = self.link.command(cmd)
+            for name in ("DATABASE_URL", "BROKER_URL", "RESULT_BACKEND", "REDIS_URL"):
+                worker_env[name] = self.link.address(worker_env[name])
+            worker_env["SMTP_HOST"] = self.link.host_address
+        self.worker = spawn(cmd, worker_env, log)
         self.saved["worker_log"] = log
         self.restarts += 1
         if wait:
             wait_for_log(self.worker, log, b" ready.")
+
+    def supervise_worker(self, stopping: threading.Event) -> None:
+        """Start the worker again when it stops on its own with an error status, as
+        the launcher's supervisor does (a worker whose pool may be wedged stops with
+        70, ``worker.pool``); one killed by a fault is the fault's to restart."""
+        while not stopping.wait(0.5):
+            worker = self.worker
+            if worker is not None and worker.poll() is not None and worker.returncode > 0:
+                print(f"faults: the worker exited with {worker.returncode}; starting it again", flush=True)
+                self.supervised += 1
+                self.start_worker(wait=False)
 
     def replace_worker(self, wait: bool = True, extra: tuple[str, ...] = (), **env: str) -> None:
         """Stop the worker as an operator would (warm shutdown, then -9) and start another."""
@@ -431,6 +451,29 @@ FAULTS: dict[str, tuple[Callable[[Platform], None], Callable[[Platform], None], 
         "seconds: their emails are refused for good, their orders must complete",
     ),
 }
+NETWORK_DELAY_S = 0.05  # each way: 100 ms more per round trip, a long-distance link
+
+
+def _network_delay(p: Platform, delay_s: float) -> None:
+    assert p.link is not None
+    p.link.delay_s = delay_s
+
+
+NETWORK_FAULTS = {
+    "network-partition": (
+        lambda p: p.link.partition(True),
+        lambda p: p.link.partition(False),
+        "the worker's network (a namespace of the suite's own, linked by veth) cut for "
+        "--duration seconds: every packet to PostgreSQL, RabbitMQ, Redis and SMTP dropped",
+    ),
+    "network-delay": (
+        lambda p: _network_delay(p, NETWORK_DELAY_S),
+        lambda p: _network_delay(p, 0.0),
+        f"every byte between the worker and its services held {NETWORK_DELAY_S * 1000:g} ms "
+        "each way for --duration seconds (the suite's relay at the host end of the link)",
+    ),
+}
+FAULTS.update(NETWORK_FAULTS)
 SELF_TIMED = (
     "restart-storm",
     "smtp-down",
@@ -665,6 +708,13 @@ def embedded_env(data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def _service_ports(env: dict) -> list[int]:
+    from urllib.parse import urlsplit
+
+    urls = (env["DATABASE_URL"], env["BROKER_URL"], env["REDIS_URL"], env["RESULT_BACKEND"])
+    return [urlsplit(url).port for url in urls if urlsplit(url).port] + [int(env["SMTP_PORT"])]
+
+
 def run_fault(name: str, args: argparse.Namespace) -> dict:
     inject, heal, _ = FAULTS[name]
     data_dir = temp_dir(f"faults-{args.mode}-{name}")
@@ -682,6 +732,10 @@ def run_fault(name: str, args: argparse.Namespace) -> dict:
     customers = create_customers(env, 40)
     platform = Platform(env, data_dir, duration=args.duration, customers=customers)
     with ExitStack() as stack:
+        if name in NETWORK_FAULTS:
+            platform.link = NetworkLink(_service_ports(env))
+            platform.link.up()
+            stack.callback(platform.link.down)
         platform.start_smtp()
         stack.callback(lambda: platform.smtp and stop(platform.smtp))
         platform.start_relay()
@@ -696,6 +750,9 @@ def run_fault(name: str, args: argparse.Namespace) -> dict:
         stack.callback(stop, beat)
         platform.start_worker()
         stack.callback(lambda: platform.worker and stop(platform.worker))
+        stopping = threading.Event()
+        threading.Thread(target=platform.supervise_worker, args=(stopping,), daemon=True).start()
+        stack.callback(stopping.set)
         load = Load(platform.base_url, login_all(platform.base_url, customers), skus, args.rate)
         loader = threading.Thread(target=load.run, daemon=True)
         loader.start()
@@ -721,7 +778,9 @@ def run_fault(name: str, args: argparse.Namespace) -> dict:
         ids = [order_id for order_id, _ in load.accepted]
         _wait_final(env, ids, args.quiet_timeout)
         result = check(env, data_dir / "mail", load.accepted, heal_at)
-    result.update(fault=name, refused=dict(load.refused), log_dir=str(data_dir))
+    result.update(
+        fault=name, refused=dict(load.refused), log_dir=str(data_dir), worker_restarts=platform.supervised
+    )
     return result
 
 
@@ -762,7 +821,11 @@ def main(argv: list[str] | None = None) -> int:
             f"unknown fault(s) for {args.mode} mode: {', '.join(unknown)}; known: {', '.join(known)}"
         )
     results = []
+    no_netns = available() if any(n in NETWORK_FAULTS for n in names) else None
     for name in names:
+        if name in NETWORK_FAULTS and no_netns:
+            print(f"faults: {name}: skipped: {no_netns}", file=sys.stderr, flush=True)
+            continue
         try:
             results.append(run_fault(name, args))
         except Exception as exc:  # noqa: BLE001 - one fault's harness failing ends not the rest
