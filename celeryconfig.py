@@ -46,6 +46,12 @@ worker_consumer = "worker.dead_letter:DeadLetteringConsumer"
 # Prefork, but a worker without an event loop (the embedded default) stops to be
 # restarted when a pool process dies holding the pool's shared queue lock.
 worker_pool = "worker.pool:TaskPool"
+# Each worker's remote-control queue is not exclusive (Celery's default since 5.5):
+# after a network partition the broker may still hold the worker's old connection
+# when the worker reconnects, and the exclusive queue made it exit with
+# RESOURCE_LOCKED (bench.faults network-partition --duration 90). The queue is
+# still auto-deleted and expires 10 s after its last consumer.
+control_queue_exclusive = False
 
 task_acks_late = True
 task_reject_on_worker_lost = True

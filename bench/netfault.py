@@ -65,6 +65,7 @@ class NetworkLink:
         self.connections = 0  # relayed so far
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._servers: list[asyncio.Server] = []
 
     # -- the namespace and the link ------------------------------------------------
     def up(self) -> None:
@@ -85,6 +86,7 @@ class NetworkLink:
 
     def down(self) -> None:
         if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(timeout=10)
             self._loop.call_soon_threadsafe(self._loop.stop)
             if self._thread is not None:
                 self._thread.join(timeout=10)
@@ -115,9 +117,10 @@ class NetworkLink:
 
         async def start() -> None:
             for port in self.ports:
-                await asyncio.start_server(
+                server = await asyncio.start_server(
                     lambda r, w, port=port: self._relay(r, w, port), self.host_address, port
                 )
+                self._servers.append(server)
 
         loop.run_until_complete(start())
         ready.set()
@@ -125,6 +128,15 @@ class NetworkLink:
             loop.run_forever()
         finally:
             loop.close()
+
+    async def _close(self) -> None:
+        """Stop listening and end every relayed connection."""
+        for server in self._servers:
+            server.close()
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int) -> None:
         self.connections += 1

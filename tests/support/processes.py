@@ -27,9 +27,14 @@ ARTIFACTS = REPO / "artifacts"
 
 @contextmanager
 def celery_worker(
-    env: dict[str, str] | None = None, queues: str = ALL_QUEUES, concurrency: int = 2, purge: bool = True
+    env: dict[str, str] | None = None,
+    queues: str = ALL_QUEUES,
+    concurrency: int = 2,
+    purge: bool = True,
+    name: str | None = None,
 ) -> Iterator[subprocess.Popen]:
-    """``celery -A worker worker`` as a user starts it, with ``env`` over the test environment.
+    """``celery -A worker worker`` as a user starts it, with ``env`` over the test
+    environment, named ``name@<host>`` (default: a random name).
 
     Queues are purged first so leftovers of earlier tests are not consumed.
     The log goes to ``artifacts/worker-<name>.log``.
@@ -41,7 +46,7 @@ def celery_worker(
             check=True,
             capture_output=True,
         )
-    name = f"test-{uuid.uuid4().hex[:6]}"
+    name = name or f"test-{uuid.uuid4().hex[:6]}"
     ARTIFACTS.mkdir(exist_ok=True)
     log_path = ARTIFACTS / f"worker-{name}.log"
     proc = subprocess.Popen(
