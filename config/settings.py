@@ -84,6 +84,7 @@ class Settings:
     outbox_poll_s: float
     max_open_orders: int
     max_open_units: int
+    email_max_per_address_per_hour: int
     proxy_hops: int
     socket_max_per_user: int
     socket_max_per_address: int
@@ -167,6 +168,16 @@ class Settings:
                 f"TASK_TIME_LIMIT_SECONDS ({time_limit_s}), which must be at least 1: Celery refuses "
                 "to send a task whose soft limit is over its hard one"
             )
+        # Emails per recipient address per hour (security issue item 9): addresses
+        # are not verified, so one account's orders must not flood someone else's
+        # inbox. 30 is more than a real customer's confirmations, cancellations
+        # and reminders in an hour.
+        emails_per_hour = _int(env, "EMAIL_MAX_PER_ADDRESS_PER_HOUR", 30)
+        if emails_per_hour < 1:
+            raise ConfigError(
+                f"EMAIL_MAX_PER_ADDRESS_PER_HOUR must be at least 1, got {emails_per_hour}: "
+                "0 would suppress every email"
+            )
         redis_url = env.get("REDIS_URL") or defaults["redis_url"]
         relay_url = env.get("SOCKETIO_MESSAGE_QUEUE") or redis_url or "orionfs://"
         database_url = env.get("DATABASE_URL") or defaults["database_url"]
@@ -203,6 +214,7 @@ class Settings:
             # Twice the largest invoice of the dataset's year (15,049 units after
             # the API's 1,000 per line): enough for a real wholesaler, not a hoard.
             max_open_units=_int(env, "MAX_OPEN_UNITS", 30000),
+            email_max_per_address_per_hour=emails_per_hour,
             proxy_hops=_int(env, "PROXY_HOPS", 0),
             socket_max_per_user=_int(env, "SOCKETIO_MAX_PER_USER", 10),
             socket_max_per_address=_int(env, "SOCKETIO_MAX_PER_ADDRESS", 50),

@@ -3,6 +3,8 @@
 A sender claims the row (``claim``) in the transaction that checked the order,
 sends it over SMTP after commit, then marks it sent (``mark_sent``). A claim
 older than ``CLAIM_TIMEOUT`` belongs to an attempt that died and may be retaken.
+An email whose address already had ``EMAIL_MAX_PER_ADDRESS_PER_HOUR`` emails in
+the last hour is recorded ``suppressed`` and never sent (``Suppressed``).
 
 Written in SQLAlchemy Core: ``db`` is a Connection or a Session in the caller's
 transaction (both execute Core statements), so a saga step that works on a
@@ -17,16 +19,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import Connection, Row, bindparam, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.util.typing import TupleAny, Unpack
 
+from config import get_settings
 from mail import smtp, templates
 from models import EmailMessage, Order, OrderLine, User, unit_of_work, utcnow
-from models.fulfilment import EMAIL_REFUSED, EMAIL_SENDING, EMAIL_SENT
+from models.fulfilment import EMAIL_REFUSED, EMAIL_SENDING, EMAIL_SENT, EMAIL_SUPPRESSED
 
 # smtp.send gives up after 10 s; a claim older than this belongs to a dead attempt.
 CLAIM_TIMEOUT = timedelta(seconds=15)
+RATE_WINDOW = timedelta(hours=1)  # EMAIL_MAX_PER_ADDRESS_PER_HOUR's hour
+FINISHED = (EMAIL_SENT, EMAIL_REFUSED, EMAIL_SUPPRESSED)  # never tried again
 
 EMAILS, ORDERS, LINES, USERS = (EmailMessage.__table__, Order.__table__, OrderLine.__table__, User.__table__)
 # The order and its customer, with the email row when it exists: one statement
@@ -53,6 +58,19 @@ _LINES = (
     .order_by(LINES.c.id)
 )
 _INSERT = insert(EMAILS).returning(EMAILS.c.id)
+# Emails an address was sent or is being sent in the window, counted up to the
+# limit only (an index range on ix_email_outbox_to_address_created, at most
+# ``b_limit`` rows however many orders its customer places).
+_SENT_LATELY = select(func.count()).select_from(
+    select(EMAILS.c.id)
+    .where(
+        EMAILS.c.to_address == bindparam("b_to"),
+        EMAILS.c.created_at > bindparam("b_since"),
+        EMAILS.c.status != EMAIL_SUPPRESSED,
+    )
+    .limit(bindparam("b_limit"))
+    .subquery()
+)
 _CLAIM = (
     update(EMAILS)
     .where(EMAILS.c.id == bindparam("b_id"))
@@ -69,6 +87,19 @@ _MARK_REFUSED = update(EMAILS).where(EMAILS.c.id == bindparam("b_id")).values(st
 
 class ClaimedElsewhere(Exception):
     """Another attempt is sending this email right now; try again later."""
+
+
+@dataclass(frozen=True)
+class Suppressed:
+    """An email recorded ``suppressed``: its address already had ``limit`` emails in
+    the last hour. It is never sent; like a refused one, the saga goes on."""
+
+    id: int
+    to_address: str
+    limit: int
+
+    def __str__(self) -> str:
+        return f"too many emails to this address ({self.limit} in the last hour)"
 
 
 @dataclass(frozen=True)
@@ -95,15 +126,18 @@ class _OrderView:
     lines: Sequence[Row[Unpack[TupleAny]]]
 
 
-def claim(db: Connection | Session, order_id: uuid.UUID, template: str) -> OutgoingEmail | None:
+def claim(db: Connection | Session, order_id: uuid.UUID, template: str) -> OutgoingEmail | Suppressed | None:
     """The email ``template`` of order ``order_id``, rendered on first use and claimed;
-    None when it was sent already (or refused for good). Raises ClaimedElsewhere when another attempt
-    claimed it less than ``CLAIM_TIMEOUT`` ago, KeyError for an unknown template."""
+    Suppressed when, at first use, its address had ``EMAIL_MAX_PER_ADDRESS_PER_HOUR``
+    emails in the last hour (the row is recorded ``suppressed``, not claimed); None
+    when it was sent already (or refused or suppressed). Raises ClaimedElsewhere when
+    another attempt claimed it less than ``CLAIM_TIMEOUT`` ago, KeyError for an
+    unknown template."""
     now = utcnow()
     row = db.execute(_FIND, {"b_id": order_id, "b_template": template}).one()
     if row.m_id is None:
         return _render(db, row, template, now)
-    if row.m_status in (EMAIL_SENT, EMAIL_REFUSED):
+    if row.m_status in FINISHED:
         return None
     if row.m_claimed_at is not None and now - row.m_claimed_at < CLAIM_TIMEOUT:
         raise ClaimedElsewhere(f"{template} for {order_id} is being sent by another attempt")
@@ -147,9 +181,16 @@ def mark_refused(db: Connection | Session, message: OutgoingEmail) -> None:
 
 def _render(
     db: Connection | Session, order: Row[Unpack[TupleAny]], template: str, now: datetime
-) -> OutgoingEmail:
+) -> OutgoingEmail | Suppressed:
     """Render and insert the row of ``order`` (a ``_FIND`` row), already claimed
-    (status ``sending``, attempt 1)."""
+    (status ``sending``, attempt 1), or ``suppressed`` when its address is at the
+    limit. Two first attempts for one address at once may both pass the count, so
+    an address can get as many emails more in an hour as email steps run at once."""
+    limit = get_settings().email_max_per_address_per_hour
+    recent = db.execute(
+        _SENT_LATELY, {"b_to": order.email, "b_since": now - RATE_WINDOW, "b_limit": limit}
+    ).scalar_one()
+    suppressed = recent >= limit
     lines = db.execute(_LINES, {"b_id": order.o_id}).all()
     view = _OrderView(order.o_id, order.total, order.currency, order.cancel_reason, lines)
     subject, body = templates.render(template, view)
@@ -163,11 +204,13 @@ def _render(
             "subject": subject,
             "body": body,
             "message_id": message_id,
-            "status": EMAIL_SENDING,
-            "attempts": 1,
-            "claimed_at": now,
+            "status": EMAIL_SUPPRESSED if suppressed else EMAIL_SENDING,
+            "attempts": 0 if suppressed else 1,
+            "claimed_at": None if suppressed else now,
             "created_at": now,
             "sent_at": None,
         },
     ).scalar_one()
+    if suppressed:
+        return Suppressed(new_id, order.email, limit)
     return OutgoingEmail(new_id, order.o_id, template, order.email, subject, body, message_id)

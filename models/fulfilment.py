@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String, Text, UniqueConstraint, Uuid
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.db import Base, utcnow
@@ -14,6 +14,9 @@ SHIPMENT_CREATED, SHIPMENT_CANCELLED = "created", "cancelled"
 EMAIL_PENDING, EMAIL_SENDING, EMAIL_SENT = "pending", "sending", "sent"
 # The SMTP server refused it for good (a 5yz reply): never sent again.
 EMAIL_REFUSED = "refused"
+# Over EMAIL_MAX_PER_ADDRESS_PER_HOUR for its address when it was due: never sent
+# (security issue item 9: a customer's orders cannot flood an address they typed).
+EMAIL_SUPPRESSED = "suppressed"
 
 
 class Shipment(Base):
@@ -36,7 +39,11 @@ class EmailMessage(Base):
     """An email owed to a customer; unique per (order, template), so never sent twice."""
 
     __tablename__ = "email_outbox"
-    __table_args__ = (UniqueConstraint("order_id", "template", name="uq_email_outbox_template"),)
+    __table_args__ = (
+        UniqueConstraint("order_id", "template", name="uq_email_outbox_template"),
+        # The email step counts an address's emails of the last hour (migration 0007).
+        Index("ix_email_outbox_to_address_created", "to_address", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     order_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("orders.id"))

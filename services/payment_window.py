@@ -53,7 +53,8 @@ def send_reminder(order_id: str, step: int) -> bool:
     """Send reminder ``step`` unless it went out already or the order moved on.
 
     True when sent; False also when the mail server refused it for good
-    (``smtp.MailRefused``: the row is marked refused). Raises one of
+    (``smtp.MailRefused``: the row is marked refused) or when its address is at
+    ``EMAIL_MAX_PER_ADDRESS_PER_HOUR`` (recorded ``suppressed``, never sent). Raises one of
     ``smtp.TRANSIENT_SMTP_ERRORS`` (the claim is given back, so the next run tries again).
     """
     with unit_of_work() as session:
@@ -65,6 +66,10 @@ def send_reminder(order_id: str, step: int) -> bool:
         except outbox.ClaimedElsewhere:
             return False
         if message is None:
+            return False
+        if isinstance(message, outbox.Suppressed):  # over the address's hourly limit
+            log.warning("payment reminder %d for order %s suppressed: %s", step, order_id, message)
+            record_event(session, order, detail=f"payment reminder {step} not sent: {message}")
             return False
     try:
         outbox.send_claimed(message, correlation_id() or order.correlation_id)

@@ -76,8 +76,8 @@ class NotificationTask(SagaTask):
     parcels. If it fails for good (SMTP down past the retry budget) nothing is
     undone: the step stays failed, the order keeps its payment and parcels, and
     the safety net re-drives it (the email is tried again) after
-    ``SAGA_REDRIVE_AFTER_SECONDS``. A refused address is not a failure at all
-    (``_deliver``)."""
+    ``SAGA_REDRIVE_AFTER_SECONDS``. A refused address is not a failure at all, nor
+    is an email suppressed by ``EMAIL_MAX_PER_ADDRESS_PER_HOUR`` (``_deliver``)."""
 
     abstract = True
 
@@ -105,7 +105,8 @@ def send_cancellation_email(self: CompensationTask, order_id: str) -> None:
 def _deliver(
     task: SagaTask, order_id: str, template: str, step_name: str, statuses: tuple[str, ...]
 ) -> bool | None:
-    """Claim, send and mark one email; False if it had been sent already, None if the
+    """Claim, send and mark one email; False if it had been sent already (or was
+    refused, or suppressed over its address's hourly limit), None if the
     order is not in ``statuses`` (checked under the order lock, in the claim's
     transaction, so a cancel cannot slip in between check and send)."""
     with task.locked(order_id) as tx:
@@ -115,9 +116,16 @@ def _deliver(
             message = outbox.claim(tx.conn, tx.order.id, template)
         except outbox.ClaimedElsewhere as exc:
             raise StepNotReady(str(exc)) from None
-        if message is None:  # sent (or refused) before, e.g. in an earlier run
+        if message is None:  # sent (or refused, or suppressed) before, e.g. in an earlier run
             tx.record_step(
                 step_name, task.step_kind, task.attempt, SUCCEEDED, f"{template} sent before", event=False
+            )
+            return False
+        if isinstance(message, outbox.Suppressed):
+            # Over the address's hourly limit: an outcome, like a refusal; the saga goes on.
+            log.warning("%s for order %s suppressed: %s", template, order_id, message)
+            tx.record_step(
+                step_name, task.step_kind, task.attempt, SUCCEEDED, f"{template} not sent: {message}"
             )
             return False
         tx.record_step(step_name, task.step_kind, task.attempt, RUNNING, event=False)

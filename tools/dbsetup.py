@@ -51,13 +51,15 @@ def upgrade(url: str, revision: str = "head") -> None:
 
 
 def prepare_sandbox(database_url: str, sandbox_url: str) -> None:
-    """The payment sandbox's tables, where it has a database of its own (beside
-    Orion's tables, migration 0006 makes them)."""
-    if sandbox_url == database_url:
-        return
+    """The payment sandbox's tables, complete: in a database of its own, made here;
+    beside Orion's tables, migration 0006 made them, and this only adds what a
+    sandbox made before 0006 lacks (the ``reference`` column). Run as the role that
+    migrates: the workers' roles may not create or alter tables (security issue,
+    item 8), so the sandbox must find nothing to do when a worker starts."""
     from payments.sandbox import create_schema
 
-    ensure_database(sandbox_url)
+    if sandbox_url != database_url:
+        ensure_database(sandbox_url)
     create_schema(sandbox_url)
 
 

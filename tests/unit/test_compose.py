@@ -21,6 +21,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SECRETS = {
     "JWT_SECRET_KEY": "test-secret-of-at-least-32-bytes-0123",
     "POSTGRES_PASSWORD": "pg-secret",
+    "ORION_DB_OWNER_PASSWORD": "pg-owner-secret",
+    "ORION_DB_WEB_PASSWORD": "pg-web-secret",
+    "ORION_DB_WORKER_PASSWORD": "pg-worker-secret",
+    "ORION_DB_RELAY_PASSWORD": "pg-relay-secret",
     "RABBITMQ_PASSWORD": "mq-secret",
     "FLOWER_BASIC_AUTH": "ops:flower-secret",
     "REDIS_PASSWORD": "redis-secret",
@@ -28,6 +32,10 @@ SECRETS = {
     "GRAFANA_ADMIN_PASSWORD": "grafana-secret",
 }
 ORION = ("migrate", "web", "relay", "worker", "beat", "flower", "smtp")
+# The database role of each Orion service that reads or writes tables
+# (deploy/postgres/roles.sql); the others get no database credentials.
+DATABASE_ROLES = {"migrate": "owner", "web": "web", "worker": "worker", "relay": "relay"}
+DATABASE_SECRETS = {name: value for name, value in SECRETS.items() if "POSTGRES" in name or "_DB_" in name}
 INTERPOLATION = re.compile(r"\$\{(\w+):\?[^}]*\}")
 DEFAULTED = re.compile(r"\$\{(\w+):-([^}]*)\}")
 
@@ -104,8 +112,8 @@ def test_urls_point_at_the_compose_services_with_their_credentials(compose):
     assert (database.host, database.port, database.username, database.password, database.database) == (
         "postgres",
         5432,
-        postgres["POSTGRES_USER"],
-        postgres["POSTGRES_PASSWORD"],
+        "orion_web",
+        postgres["ORION_DB_WEB_PASSWORD"],
         postgres["POSTGRES_DB"],
     )
     rabbit = env(compose["rabbitmq"])
@@ -215,3 +223,54 @@ def test_grafana_provisions_the_prometheus_data_source_and_the_dashboard(compose
     sources = {target["datasource"]["uid"] for panel in dashboard["panels"] for target in panel["targets"]}
     assert sources == {source["uid"]}
     assert env(compose["grafana"])["GF_SECURITY_ADMIN_PASSWORD"] == SECRETS["GRAFANA_ADMIN_PASSWORD"]
+
+
+def test_each_component_logs_in_to_the_database_as_a_role_of_its_own(compose):
+    """Security issue item 8: no database secret is shared between containers. The
+    postgres container makes one role per component (its init script runs
+    roles.sql with each password) and alone knows the superuser's password; each
+    Orion service gets the URL of its own role; beat, Flower and the SMTP sink,
+    which read no table, get no database credentials at all."""
+    postgres = env(compose["postgres"])
+    assert (
+        postgres["POSTGRES_USER"] == "postgres"
+        and postgres["POSTGRES_PASSWORD"] == SECRETS["POSTGRES_PASSWORD"]
+    )
+    mounts = dict(volume.split(":")[:2] for volume in compose["postgres"]["volumes"])
+    init = ROOT / "deploy" / "postgres" / "init-roles.sh"
+    assert mounts["./deploy/postgres/init-roles.sh"].startswith("/docker-entrypoint-initdb.d/")
+    assert mounts["./deploy/postgres/roles.sql"] in init.read_text()
+    seen = set()
+    for name, component in DATABASE_ROLES.items():
+        url = make_url(Settings.from_env(env(compose[name])).database_url)
+        secret = f"ORION_DB_{component.upper()}_PASSWORD"
+        assert (url.username, url.password, url.host, url.database) == (
+            f"orion_{component}",
+            SECRETS[secret],
+            "postgres",
+            postgres["POSTGRES_DB"],
+        ), name
+        assert postgres[secret] == SECRETS[secret], "the role is made with the password the service uses"
+        assert f'{component}_password="${{{secret}:?' in init.read_text(), "the init script passes it on"
+        others = set(DATABASE_SECRETS.values()) - {SECRETS[secret]}
+        assert not others & set(env(compose[name]).values()) and not any(
+            other in value for other in others for value in env(compose[name]).values()
+        ), (name, "carries another component's database secret")
+        seen.add(url.password)
+    assert len(seen) == len(DATABASE_ROLES)
+    for name in set(ORION) - set(DATABASE_ROLES):
+        values = env(compose[name]).values()
+        assert "DATABASE_URL" not in env(compose[name]) and "PAYMENT_SANDBOX_URL" not in env(compose[name]), (
+            name
+        )
+        assert not any(secret in value for secret in DATABASE_SECRETS.values() for value in values), name
+    roles = (ROOT / "deploy" / "postgres" / "roles.sql").read_text()
+    for component in DATABASE_ROLES.values():
+        assert f"\\set {component} :prefix _{component}" in roles
+    assert "\\set prefix orion" in roles
+
+
+def test_the_smtp_sink_gets_no_secret_at_all(compose):
+    """It only receives mail: no database, broker or Redis credentials."""
+    values = env(compose["smtp"]).values()
+    assert not any(secret in value for secret in SECRETS.values() for value in values)

@@ -42,3 +42,11 @@ def test_task_time_limits_must_fit_together(soft, hard):
     with pytest.raises(ConfigError, match="TASK_SOFT_TIME_LIMIT_SECONDS"):
         Settings.from_env({"TASK_SOFT_TIME_LIMIT_SECONDS": soft, "TASK_TIME_LIMIT_SECONDS": hard})
     assert Settings.from_env({"TASK_SOFT_TIME_LIMIT_SECONDS": "0"}).task_soft_time_limit_s == 0
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "many"])
+def test_the_email_rate_per_address_is_a_positive_integer(value):
+    assert Settings.from_env({}).email_max_per_address_per_hour == 30
+    assert Settings.from_env({"EMAIL_MAX_PER_ADDRESS_PER_HOUR": "5"}).email_max_per_address_per_hour == 5
+    with pytest.raises(ConfigError, match="EMAIL_MAX_PER_ADDRESS_PER_HOUR"):
+        Settings.from_env({"EMAIL_MAX_PER_ADDRESS_PER_HOUR": value})
