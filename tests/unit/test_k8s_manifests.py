@@ -13,6 +13,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from sqlalchemy.engine import make_url
 
 from config import Settings
 from tests.support.k8s import (
@@ -225,6 +226,25 @@ def test_secrets_go_only_where_they_are_used(objects):
         assert not any("secretRef" in source for source in container.get("envFrom", [])), name
     config = named(objects, "ConfigMap", "orion-config")["data"]
     assert not set(config) & {var for names in SECRET_VARIABLES.values() for var in names}
+
+
+def test_each_component_logs_in_to_the_database_as_a_role_of_its_own(objects):
+    """Security issue item 8: every pod got the one DATABASE_URL; now each component
+    has a Secret of its own, naming its own role of deploy/postgres/roles.sql."""
+    secrets, roles = example_secrets(), {}
+    for name, container in orion_containers(objects).items():
+        refs = [secret for var, secret, _ in secret_refs(container) if var == "DATABASE_URL"]
+        if refs:
+            (secret,) = refs
+            assert secret == f"orion-database-{name.removeprefix('orion-')}", name
+            roles[name] = make_url(secrets[secret]["DATABASE_URL"]).username
+    assert roles == {
+        "orion-migrate": "orion_owner",
+        "orion-web": "orion_web",
+        "orion-worker": "orion_worker",
+        "orion-relay": "orion_relay",
+    }
+    assert "DATABASE_URL" not in secrets["orion-services"]
 
 
 def test_pods_run_unprivileged_with_resources_and_no_service_links(objects):
