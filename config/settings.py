@@ -90,6 +90,8 @@ class Settings:
     socket_max_per_address: int
     socket_auth_deadline_s: float
     socket_check_every_s: float
+    socket_max_subscriptions: int
+    socket_subscribe_per_second: float
     register_limit: str
     metrics_token: str
     worker_concurrency: int
@@ -178,6 +180,15 @@ class Settings:
                 f"EMAIL_MAX_PER_ADDRESS_PER_HOUR must be at least 1, got {emails_per_hour}: "
                 "0 would suppress every email"
             )
+        # Socket.IO subscriptions per connection, and how fast (security issue
+        # item 1: each subscribe reads the database, a replay the order's events).
+        subscriptions = _int(env, "SOCKETIO_MAX_SUBSCRIPTIONS", 100)
+        subscribe_rate = _float(env, "SOCKETIO_SUBSCRIBE_PER_SECOND", 10.0)
+        if subscriptions < 1 or subscribe_rate <= 0:
+            raise ConfigError(
+                "SOCKETIO_MAX_SUBSCRIPTIONS must be at least 1 and SOCKETIO_SUBSCRIBE_PER_SECOND "
+                f"above 0, got {subscriptions} and {subscribe_rate:g}: no subscription could be made"
+            )
         redis_url = env.get("REDIS_URL") or defaults["redis_url"]
         relay_url = env.get("SOCKETIO_MESSAGE_QUEUE") or redis_url or "orionfs://"
         database_url = env.get("DATABASE_URL") or defaults["database_url"]
@@ -220,6 +231,8 @@ class Settings:
             socket_max_per_address=_int(env, "SOCKETIO_MAX_PER_ADDRESS", 50),
             socket_auth_deadline_s=_float(env, "SOCKETIO_AUTH_SECONDS", 5.0),
             socket_check_every_s=_float(env, "SOCKETIO_CHECK_SECONDS", 2.0),
+            socket_max_subscriptions=subscriptions,
+            socket_subscribe_per_second=subscribe_rate,
             # The embedded default is a local demo whose replay (./run.sh replay)
             # registers thousands of customers from 127.0.0.1.
             register_limit=env.get(

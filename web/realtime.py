@@ -18,7 +18,13 @@
 - ``subscribe {order_id, after_seq?}`` joins ``order:<id>`` for the owner or an
   operator, replays ``seq > after_seq`` from ``order_events`` to this connection
   when ``after_seq`` is given, and acknowledges ``{"ok": true}`` or
-  ``{"ok": false, "error": "not_found" | "invalid_request"}``.
+  ``{"ok": false, "error": "not_found" | "invalid_request"}``. Each subscribe
+  also re-checks the connection's token (expired or revoked: ``unauthorized``,
+  and the connection is closed), and is limited per connection: at most
+  ``SOCKETIO_SUBSCRIBE_PER_SECOND`` (10) a second, in bursts of as many
+  (``rate_limited`` with ``retry_after`` in seconds), and at most
+  ``SOCKETIO_MAX_SUBSCRIPTIONS`` (100) orders (``too_many_subscriptions``), so
+  one connection cannot keep the database busy with subscriptions and replays.
 
 The room is joined before the log is read, so an event committed meanwhile is
 never missed: it arrives live, from the replay, or both (the client drops the
@@ -32,12 +38,12 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import Flask, request
 from flask_jwt_extended import decode_token
 from flask_jwt_extended.exceptions import JWTExtendedException
-from flask_socketio import ConnectionRefusedError, SocketIO, emit, join_room
+from flask_socketio import ConnectionRefusedError, SocketIO, disconnect, emit, join_room
 from jwt.exceptions import PyJWTError
 from marshmallow import Schema, ValidationError, fields, validate
 from redis.exceptions import RedisError
@@ -93,6 +99,16 @@ class Connection:
     expires_at: float
 
 
+@dataclass
+class _Subscriptions:
+    """One connection's subscribed rooms and its token bucket (``tokens`` at ``at``,
+    monotonic seconds)."""
+
+    tokens: float
+    at: float
+    rooms: set[str] = field(default_factory=set)
+
+
 class ConnectionGuard:
     """The authenticated connections of this process, their limits, and the
     periodic check that closes the ones that lost their right to be open."""
@@ -101,6 +117,7 @@ class ConnectionGuard:
         self.app, self.settings = app, settings
         self.connections: dict[str, Connection] = {}
         self._unauthenticated: dict[str, float] = {}  # engine.io sid -> first seen
+        self._subscriptions: dict[str, _Subscriptions] = {}  # socket.io sid -> its subscriptions
         self._lock = threading.Lock()
         self._started = False
 
@@ -126,6 +143,39 @@ class ConnectionGuard:
     def forget(self, sid: str) -> None:
         with self._lock:
             self.connections.pop(sid, None)
+            self._subscriptions.pop(sid, None)
+
+    def refuse_subscription(self, sid: str, room: str) -> dict | None:
+        """None when connection ``sid`` may join ``room`` now (the attempt counts
+        against its rate; ``joined`` counts the room), else the acknowledgement
+        that refuses it: ``rate_limited`` (with ``retry_after``, seconds) over
+        ``SOCKETIO_SUBSCRIBE_PER_SECOND``, ``too_many_subscriptions`` over
+        ``SOCKETIO_MAX_SUBSCRIPTIONS`` rooms, or ``unauthorized`` when its token
+        expired or was revoked (the caller closes it). Raises RedisError when
+        the revocation list cannot be read."""
+        rate, most = self.settings.socket_subscribe_per_second, self.settings.socket_max_subscriptions
+        now = time.monotonic()
+        with self._lock:
+            connection = self.connections.get(sid)
+            if connection is None:
+                return {"ok": False, "error": UNAUTHORIZED}
+            state = self._subscriptions.setdefault(sid, _Subscriptions(tokens=rate, at=now))
+            state.tokens, state.at = min(rate, state.tokens + (now - state.at) * rate), now
+            if state.tokens < 1:
+                wait = round((1 - state.tokens) / rate, 3)
+                return {"ok": False, "error": "rate_limited", "retry_after": wait}
+            state.tokens -= 1
+            if room not in state.rooms and len(state.rooms) >= most:
+                return {"ok": False, "error": "too_many_subscriptions"}
+        if connection.expires_at <= time.time() or blocklist.is_revoked(connection.jti, connection.session):
+            return {"ok": False, "error": UNAUTHORIZED}
+        return None
+
+    def joined(self, sid: str, room: str) -> None:
+        """Count ``room`` against connection ``sid``'s ``SOCKETIO_MAX_SUBSCRIPTIONS``."""
+        with self._lock:
+            if sid in self._subscriptions:
+                self._subscriptions[sid].rooms.add(room)
 
     def _run(self) -> None:
         while True:
@@ -273,12 +323,22 @@ def on_subscribe(data):
         return {"ok": False, "error": "invalid_request", "errors": exc.messages}
     actor: Actor = socketio.server.get_session(request.sid)["actor"]
     order_id: uuid.UUID = args["order_id"]
+    try:
+        refused = guard().refuse_subscription(request.sid, order_room(str(order_id)))
+    except RedisError:
+        return {"ok": False, "error": UNAVAILABLE}
+    if refused is not None:
+        if refused["error"] == UNAUTHORIZED:
+            guard().forget(request.sid)
+            disconnect()
+        return refused
     with read_only() as session:
         try:
             load_visible_order(session, order_id, actor)
         except NotFound:
             return {"ok": False, "error": "not_found"}
     join_room(order_room(str(order_id)))
+    guard().joined(request.sid, order_room(str(order_id)))
     # The replay reads in a new transaction, begun after the join: on SQLite a
     # read transaction keeps the snapshot of its first read, so reusing the one
     # above would miss events committed between that read and the join.

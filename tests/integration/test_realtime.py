@@ -428,3 +428,36 @@ def test_a_flood_of_idle_websockets_from_one_address_is_refused_and_the_api_answ
 
         assert asyncio.run(flood_and_read()) == 200
     assert outcome["admitted"] == 10 and outcome["refused"] == 50, outcome
+
+
+def test_subscriptions_are_limited_per_connection_and_each_rechecks_the_token(uid):
+    """Security issue item 1: ``subscribe`` had no limit (each one reads the
+    database, and a replay all of an order's events), and a logged-out token kept
+    subscribing until the next periodic check."""
+    env = {
+        "SOCKETIO_MAX_SUBSCRIPTIONS": "2",
+        "SOCKETIO_SUBSCRIBE_PER_SECOND": "4",
+        "SOCKETIO_CHECK_SECONDS": "600",  # only the subscribe's own check can close it here
+    }
+    with web_server(env) as base:
+        user, sku = customer(uid), product(uid, on_hand=50)
+        tokens = login(base, user)
+        orders = [place(base, tokens["access_token"], sku) for _ in range(3)]
+        listener = Listener(base, tokens["access_token"])
+        try:
+            assert listener.subscribe(orders[0]) == {"ok": True}
+            assert listener.subscribe(orders[1]) == {"ok": True}
+            assert listener.subscribe(orders[0]) == {"ok": True}  # a room it is in: not one more
+            time.sleep(1.0)  # the bucket refills
+            assert listener.subscribe(orders[2]) == {"ok": False, "error": "too_many_subscriptions"}
+            replies = [listener.subscribe(str(uuid.uuid4())) for _ in range(8)]
+            limited = [r for r in replies if r["error"] == "rate_limited"]
+            assert len(limited) >= 3 and all(0 < r["retry_after"] <= 0.25 for r in limited)
+            assert [r["error"] for r in replies if r not in limited] == ["not_found"] * (8 - len(limited))
+            time.sleep(1.0)
+            assert _post(base, "/auth/logout", tokens["access_token"]).status_code == 204
+            assert listener.subscribe(orders[0]) == {"ok": False, "error": "unauthorized"}
+            _closed_within(listener, 5)
+        finally:
+            if listener.client.connected:
+                listener.close()

@@ -50,3 +50,18 @@ def test_the_email_rate_per_address_is_a_positive_integer(value):
     assert Settings.from_env({"EMAIL_MAX_PER_ADDRESS_PER_HOUR": "5"}).email_max_per_address_per_hour == 5
     with pytest.raises(ConfigError, match="EMAIL_MAX_PER_ADDRESS_PER_HOUR"):
         Settings.from_env({"EMAIL_MAX_PER_ADDRESS_PER_HOUR": value})
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"SOCKETIO_MAX_SUBSCRIPTIONS": "0"},
+        {"SOCKETIO_SUBSCRIBE_PER_SECOND": "0"},
+        {"SOCKETIO_MAX_SUBSCRIPTIONS": "x"},
+    ],
+)
+def test_socket_subscription_limits_must_allow_a_subscription(env):
+    defaults = Settings.from_env({})
+    assert (defaults.socket_max_subscriptions, defaults.socket_subscribe_per_second) == (100, 10.0)
+    with pytest.raises(ConfigError, match="SOCKETIO_"):
+        Settings.from_env(env)
