@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from flask import Flask, request
 from flask_jwt_extended import decode_token
 from flask_jwt_extended.exceptions import JWTExtendedException
-from flask_socketio import ConnectionRefusedError, SocketIO, disconnect, emit, join_room
+from flask_socketio import ConnectionRefusedError, SocketIO, emit, join_room
 from jwt.exceptions import PyJWTError
 from marshmallow import Schema, ValidationError, fields, validate
 from redis.exceptions import RedisError
@@ -330,7 +330,7 @@ def on_subscribe(data):
     if refused is not None:
         if refused["error"] == UNAUTHORIZED:
             guard().forget(request.sid)
-            disconnect()
+            _close_after_ack(request.sid)
         return refused
     with read_only() as session:
         try:
@@ -345,6 +345,20 @@ def on_subscribe(data):
     if args["after_seq"] is not None:
         _replay(order_id, args["after_seq"])
     return {"ok": True}
+
+
+ACK_GRACE_S = 0.2
+
+
+def _close_after_ack(sid: str) -> None:
+    """Close connection ``sid`` once its acknowledgement is on its way (python-socketio
+    sends it after the handler returns; closing inside would lose it)."""
+
+    def close() -> None:
+        time.sleep(ACK_GRACE_S)
+        socketio.server.disconnect(sid)
+
+    socketio.start_background_task(close)
 
 
 def _replay(order_id: uuid.UUID, after_seq: int) -> None:
