@@ -701,8 +701,8 @@ def embedded_env(data_dir: Path, **extra: str) -> dict[str, str]:
         PROMETHEUS_MULTIPROC_DIR=str(data_dir / "metrics"),
         REGISTER_LIMIT="1000000 per hour",
         EMAIL_MAX_PER_ADDRESS_PER_HOUR=BENCH_EMAILS_PER_HOUR,
-        **extra,
     )
+    env.update(extra)
     (data_dir / "metrics").mkdir(parents=True, exist_ok=True)
     from config import Settings
 
