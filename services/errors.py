@@ -52,3 +52,12 @@ class TooManyUnitsHeld(TooManyOpenOrders):
             f"{asked}; wait until one of yours is completed, cancelled or failed",
         )
         self.limit = limit
+
+
+class TokenRefused(ServiceError):
+    """The token's user no longer exists, or logged out everywhere after the
+    token was issued (401): what the web layer's user lookup refuses, found by a
+    command that reads the user's row itself (``place_order``)."""
+
+    def __init__(self) -> None:
+        super().__init__("the token's user no longer exists")

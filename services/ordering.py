@@ -36,7 +36,15 @@ from models.saga_log import event_payload
 from progress import OPERATORS, Notification, order_room, user_room
 from progress.hooks import emit_after_commit
 from services.compensation import begin_compensation
-from services.errors import Conflict, Forbidden, NotFound, TooManyOpenOrders, TooManyUnitsHeld, UnknownSku
+from services.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    TokenRefused,
+    TooManyOpenOrders,
+    TooManyUnitsHeld,
+    UnknownSku,
+)
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,7 @@ def place_order(
     idempotency_key: str | None,
     correlation_id: str | None = None,
     max_open: int | None = None,
+    token_generation: int | None = None,
 ) -> Placed:
     """Store an order, its lines, its first event and its ``saga.start`` outbox row
     in one transaction.
@@ -86,7 +95,12 @@ def place_order(
 
     Two placements by one customer take turns on the customer's row (``FOR NO
     KEY UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` serializes every
-    writer), so concurrent requests cannot overshoot the limit.
+    writer), so concurrent requests cannot overshoot the limit. The statement
+    that takes the lock also reads the customer's token generation: given the
+    caller's token's ``token_generation`` (claim ``gen``), a token whose user is
+    gone or has logged out everywhere since raises TokenRefused (401) before
+    anything is read or written, a replay included. ``POST /orders`` relies on
+    this instead of a user lookup of its own (``web.apidoc.authenticate``).
 
     The hot path of ``POST /orders``: a read of the products and one ``INSERT``
     of everything (PostgreSQL; one per table on SQLite) on a Core connection, no
@@ -96,14 +110,13 @@ def place_order(
     fingerprint = request_fingerprint(body)
     try:
         with get_engine().begin() as conn:
+            _lock_customer(conn, customer_id, token_generation)
             if idempotency_key:
                 existing = conn.execute(
                     _BY_KEY, {"b_customer": customer_id, "b_key": idempotency_key}
                 ).first()
                 if existing is not None:
                     return _replayed(existing.id, existing.request_hash, fingerprint)
-            if conn.dialect.name == "postgresql":
-                conn.execute(_LOCK_CUSTOMER, {"b_customer": customer_id})
             limit = get_settings().max_open_orders if max_open is None else max_open
             order, lines = _new_order_rows(
                 conn, customer_id, body, idempotency_key, fingerprint, correlation_id, limit
@@ -162,10 +175,23 @@ _BY_KEY = select(_ORDERS.c.id, _ORDERS.c.request_hash).where(
     _ORDERS.c.customer_id == bindparam("b_customer"), _ORDERS.c.idempotency_key == bindparam("b_key")
 )
 _LOCK_CUSTOMER = (
-    select(User.__table__.c.id)
+    select(User.__table__.c.token_generation)
     .where(User.__table__.c.id == bindparam("b_customer"))
     .with_for_update(key_share=True)
-)  # FOR NO KEY UPDATE: FK checks still pass
+)  # FOR NO KEY UPDATE: FK checks still pass; SQLite renders no lock clause
+
+
+def _lock_customer(conn: Connection, customer_id: int, token_generation: int | None) -> None:
+    """Lock the customer's row for this placement; with ``token_generation`` (the
+    token's ``gen``), raise TokenRefused unless the user exists and is still in
+    that generation. The lock makes the check exact: ``/auth/logout-all`` moves
+    the generation on this row, so it waits for a placement that holds the lock,
+    and a placement after it sees the new generation."""
+    generation = conn.execute(_LOCK_CUSTOMER, {"b_customer": customer_id}).scalar()
+    if token_generation is not None and generation != token_generation:
+        raise TokenRefused()
+
+
 # The customer's open orders ride along with the products: no extra round trip.
 _OPEN_ORDERS = (
     select(func.count())

@@ -48,8 +48,9 @@ from models import User, read_only, unit_of_work
 from models.db import read_connection
 from models.user import CUSTOMER, OPERATOR
 from services.errors import Conflict
+from services.ordering import Actor
 from web.apidoc import authenticate, body, other_responses, response
-from web.extensions import blocklist, jwt, limiter, redis_client, session_key
+from web.extensions import blocklist, generation_key, jwt, limiter, redis_client, session_key
 from web.schemas import LoginSchema, LogoutSchema, RegisterSchema, TokensSchema, UserSchema
 
 bp = Blueprint("auth", __name__)
@@ -224,9 +225,14 @@ _NEXT_GENERATION = (
 @response(None, 204, "Every token of the user revoked")
 def logout_all():
     """Revoke every access and refresh token of the signed-in user, on every device."""
+    claims = get_jwt()
     with unit_of_work() as session:
         session.execute(_NEXT_GENERATION, {"b_id": current_user.id})
-    blocklist.revoke(get_jwt()["jti"], get_jwt()["exp"])
+    # The database refuses the old generation from now on; the blocklist too,
+    # until the last token issued in it (a refresh token) has expired.
+    lifetime = current_app.config["JWT_REFRESH_TOKEN_EXPIRES"].total_seconds()
+    blocklist.revoke(generation_key(claims["sub"], claims.get("gen", 0)), int(time.time() + lifetime) + 1)
+    blocklist.revoke(claims["jti"], claims["exp"])
 
 
 @bp.get("/auth/me")
@@ -241,10 +247,17 @@ _USER_BY_ID = select(User.__table__).where(User.__table__.c.id == bindparam("b_i
 
 
 @jwt.user_lookup_loader
-def _load_user(_header: dict, payload: dict) -> User | None:
+def _load_user(_header: dict, payload: dict) -> User | Actor | None:
     """The token's user, read on every authenticated request (a deleted user's
     token stops working at once): one primary-key ``SELECT`` on an autocommit
-    connection (``models.db.read_connection``), as a detached ``User``."""
+    connection (``models.db.read_connection``), as a detached ``User``.
+
+    On a route whose command reads the user's row itself
+    (``authenticate(user_read_by_command=True)``) nothing is read here: the
+    token's ``Actor`` stands in, and the command refuses the token (401) if its
+    user is gone or logged out everywhere."""
+    if g.get("orion_user_read_by_command"):
+        return Actor(int(payload["sub"]), payload.get("role", CUSTOMER))
     with read_connection() as conn:
         row = conn.execute(_USER_BY_ID, {"b_id": int(payload["sub"])}).first()
     user = None if row is None else User(**row._mapping)

@@ -20,7 +20,15 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
 from models import InvalidTransition
-from services.errors import Conflict, Forbidden, NotFound, ServiceError, TooManyOpenOrders, TooManyUnitsHeld
+from services.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    ServiceError,
+    TokenRefused,
+    TooManyOpenOrders,
+    TooManyUnitsHeld,
+)
 from web.extensions import limiter
 
 PROBLEM_JSON = "application/problem+json"
@@ -105,6 +113,8 @@ def _invalid(error: ValidationError) -> Response:
 
 
 def _service_error(error: ServiceError) -> Response:
+    if isinstance(error, TokenRefused):  # as the token checks' own 401s
+        return _unauthorized(error.detail)
     status = next((code for cls, code in SERVICE_STATUS if isinstance(error, cls)), 400)
     retry = RETRY_AFTER.get(type(error))
     return problem(status, error.detail, headers={"Retry-After": retry} if retry else None)

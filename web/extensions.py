@@ -28,8 +28,9 @@ class TokenBlocklist:
     """Revoked JWT ids and login sessions, kept until their tokens would have expired anyway.
 
     Keys are a token's ``jti``, ``sid:<session>`` for every token of one login
-    (refresh-token reuse revokes the whole session) and ``rotated:<jti>`` for a
-    refresh token already exchanged. With ``ORION_REDIS_URL`` set (services
+    (refresh-token reuse revokes the whole session), ``gen:<user>:<generation>``
+    for every token of a user issued before ``/auth/logout-all``, and
+    ``rotated:<jti>`` for a refresh token already exchanged. With ``ORION_REDIS_URL`` set (services
     mode) a key ``orion:revoked:<key>`` whose TTL ends at the token's ``exp``;
     otherwise a row in ``revoked_tokens``.
     """
@@ -91,13 +92,33 @@ def redis_client() -> redis.Redis | None:
 
 @jwt.token_in_blocklist_loader
 def _is_revoked(_header: dict, payload: dict) -> bool:
-    """The token itself, or its whole login session, was revoked."""
-    return blocklist.is_revoked(payload["jti"], session_key(payload))
+    """The token itself, its whole login session, or its user's token generation
+    (``/auth/logout-all``) was revoked."""
+    return blocklist.is_revoked(*token_keys(payload))
+
+
+def token_keys(claims: dict) -> list[str]:
+    """The blocklist keys any of which revokes a token: its ``jti``, its user's
+    token generation and, when it has one, its login session."""
+    keys = [claims["jti"], generation_key(claims["sub"], claims.get("gen", 0))]
+    session = session_key(claims)
+    return [*keys, session] if session else keys
 
 
 def session_key(claims: dict) -> str | None:
     """The blocklist key of the login session a token belongs to (claim ``sid``)."""
     return f"sid:{claims['sid']}" if claims.get("sid") else None
+
+
+def generation_key(user_id: str | int, generation: int) -> str:
+    """The blocklist key of one token generation of a user (claim ``gen``).
+
+    ``/auth/logout-all`` moves the user to the next generation in the database,
+    which every user read checks (``User.accepts``), and revokes this key, so
+    that the blocklist check refuses the old tokens too, before anything else
+    runs: a route whose user check comes later (``POST /orders``, in the
+    placement's transaction) must not let them spend the user's rate limit."""
+    return f"gen:{user_id}:{generation}"
 
 
 def init_extensions(app: Flask) -> None:

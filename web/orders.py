@@ -10,7 +10,7 @@ import uuid
 
 import structlog
 from flask import Blueprint, current_app, g, url_for
-from flask_jwt_extended import get_jwt_identity
+from flask_jwt_extended import get_jwt, get_jwt_identity
 
 from models.user import CUSTOMER
 from services.ordering import cancel_order, pay_again, place_order, retry_saga
@@ -50,7 +50,7 @@ def _per_user() -> str:
 
 
 @bp.post("/orders")
-@authenticate(role=CUSTOMER)
+@authenticate(role=CUSTOMER, user_read_by_command=True)  # place_order checks the user
 @limiter.limit(_order_rate, key_func=_per_user)
 @request_headers(IdempotencyHeaderSchema())
 @body(OrderCreateSchema())
@@ -71,7 +71,13 @@ def _per_user() -> str:
 def create_order(headers: dict, body: dict):
     """Place an order; a repeat with the same Idempotency-Key and body returns the first order."""
     actor = current_actor()
-    placed = place_order(actor.user_id, body, headers.get("idempotency_key"), g.correlation_id)
+    placed = place_order(
+        actor.user_id,
+        body,
+        headers.get("idempotency_key"),
+        g.correlation_id,
+        token_generation=get_jwt().get("gen", 0),
+    )
     log.info("order placed", order_id=str(placed.order_id), customer_id=actor.user_id)
     location = url_for(".get_order", order_id=placed.order_id)
     if placed.created:  # answered from what was just committed: no second read

@@ -9,9 +9,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
-from models import Order, SagaStep, unit_of_work, utcnow
+from models import Order, SagaStep, User, unit_of_work, utcnow
 from tests.support.api import auth, problem
 from tests.support.factories import ADDRESS, count, customer, order_body, product
 from web import create_app
@@ -264,6 +264,45 @@ def test_too_many_orders_from_one_customer_is_429(uid):
     problem(response, 429)
     assert int(response.headers["Retry-After"]) >= 1
     assert count(Order, Order.customer_id == user.id) == 2
+
+
+@pytest.mark.parametrize("redis_url", ["services", None], ids=["redis", "table"])
+def test_revoked_tokens_are_401_and_spend_nothing_of_the_order_rate_limit(uid, redis_url):
+    """A logged-out or logged-out-everywhere token is refused (401) before its
+    request counts against the order rate limit: it cannot use up its user's budget."""
+    config = {"ORDER_RATE_LIMIT": "2 per minute"} | ({} if redis_url else {"ORION_REDIS_URL": None})
+    client = create_app(config).test_client()
+    user, sku = customer(uid), product(uid, on_hand=10)
+    logged_out, everywhere = auth(client, user), auth(client, user)
+    assert client.post(f"{API}/auth/logout", headers=logged_out).status_code == 204
+    for _ in range(3):
+        assert "revoked" in problem(place(client, logged_out, order_body([(sku, 1)])), 401)["detail"]
+    assert client.post(f"{API}/auth/logout-all", headers=everywhere).status_code == 204
+    for _ in range(3):
+        problem(place(client, everywhere, order_body([(sku, 1)])), 401)
+    fresh = auth(client, user)
+    assert [place(client, fresh, order_body([(sku, 1)])).status_code for _ in range(2)] == [202, 202]
+    refused = place(client, fresh, order_body([(sku, 1)]))
+    assert "2 per 1 minute" in problem(refused, 429)["detail"]
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert count(Order, Order.customer_id == user.id) == 2
+
+
+def test_the_placement_itself_refuses_a_token_of_a_gone_or_logged_out_user(client, uid):
+    """The user check of POST /orders is the placement's own lock on the user's
+    row: it holds without the blocklist (a lost Redis) and for a deleted user."""
+    user, sku = customer(uid), product(uid, on_hand=10)
+    headers = auth(client, user)
+    with unit_of_work() as session:  # logged out everywhere, as the blocklist never heard
+        session.execute(update(User).where(User.id == user.id).values(token_generation=1))
+    refused = problem(place(client, headers, order_body([(sku, 1)]), key=f"k-{uid}"), 401)
+    assert refused["detail"] == "the token's user no longer exists"
+    gone = customer(uid + "g")
+    gone_headers = auth(client, gone)
+    with unit_of_work() as session:
+        session.execute(delete(User).where(User.id == gone.id))
+    problem(place(client, gone_headers, order_body([(sku, 1)])), 401)
+    assert count(Order, Order.customer_id.in_([user.id, gone.id])) == 0
 
 
 def test_an_open_order_past_the_limit_is_429_naming_it(client, shopper):
