@@ -7,7 +7,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -62,11 +62,15 @@ class Actor:
 @dataclass(frozen=True)
 class Placed:
     """The outcome of ``place_order``: the order's id, whether this call created it,
-    and, when it did, the order as committed (lines loaded, no step run yet)."""
+    and, when it did, the order as committed: its ``orders`` row and its
+    ``order_lines`` rows as inserted (column: value; no step run yet). Plain
+    rows, not ORM objects: building those cost more than the API's answer made
+    from the rows (``web.order_schemas.accepted_order``)."""
 
     order_id: uuid.UUID
     created: bool
-    order: Order | None = None
+    row: dict[str, Any] | None = None
+    lines: list[dict[str, Any]] = field(default_factory=list)
 
 
 def request_fingerprint(body: Mapping[str, Any]) -> str:
@@ -165,9 +169,7 @@ def place_order(
             )
         ]
     )
-    placed = Order(**order)
-    placed.lines = [OrderLine(**line) for line in lines]
-    return Placed(order["id"], True, placed)
+    return Placed(order["id"], True, order, lines)
 
 
 _ORDERS, _LINES = Order.__table__, OrderLine.__table__

@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from marshmallow import Schema, fields, validate
 
 from models.order import STATUSES
 from web.pagination import Cursor, limit_field
-from web.schemas import Money, StrictSchema, UTCDateTime
+from web.schemas import Money, StrictSchema, UTCDateTime, money_text, utc_text
 
 MAX_LINES, MAX_QUANTITY = 100, 1000
 
@@ -129,3 +131,44 @@ class OrderSchema(Schema):
 class OrderPageSchema(Schema):
     items = fields.List(fields.Nested(OrderSchema))
     next_cursor = fields.String(allow_none=True)
+
+
+_ADDRESS_FIELDS = tuple(AddressSchema().fields)
+
+
+def accepted_order(order: Mapping[str, Any], lines: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``OrderSchema().dump`` of an order just placed, written out from the rows
+    ``place_order`` inserted (its ``orders`` row and ``order_lines`` rows): the
+    body of ``POST /orders``' 202, on the API's hottest path. The schema would
+    need the rows as ORM objects and walks its fields one by one, about 0.2 ms
+    of CPU per request together; this is a few dictionaries. Same keys in the
+    same order, same formats, no steps yet; ``tests/unit/test_web_schemas.py``
+    holds it to the schema's own dump."""
+    address = order["shipping_address"]
+    return {
+        "id": str(order["id"]),
+        "status": order["status"],
+        "cancel_reason": order["cancel_reason"],
+        "currency": order["currency"],
+        "lines": [
+            {
+                "sku": line["sku"],
+                "name": line["name"],
+                "unit_price": money_text(line["unit_price"]),
+                "quantity": line["quantity"],
+                "line_total": money_text(line["line_total"]),
+            }
+            for line in lines
+        ],
+        "totals": {
+            "subtotal": money_text(order["subtotal"]),
+            "total": money_text(order["total"]),
+            "currency": order["currency"],
+        },
+        "shipping_address": {name: address[name] for name in _ADDRESS_FIELDS if name in address},
+        "created_at": utc_text(order["created_at"]),
+        "updated_at": utc_text(order["updated_at"]),
+        "finished_at": utc_text(order["finished_at"]),
+        "steps": [],
+        "last_event_seq": order["last_event_seq"],
+    }

@@ -15,6 +15,7 @@ from flask_jwt_extended import get_jwt, get_jwt_identity
 from models.user import CUSTOMER
 from services.ordering import cancel_order, pay_again, place_order, retry_saga
 from web.apidoc import (
+    Serialized,
     arguments,
     authenticate,
     body,
@@ -25,7 +26,7 @@ from web.apidoc import (
     response,
 )
 from web.extensions import limiter
-from web.order_reads import OrderView, list_orders, show_order
+from web.order_reads import list_orders, show_order
 from web.order_schemas import (
     IdempotencyHeaderSchema,
     OrderCreateSchema,
@@ -33,6 +34,7 @@ from web.order_schemas import (
     OrderQuerySchema,
     OrderSchema,
     PaymentSchema,
+    accepted_order,
 )
 
 bp = Blueprint("orders", __name__)
@@ -80,8 +82,8 @@ def create_order(headers: dict, body: dict):
     )
     log.info("order placed", order_id=str(placed.order_id), customer_id=actor.user_id)
     location = url_for(".get_order", order_id=placed.order_id)
-    if placed.created:  # answered from what was just committed: no second read
-        return OrderView(placed.order, list(placed.order.lines), []), {"Location": location}
+    if placed.row is not None:  # answered from what was just committed: no second read
+        return Serialized(accepted_order(placed.row, placed.lines)), {"Location": location}
     return show_order(placed.order_id, actor), {"Location": location}
 
 

@@ -8,7 +8,8 @@ so a misspelt field at any depth is a 422 rather than silently dropped.
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
+from decimal import Decimal
 
 from marshmallow import RAISE, Schema, fields, validate
 
@@ -31,9 +32,20 @@ class UTCDateTime(fields.DateTime):
     """ISO-8601 in UTC with a ``Z`` suffix: ``2025-01-31T09:30:00.123456Z``."""
 
     def _serialize(self, value, attr, obj, **kwargs):
-        if value is None:
-            return None
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        return utc_text(value)
+
+
+CENTS = Decimal("0.01")
+
+
+def money_text(value: Decimal) -> str:
+    """``Money``'s output: two places, as text (``Decimal("5.1")`` → ``"5.10"``)."""
+    return format(value.quantize(CENTS), "f")
+
+
+def utc_text(value: datetime | None) -> str | None:
+    """``UTCDateTime``'s output (None stays None)."""
+    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class ProblemSchema(Schema):

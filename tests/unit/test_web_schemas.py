@@ -85,3 +85,40 @@ def test_passwords_hash_with_owasp_argon2id_parameters_and_old_hashes_still_veri
     assert user.check_password("correct horse battery") and not user.check_password("wrong")
     user.password_hash = PasswordHasher().hash("made with the library defaults")
     assert user.check_password("made with the library defaults")
+
+
+@pytest.mark.parametrize(
+    "address",
+    [dict(ADDRESS), {**ADDRESS, "line2": "Flat 2"}, {**ADDRESS, "line2": None}],
+    ids=["no-line2", "line2", "line2-null"],
+)
+def test_the_202_body_written_by_hand_is_the_order_schemas_dump(address):
+    """``accepted_order`` (POST /orders' answer) stays what ``OrderSchema`` would write."""
+    import json
+    from decimal import Decimal
+
+    from models import Order, OrderLine
+    from web.order_reads import OrderView
+    from web.order_schemas import OrderSchema, accepted_order
+
+    at = datetime(2025, 1, 31, 9, 30, 0, 123456, tzinfo=UTC)
+    order_id = uuid.uuid4()
+    lines = [
+        {"order_id": order_id, "line_no": n, "sku": sku, "name": f"Product {sku}", "unit_price": price,
+         "quantity": qty, "warehouse": "north", "line_total": price * qty}
+        for n, (sku, price, qty) in enumerate(
+            [("S1", Decimal("2.55"), 2), ("S2", Decimal("10.00"), 1), ("S3", Decimal("0.5"), 3)], start=1
+        )
+    ]  # fmt: skip
+    subtotal = sum((line["line_total"] for line in lines), Decimal("0.00"))
+    row = {
+        "id": order_id, "customer_id": 7, "status": "pending", "cancel_reason": None, "failure": None,
+        "currency": "GBP", "subtotal": subtotal, "total": subtotal, "shipping_address": address,
+        "payment_token": "tok_visa", "idempotency_key": None, "request_hash": "x", "saga_run": 1,
+        "last_event_seq": 1, "correlation_id": "c", "created_at": at, "updated_at": at,
+        "awaiting_payment_since": None, "finished_at": None,
+    }  # fmt: skip
+    orm = Order(**row)
+    dumped = OrderSchema().dump(OrderView(orm, [OrderLine(**line) for line in lines], []))
+    written = accepted_order(row, lines)
+    assert json.dumps(written) == json.dumps(dumped)  # same keys, same order, same text
