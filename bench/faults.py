@@ -452,6 +452,58 @@ FAULTS: dict[str, tuple[Callable[[Platform], None], Callable[[Platform], None], 
         "seconds: their emails are refused for good, their orders must complete",
     ),
 }
+# Messages no worker can ever run, published straight onto the saga queue (as a
+# buggy or hostile publisher would): a body that is not JSON, a pickle (not an
+# accepted content type), a task this worker does not have, arguments that do not
+# fit the task. (A message that kills its worker on every delivery is
+# tests/integration/test_poison_message.py, which needs one worker to itself.)
+POISON: tuple[tuple[bytes, str, str], ...] = (
+    (b"{not json", "saga.validate_order", "application/json"),
+    (b"\x80\x04K\x01.", "saga.validate_order", "application/x-python-serialize"),
+    (b'[["00000000-0000-0000-0000-000000000000", 1], {}, {}]', "saga.no_such_step", "application/json"),
+    (b'[["DROP TABLE orders", 1, 2, 3], {}, {}]', "saga.validate_order", "application/json"),
+)
+
+
+def _poison_messages(p: Platform) -> None:
+    """Every 2 s for --duration seconds, one of each ``POISON`` message on ``orion.saga``."""
+    from kombu import Connection, Exchange
+
+    exchange, sent = Exchange("orion", type="direct", durable=True), p.saved.setdefault("poison", [])
+    deadline = time.monotonic() + max(p.duration, 1.0)
+    with Connection(p.env["BROKER_URL"]) as conn:
+        producer = conn.Producer()
+        while time.monotonic() < deadline:
+            for body, task, content_type in POISON:
+                task_id = str(uuid.uuid4())
+                headers = {"lang": "py", "task": task, "id": task_id, "root_id": task_id, "retries": 0}
+                producer.publish(
+                    body,
+                    exchange=exchange,
+                    routing_key="orion.saga",
+                    headers=headers,
+                    content_type=content_type,
+                    content_encoding="utf-8",
+                    serializer=None,
+                    delivery_mode=2,
+                )
+                sent.append(task_id)
+            time.sleep(2)
+
+
+def _dead_lettered(ids: list[str]) -> list[str]:
+    """Those of ``ids`` (task ids) in the run's dead-letter queue (``orion dlq list``)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tools", "dlq", "list", "--limit", "100000", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    found = {row["id"] for row in json.loads(done.stdout)}
+    return [task_id for task_id in ids if task_id in found]
+
+
 NETWORK_DELAY_S = 0.05  # each way: 100 ms more per round trip, a long-distance link
 
 
@@ -475,7 +527,15 @@ NETWORK_FAULTS = {
     ),
 }
 FAULTS.update(NETWORK_FAULTS)
+FAULTS["poison-messages"] = (
+    _poison_messages,
+    lambda p: None,
+    "messages no worker can run (not JSON, a pickle, an unknown task, arguments that do not "
+    "fit) published on the saga queue every 2 s for --duration seconds: each must reach the "
+    "dead-letter queue, and the worker must go on",
+)
 SELF_TIMED = (
+    "poison-messages",
     "restart-storm",
     "smtp-down",
     "kill-relay",
@@ -787,6 +847,11 @@ def run_fault(name: str, args: argparse.Namespace) -> dict:
         ids = [order_id for order_id, _ in load.accepted]
         _wait_final(env, ids, args.quiet_timeout)
         result = check(env, data_dir / "mail", load.accepted, heal_at)
+        if "poison" in platform.saved:
+            sent = platform.saved["poison"]
+            found = _dead_lettered(sent)
+            result["poison"] = f"{len(found)}/{len(sent)} dead-lettered"
+            result["poison_missing"] = sorted(set(sent) - set(found))
     result.update(
         fault=name, refused=dict(load.refused), log_dir=str(data_dir), worker_restarts=platform.supervised
     )
@@ -869,16 +934,14 @@ def main(argv: list[str] | None = None) -> int:
                 ("wrong", "wrong"),
                 ("audit", "audit violations"),
                 ("resent", "emails resent"),
+                ("poison", "poison messages"),
                 ("recovery_s", "recovery s"),
                 ("error", "error"),
             ],
         )
     )
-    bad = [
-        r["fault"]
-        for r in results
-        if r.get("error") or r["lost"] or r["duplicated"] or r["wrong"] or r["audit"]
-    ]
+    broken = ("error", "lost", "duplicated", "wrong", "audit", "poison_missing")
+    bad = [r["fault"] for r in results if any(r.get(key) for key in broken)]
     if bad:
         print(
             f"faults: guarantees broken under {', '.join(bad)} (details in bench/results/{args.out}.json)",

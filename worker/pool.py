@@ -30,7 +30,7 @@ import time
 from typing import Any
 
 from billiard.pool import RUN
-from billiard.pool import Pool as _BillardPool
+from billiard.pool import Pool as _BilliardPool
 from celery.concurrency import prefork
 from celery.worker import state as worker_state
 
@@ -40,7 +40,7 @@ SHUTDOWN_GRACE_S = 1.0
 EX_SOFTWARE = 70  # sysexits.h: internal software error; the supervisor restarts the worker
 
 
-class BlockingPool(_BillardPool):  # type: ignore[misc]  # billiard has no type hints
+class BlockingPool(_BilliardPool):  # type: ignore[misc]  # billiard has no type hints
     """billiard's ``Pool`` that stops the worker when a pool process is killed
     by a signal while it held no job (so it may have held the shared queue's
     read lock). ``stop`` is what it calls then (default: :func:`stop_worker`)."""
