@@ -494,7 +494,7 @@ def _poison_messages(p: Platform) -> None:
 def _dead_lettered(ids: list[str]) -> list[str]:
     """Those of ``ids`` (task ids) in the run's dead-letter queue (``orion dlq list``)."""
     done = subprocess.run(
-        [sys.executable, "-m", "tools", "dlq", "list", "--limit", "100000", "--json"],
+        [sys.executable, "-m", "tools", "dlq", "list", "--limit", "10000", "--json"],
         capture_output=True,
         text=True,
         timeout=120,
