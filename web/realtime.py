@@ -57,7 +57,7 @@ from progress import OPERATORS, order_room, user_room
 from progress.emitter import build_manager
 from services.errors import NotFound
 from services.ordering import Actor, load_visible_order
-from web.extensions import blocklist, session_key
+from web.extensions import blocklist, generation_key, session_key
 
 socketio = SocketIO()
 UNAUTHORIZED, TOO_MANY = "unauthorized", "too_many_connections"
@@ -151,7 +151,8 @@ class ConnectionGuard:
         that refuses it: ``rate_limited`` (with ``retry_after``, seconds) over
         ``SOCKETIO_SUBSCRIBE_PER_SECOND``, ``too_many_subscriptions`` over
         ``SOCKETIO_MAX_SUBSCRIPTIONS`` rooms, or ``unauthorized`` when its token
-        expired or was revoked (the caller closes it). Raises RedisError when
+        expired or was revoked, itself, its session or by ``/auth/logout-all``
+        (the caller closes it). Raises RedisError when
         the revocation list cannot be read."""
         rate, most = self.settings.socket_subscribe_per_second, self.settings.socket_max_subscriptions
         now = time.monotonic()
@@ -167,7 +168,9 @@ class ConnectionGuard:
             state.tokens -= 1
             if room not in state.rooms and len(state.rooms) >= most:
                 return {"ok": False, "error": "too_many_subscriptions"}
-        if connection.expires_at <= time.time() or blocklist.is_revoked(connection.jti, connection.session):
+        generation = generation_key(connection.actor.user_id, connection.generation)
+        revoked = blocklist.is_revoked(connection.jti, connection.session, generation)
+        if connection.expires_at <= time.time() or revoked:
             return {"ok": False, "error": UNAUTHORIZED}
         return None
 

@@ -459,6 +459,12 @@ def test_subscriptions_are_limited_per_connection_and_each_rechecks_the_token(ui
             assert _post(base, "/auth/logout", tokens["access_token"]).status_code == 204
             assert listener.subscribe(orders[0]) == {"ok": False, "error": "unauthorized"}
             _closed_within(listener, 5)
+            # Logged out everywhere from another device: refused at its next subscribe too.
+            other, elsewhere = Listener(base, login(base, user)["access_token"]), login(base, user)
+            assert other.subscribe(orders[0]) == {"ok": True}
+            assert _post(base, "/auth/logout-all", elsewhere["access_token"]).status_code == 204
+            assert other.subscribe(orders[1]) == {"ok": False, "error": "unauthorized"}
+            _closed_within(other, 5)
         finally:
             if listener.client.connected:
                 listener.close()
