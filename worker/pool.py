@@ -43,12 +43,11 @@ EX_SOFTWARE = 70  # sysexits.h: internal software error; the supervisor restarts
 class BlockingPool(_BilliardPool):  # type: ignore[misc]  # billiard has no type hints
     """billiard's ``Pool`` that stops the worker when a pool process is killed
     by a signal while it held no job (so it may have held the shared queue's
-    read lock). ``stop`` is what it calls then (default: :func:`stop_worker`)."""
+    read lock), with :func:`stop_worker`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._celery_on_process_down = kwargs.pop("on_process_down", None)
         super().__init__(*args, on_process_down=self._on_process_down, **kwargs)
-        self.stop = stop_worker
 
     def _on_process_down(self, process: Any) -> None:
         if self._celery_on_process_down is not None:
@@ -61,9 +60,8 @@ class BlockingPool(_BilliardPool):  # type: ignore[misc]  # billiard has no type
         if self._worker_active(process):
             return  # it was running a job: it had left the queue's lock
         time.sleep(SHUTDOWN_GRACE_S)  # a stop signal to the whole group reaches the main process too
-        if self._state != RUN or worker_state.should_stop is not None:
-            return
-        if worker_state.should_terminate is not None:
+        stopping = (worker_state.should_stop, worker_state.should_terminate)
+        if self._state != RUN or stopping != (None, None):
             return
         log.critical(
             "pool process %s was killed by signal %d while waiting for work; it may have held "
@@ -71,7 +69,7 @@ class BlockingPool(_BilliardPool):  # type: ignore[misc]  # billiard has no type
             process.pid,
             -exitcode,
         )
-        self.stop([p.pid for p in self._pool if p.pid and p.pid != process.pid])
+        stop_worker([p.pid for p in self._pool if p.pid and p.pid != process.pid])
 
 
 def stop_worker(pids: list[int]) -> None:
