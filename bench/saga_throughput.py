@@ -118,7 +118,12 @@ def drain(
     finally:
         harness.stop(proc)
     text = log.read_text(errors="replace")
-    tasks = len(re.findall(r"succeeded in|ignored", text)) if harness.LOGLEVEL["level"] == "info" else 0
+    # Every task run logs one line: "succeeded in", "succeeded inline in" (a step
+    # run in the process of the one before it, no message: tasks.saga.Stage.inline)
+    # or "ignored".
+    info = harness.LOGLEVEL["level"] == "info"
+    tasks = len(re.findall(r"succeeded in|ignored", text)) if info else 0
+    inline = len(re.findall(r"succeeded inline in", text)) if info else 0
     return {
         "label": label,
         "orders": finished,
@@ -126,6 +131,7 @@ def drain(
         "orders_per_s": finished / elapsed,
         "tasks": tasks,
         "tasks_per_s": tasks / elapsed,
+        "messages": tasks - inline,
         "timed_out": finished < total,
         "cpu_s": cpu,
         "cpu_ms_per_order": {g: 1000 * s / max(finished, 1) for g, s in cpu.items()},
@@ -296,6 +302,7 @@ def run_orion(
         finish_by_arrival_decile_s=deciles,
         step_rows=steps,
         tasks_per_order=result["tasks"] / max(result["orders"], 1),
+        messages_per_order=result["messages"] / max(result["orders"], 1),
     )
     return result
 
@@ -470,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
             "orders/s": r["orders_per_s"],
             "tasks/s": r["tasks_per_s"],
             "tasks/order": r["tasks_per_order"],
+            "messages/order": r.get("messages_per_order", r["tasks_per_order"]),
             **{f"{g} ms/order": r["cpu_ms_per_order"].get(g) for g in groups},
         }
         for r in runs

@@ -47,6 +47,18 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
 def _floats(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
     raw = env.get(name)
     if raw in (None, ""):
@@ -75,6 +87,7 @@ class Settings:
     sandbox_database_url: str
     step_max_retries: int
     max_deliveries: int
+    inline_steps: bool
     task_time_limit_s: int
     task_soft_time_limit_s: int
     retry_backoff_max_s: int
@@ -212,6 +225,7 @@ class Settings:
             sandbox_database_url=sandbox_url,
             step_max_retries=_int(env, "SAGA_STEP_MAX_RETRIES", 10),
             max_deliveries=_int(env, "SAGA_MAX_DELIVERIES", 5),
+            inline_steps=_bool(env, "SAGA_INLINE_STEPS", True),
             task_time_limit_s=time_limit_s,
             task_soft_time_limit_s=soft_time_limit_s,
             retry_backoff_max_s=_int(env, "SAGA_RETRY_BACKOFF_MAX", 30),

@@ -4,18 +4,23 @@ happens when a step fails for good (compensation) or a compensation does
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import random
+import time
+import uuid
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import redis
+import structlog
 from billiard.einfo import ExceptionInfo
 from celery import Task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.signals import task_retry
 from kombu.exceptions import OperationalError as BrokerUnavailable
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -29,7 +34,7 @@ from models.saga_log import COMPENSATION, FAILED, FORWARD, RETRYING, SUCCEEDED
 from payments import TransientProviderError
 from progress.hooks import emit_after_commit
 from tasks.journal import OrderMoved, SagaTx, describe, public_error, should_run
-from tasks.saga import RUNS_IN
+from tasks.saga import INLINE, RUNS_IN
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,15 @@ _COMMITTED: deque[str] = deque(maxlen=64)
 class PoisonMessage(Exception):
     """A message delivered ``SAGA_MAX_DELIVERIES`` times without its task finishing:
     each delivery killed its worker process (or the worker). Not transient."""
+
+
+class _Inline(enum.Enum):
+    """What became of a link run inline (``SagaTask.run_inline_successors``)."""
+
+    RAN = "ran"
+    HALTED = "halted"
+    RETRYING = "retrying"
+    SEND = "send"
 
 
 class StepNotReady(Exception):
@@ -109,7 +123,97 @@ class SagaTask(Task[..., Any]):
         # must not be taken for the step's.
         _COMMITTED.append(task_id)
         failpoint(f"{self.name}:after_commit", task_id)
+        if _settings.inline_steps:
+            self.run_inline_successors()
         return result
+
+    def run_inline_successors(self) -> None:
+        """Run the chain's next links here, one after another, while they are
+        steps declared ``inline`` (``tasks.saga.Stage.inline``); Celery then
+        sends what remains of the chain, as it would have after this task.
+
+        A link runs as a message of its own instead, as if nothing had been
+        tried here, when this delivery is a redelivery (a step that crashes
+        its process must have a message, a delivery count and a dead letter of
+        its own, ``SAGA_MAX_DELIVERIES``) or when it raises anything but a
+        transient fault or ``Halt`` (it fails again where it runs, through its
+        own ``on_failure``). A transient fault is retried as the step's own
+        message, attempt 2 after the first backoff, exactly as if attempt 1 had
+        come from the queue. ``Halt`` ends the chain here. Only a failure to
+        publish such a retry leaves this method (``on_failure`` then sees this
+        task as committed and resumes the saga through the outbox).
+        """
+        request = self.request
+        # The links still to run, next one last: signature dicts (Celery's stubs say str).
+        chain: list[dict[str, Any]] | None = request.chain  # type: ignore[assignment]
+        if not chain or (request.delivery_info or {}).get("redelivered"):
+            return
+        while chain and chain[-1].get("task") in INLINE and chain[-1].get("immutable"):
+            link = chain[-1]
+            task = self.app.tasks[link["task"]]
+            if not isinstance(task, SagaTask):
+                return
+            outcome = task._run_inline(link, request, chain[:-1])
+            if outcome is _Inline.SEND:
+                return
+            if outcome is _Inline.RAN:
+                chain.pop()
+                continue
+            chain.clear()  # halted, or its retry message carries the rest of the chain
+            return
+
+    def _run_inline(self, link: dict[str, Any], parent: Any, rest: list[Any]) -> _Inline:
+        args = tuple(link.get("args") or ())
+        kwargs = dict(link.get("kwargs") or {})
+        options = link.get("options") or {}
+        task_id = options.get("task_id") or str(uuid.uuid4())
+        self.push_request(
+            id=task_id,
+            args=args,
+            kwargs=kwargs,
+            retries=0,
+            called_directly=False,
+            is_eager=False,
+            delivery_info=parent.delivery_info,
+            root_id=parent.root_id,
+            parent_id=parent.id,
+            hostname=parent.hostname,
+        )
+        started = time.perf_counter()
+        state: str | None = "success"
+        try:
+            with structlog.contextvars.bound_contextvars(task=self.name, task_id=task_id):
+                try:
+                    self.run(*args, **kwargs)
+                except Halt:
+                    state = "ignored"
+                    return _Inline.HALTED
+                except TRANSIENT_ERRORS as exc:
+                    state = "retry"
+                    self._note_retry(args, exc)
+                    task_retry.send(sender=self, request=self.request, reason=exc, einfo=None)
+                    self.app.signature(link).apply_async(
+                        countdown=self.backoff(0), retries=1, chain=rest, parent_id=parent.id
+                    )
+                    return _Inline.RETRYING
+                except Exception as exc:  # noqa: BLE001 - it fails where it runs next, as a message
+                    state = None  # not an outcome: the step runs again from its message
+                    log.warning(
+                        "saga step %s of order %s did not run inline (%s); it is sent as a message",
+                        self.name,
+                        _order_arg(args),
+                        describe(exc),
+                    )
+                    return _Inline.SEND
+                log.info(
+                    "Task %s[%s] succeeded inline in %.3fs", self.name, task_id, time.perf_counter() - started
+                )
+                failpoint(f"{self.name}:after_commit", task_id)
+                return _Inline.RAN
+        finally:
+            self.pop_request()
+            if state is not None:
+                _observe_step(self.name, state, time.perf_counter() - started)
 
     @property
     def runs_in(self) -> str:
@@ -354,6 +458,12 @@ def _redis_client() -> redis.Redis | None:
             _settings.redis_url, socket_timeout=2, socket_connect_timeout=2
         )
     return client
+
+
+def _observe_step(name: str, state: str, seconds: float) -> None:
+    from observability.metrics import STEP_DURATION
+
+    STEP_DURATION.labels(name, state).observe(seconds)
 
 
 def _emit(tx: SagaTx) -> None:

@@ -7,6 +7,11 @@
     send_confirmation_email | create_shipment (one per warehouse)
                                                    -> complete_order        undo: cancel_shipment
 
+The payment steps are declared ``inline``: each runs in the worker process of
+the step before it, right after that step commits, instead of as a message
+of its own (``SagaTask`` falls back to a message wherever that would change
+an outcome). An order is then 2 x warehouses + 4 messages.
+
 Compensation runs the undos of every step that ran, in reverse, then
 ``finish_compensation`` (the order ends ``cancelled`` or ``failed``) and the
 cancellation email.
@@ -47,12 +52,25 @@ class Stage:
 
     Several steps, or a ``per_warehouse`` step, make a chord whose ``join``
     task receives the header results and runs in ``join_runs_in``.
+
+    ``inline``: the stage's one step runs in the worker process of the task
+    before it (the previous stage's step or join) as soon as that one commits,
+    with a transaction, a step-log row and a retry budget of its own, but no
+    message: a message, its delivery, acknowledgement and task events cost
+    more CPU than a payment step's own work (docs/performance.md). It is
+    still a task of its own name in the canvas, sent as a message whenever
+    it cannot run inline (``SagaTask.run_inline_successors``).
     """
 
     steps: tuple[Step, ...]
     runs_in: str
     join: str | None = None
     join_runs_in: str | None = None
+    inline: bool = False
+
+    def __post_init__(self) -> None:
+        if self.inline and (self.join or len(self.steps) != 1 or self.steps[0].per_warehouse):
+            raise ValueError("only a stage of one step, not a chord, can run inline")
 
 
 ORDER_SAGA: tuple[Stage, ...] = (
@@ -66,10 +84,12 @@ ORDER_SAGA: tuple[Stage, ...] = (
     Stage(
         (Step("saga.authorize_payment", undo="saga.void_authorization", external=True),),
         runs_in="stock_reserved",
+        inline=True,
     ),
     Stage(
         (Step("saga.capture_payment", undo="saga.refund_payment", external=True),),  # the pivot
         runs_in="payment_authorized",
+        inline=True,
     ),
     Stage(
         (
@@ -121,6 +141,9 @@ RUNS_IN: dict[str, str] = {
     },
 }
 
+# The forward tasks that run in the process of the task before them (Stage.inline).
+INLINE: frozenset[str] = frozenset(step.task for stage in ORDER_SAGA if stage.inline for step in stage.steps)
+
 
 def forward_canvas(
     app: Celery, order_id: str, run: int, warehouses: Sequence[str], from_task: str | None = None
@@ -129,7 +152,8 @@ def forward_canvas(
 
     ``warehouses``: the distinct warehouses of the order's lines; a
     ``per_warehouse`` step becomes one chord header task per warehouse, so an
-    order is at most 2 x len(WAREHOUSES) + 6 tasks, whatever its line count.
+    order is at most 2 x len(WAREHOUSES) + 6 tasks, whatever its line count
+    (of which the ``inline`` ones are usually not messages).
     """
     start = 0
     if from_task is not None:

@@ -12,7 +12,7 @@ from models import order as lifecycle
 from models.catalog import WAREHOUSES, warehouse_for
 from models.order import InvalidTransition, Order
 from tasks.journal import should_run
-from tasks.saga import ORDER_SAGA, RUNS_IN, compensation_canvas, forward_canvas
+from tasks.saga import INLINE, ORDER_SAGA, RUNS_IN, Stage, Step, compensation_canvas, forward_canvas
 
 
 class Halted(Exception):
@@ -58,6 +58,14 @@ def test_every_forward_task_and_join_declares_the_status_it_runs_in():
     joins = {stage.join for stage in ORDER_SAGA if stage.join}
     assert set(RUNS_IN) == tasks | joins
     assert set(RUNS_IN.values()) <= set(lifecycle.STATUSES)
+
+
+def test_only_the_payment_steps_run_inline_and_a_chord_cannot():
+    assert INLINE == {"saga.authorize_payment", "saga.capture_payment"}
+    with pytest.raises(ValueError, match="not a chord"):
+        Stage((Step("saga.x", per_warehouse=True),), runs_in="pending", inline=True)
+    with pytest.raises(ValueError, match="not a chord"):
+        Stage((Step("saga.x"), Step("saga.y")), runs_in="pending", inline=True)
 
 
 def test_the_state_machine_refuses_moves_the_lifecycle_does_not_allow():

@@ -65,3 +65,11 @@ def test_socket_subscription_limits_must_allow_a_subscription(env):
     assert (defaults.socket_max_subscriptions, defaults.socket_subscribe_per_second) == (100, 10.0)
     with pytest.raises(ConfigError, match="SOCKETIO_"):
         Settings.from_env(env)
+
+
+def test_inline_steps_are_a_yes_or_no_and_a_bad_value_is_named():
+    assert Settings.from_env({}).inline_steps is True
+    assert Settings.from_env({"SAGA_INLINE_STEPS": "false"}).inline_steps is False
+    assert Settings.from_env({"SAGA_INLINE_STEPS": " On "}).inline_steps is True
+    with pytest.raises(ConfigError, match="SAGA_INLINE_STEPS must be true or false, got 'sometimes'"):
+        Settings.from_env({"SAGA_INLINE_STEPS": "sometimes"})
