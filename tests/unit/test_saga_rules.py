@@ -61,7 +61,7 @@ def test_every_forward_task_and_join_declares_the_status_it_runs_in():
 
 
 def test_only_the_payment_steps_run_inline_and_a_chord_cannot():
-    assert INLINE == {"saga.authorize_payment", "saga.capture_payment"}
+    assert {"saga.authorize_payment", "saga.capture_payment"} == INLINE
     with pytest.raises(ValueError, match="not a chord"):
         Stage((Step("saga.x", per_warehouse=True),), runs_in="pending", inline=True)
     with pytest.raises(ValueError, match="not a chord"):
