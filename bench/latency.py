@@ -85,6 +85,36 @@ def _wait_final(db, ids: list[str], timeout: float) -> list[tuple[datetime, date
         time.sleep(0.2)
 
 
+# An order's way to its final state in four legs, each ending at the commit
+# of a step (its event's ``at``): where a slow order lost its time.
+LEGS = (
+    ("202 -> validated", "validate_order"),
+    ("-> stock reserved", "collect_reservations"),
+    ("-> confirmed (payment)", "capture_payment"),
+    ("-> final", None),
+)
+
+
+def _legs(db, ids: list[str]) -> dict:
+    """p50/p95/p99 ms of each leg of ``LEGS`` over the orders ``ids`` that completed."""
+    rows = db.execute(
+        "SELECT o.created_at, "
+        + ", ".join(
+            f"min(e.at) FILTER (WHERE e.step = '{step}' AND e.step_status = 'succeeded')"
+            for _, step in LEGS
+            if step
+        )
+        + ", o.finished_at FROM orders o JOIN order_events e ON e.order_id = o.id "
+        "WHERE o.id::text = ANY(%s) AND o.status = 'completed' GROUP BY o.id",
+        (ids,),
+    ).fetchall()
+    legs: dict = {}
+    for i, (name, _) in enumerate(LEGS):
+        gaps = [(r[i + 1] - r[i]).total_seconds() * 1000 for r in rows if r[i] and r[i + 1]]
+        legs[name] = _percentiles(gaps) if gaps else {}
+    return legs
+
+
 def _percentiles(values: list[float]) -> dict:
     return {f"p{q}": harness.percentile(values, q) for q in (50, 95, 99)}
 
@@ -191,12 +221,22 @@ def main(argv: list[str] | None = None) -> int:
                     "placed_to_final_ms": _percentiles(final),
                     "commit_to_event_ms": _percentiles(events),
                     "events": len(events),
+                    "legs_ms": _legs(db, ids),
                 }
                 result["levels"].append(entry)
                 print(
                     f"  202 -> final p50/p95/p99 {entry['placed_to_final_ms']['p50']:.0f} / "
                     f"{entry['placed_to_final_ms']['p95']:.0f} / {entry['placed_to_final_ms']['p99']:.0f} ms;"
                     f" commit -> event p99 {entry['commit_to_event_ms']['p99']:.1f} ms",
+                    flush=True,
+                )
+                print(
+                    "    legs p50/p99 ms: "
+                    + "; ".join(
+                        f"{name} {leg['p50']:.0f} / {leg['p99']:.0f}"
+                        for name, leg in entry["legs_ms"].items()
+                        if leg
+                    ),
                     flush=True,
                 )
             clock.client.disconnect()
