@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    Row,
     String,
     UniqueConstraint,
     Update,
@@ -161,7 +162,7 @@ def ship_all(session: Transaction, units: Mapping[str, int], reference: str) -> 
         return
     conn = session.connection()
     skus = sorted(units)
-    rows = {row.sku: row for row in conn.execute(_LOCK_STOCK, {"b_skus": skus})}
+    rows = {row.sku: row for row in lock_stock(session, skus)}
     conn.execute(*_change_per_sku({sku: -units[sku] for sku in skus}, on_hand=True, reserved=True))
     now = utcnow()
     conn.execute(
@@ -178,6 +179,14 @@ def ship_all(session: Transaction, units: Mapping[str, int], reference: str) -> 
             for sku in skus
         ],
     )
+
+
+def lock_stock(session: Transaction, skus: list[str]) -> Sequence[Row[Any, Any, Any, Any]]:
+    """Lock the inventory rows of ``skus`` (sorted) ``FOR UPDATE``, in SKU order, as
+    every statement that changes several SKUs' stock must first (so no two
+    transactions wait for each other's rows); returns them (sku, on_hand,
+    reserved, reorder_point)."""
+    return session.connection().execute(_LOCK_STOCK, {"b_skus": skus}).all()
 
 
 def change_on_hand(

@@ -20,7 +20,7 @@ from mail import outbox, templates
 from mail.smtp import MailRefused
 from models import OrderLine, Reservation, Shipment, utcnow
 from models import order as lifecycle
-from models.catalog import CONSUMED, HELD, change_on_hand, ship_all
+from models.catalog import CONSUMED, HELD, change_on_hand, lock_stock, ship_all
 from models.fulfilment import SHIPMENT_CANCELLED, SHIPMENT_CREATED
 from models.saga_log import RUNNING, SUCCEEDED
 from observability.logging import correlation_id
@@ -33,9 +33,6 @@ LINES, RESERVATIONS, SHIPMENTS = OrderLine.__table__, Reservation.__table__, Shi
 log = logging.getLogger(__name__)
 
 
-_SHIPMENT_OF = select(SHIPMENTS.c.id).where(
-    SHIPMENTS.c.order_id == bindparam("b_id"), SHIPMENTS.c.warehouse == bindparam("b_wh")
-)
 _HELD_IN = (
     select(RESERVATIONS.c.id, RESERVATIONS.c.sku, RESERVATIONS.c.quantity)
     .join(LINES, LINES.c.id == RESERVATIONS.c.order_line_id)
@@ -165,43 +162,43 @@ def create_shipment(self: ShipmentTask, order_id: str, run: int, warehouse: str)
 
     Returns ``{shipped: true}``, or ``{halted: true}`` when the order moved on.
     """
+    name = self.step_name((order_id, run, warehouse))
     try:
-        with self.claiming(order_id, run, halt=_HaltBranch) as tx:
-            if tx is None:
-                return {"shipped": True}
+        with self.claiming(order_id, run, halt=_HaltBranch, step=name) as tx:
+            if tx is None or tx.step_seen == SUCCEEDED:
+                return {"shipped": True}  # the order moved past, or a redelivered message
             order = tx.order
-            if tx.conn.execute(_SHIPMENT_OF, {"b_id": order.id, "b_wh": warehouse}).first():
-                return {"shipped": True}  # a redelivered message
             held = tx.conn.execute(_HELD_IN, {"b_id": order.id, "b_wh": warehouse}).all()
             units: Counter[str] = Counter()
             for reservation in held:
                 units[reservation.sku] += reservation.quantity
-            ship_all(tx, units, str(order.id))
             now = utcnow()
-            if held:
-                tx.conn.execute(
-                    update(RESERVATIONS)
-                    .where(RESERVATIONS.c.id.in_([r.id for r in held]))
-                    .values(status=CONSUMED, closed_at=now)
-                )
             tracking = f"OR{uuid.uuid4().hex[:12].upper()}"
-            tx.conn.execute(
-                _INSERT_SHIPMENT,
-                dict(
-                    order_id=order.id,
-                    warehouse=warehouse,
-                    tracking_number=tracking,
-                    status=SHIPMENT_CREATED,
-                    carrier="orion-post",
-                    created_at=now,
-                    cancelled_at=None,
-                ),
+            shipment = dict(
+                order_id=order.id,
+                warehouse=warehouse,
+                tracking_number=tracking,
+                status=SHIPMENT_CREATED,
+                carrier="orion-post",
+                created_at=now,
+                cancelled_at=None,
             )
+            if tx.conn.dialect.name == "postgresql":
+                _ship_postgresql(tx, units, [r.id for r in held], shipment)
+            else:
+                ship_all(tx, units, str(order.id))
+                if held:
+                    tx.conn.execute(
+                        update(RESERVATIONS)
+                        .where(RESERVATIONS.c.id.in_([r.id for r in held]))
+                        .values(status=CONSUMED, closed_at=now)
+                    )
+                tx.conn.execute(_INSERT_SHIPMENT, shipment)
             tx.claim()  # from here the order is locked: the parcel count sees the others'
             if tx.conn.execute(_PARCELS_TO_GO, {"b_id": order.id}).scalar_one() <= 0:
                 tx.transition_to(lifecycle.SHIPPED)
             tx.record_step(
-                self.step_name((order_id, run, warehouse)),
+                name,
                 self.step_kind,
                 self.attempt,
                 SUCCEEDED,
@@ -211,6 +208,48 @@ def create_shipment(self: ShipmentTask, order_id: str, run: int, warehouse: str)
     except _HaltBranch:
         return {"halted": True}
     return {"shipped": True}
+
+
+_SHIP_SQL: dict[int, str] = {}
+
+
+def _ship_postgresql(tx: SagaTx, units: Counter[str], held: list[int], shipment: dict[str, Any]) -> None:
+    """A parcel's effects in two statements: the stock rows locked in SKU order
+    (``models.catalog.lock_stock``, so two parcels of the same SKUs cannot
+    deadlock), then one statement of data-modifying CTEs: ``on_hand`` and
+    ``reserved`` fall by ``units`` ({sku: units}), one ledger row (``shipment``)
+    per SKU with the ``on_hand`` it left, the ``held`` reservations (ids)
+    consumed, and the shipment row inserted. The same effects as
+    ``models.catalog.ship_all`` and the two statements after it (the SQLite
+    path), in 2 round trips instead of 5. The table's checks still hold
+    (``on_hand >= reserved >= 0``: an IntegrityError, retried)."""
+    skus = sorted(units)
+    if skus:
+        lock_stock(tx, skus)
+    sql = _SHIP_SQL.get(len(skus))
+    if sql is None:
+        rows = ", ".join(f"(%(s{i})s::text, %(u{i})s::int)" for i in range(len(skus)))
+        stock = (
+            f"units (sku, n) AS (VALUES {rows}), "
+            "inv AS (UPDATE inventory i SET on_hand = i.on_hand - units.n, reserved = i.reserved - units.n "
+            "FROM units WHERE i.sku = units.sku RETURNING i.sku, i.on_hand), "
+            "ledger AS (INSERT INTO inventory_ledger (sku, delta, on_hand_after, reason, reference, at) "
+            "SELECT inv.sku, -units.n, inv.on_hand, 'shipment', %(reference)s, %(created_at)s "
+            "FROM inv JOIN units ON units.sku = inv.sku), "
+            if skus
+            else ""
+        )
+        sql = _SHIP_SQL[len(skus)] = (
+            f"WITH {stock}consumed AS (UPDATE reservations SET status = '{CONSUMED}', "
+            "closed_at = %(created_at)s WHERE id = ANY(%(held)s)) "
+            "INSERT INTO shipments (order_id, warehouse, tracking_number, status, carrier, created_at, "
+            "cancelled_at) VALUES (%(order_id)s, %(warehouse)s, %(tracking_number)s, %(status)s, "
+            "%(carrier)s, %(created_at)s, %(cancelled_at)s)"
+        )
+    params: dict[str, Any] = {**shipment, "reference": str(shipment["order_id"]), "held": held}
+    for i, sku in enumerate(skus):
+        params[f"s{i}"], params[f"u{i}"] = sku, units[sku]
+    tx.conn.exec_driver_sql(sql, params)
 
 
 @shared_task(bind=True, base=CompensationTask, name="saga.cancel_shipment")
