@@ -189,6 +189,9 @@ class SagaTask(Task[..., Any]):
                     state = "ignored"
                     return _Inline.HALTED
                 except TRANSIENT_ERRORS as exc:
+                    if not self.max_retries:  # no retry budget: let it fail as its own message
+                        state = None
+                        return _Inline.SEND
                     state = "retry"
                     self._note_retry(args, exc)
                     task_retry.send(sender=self, request=self.request, reason=exc, einfo=None)

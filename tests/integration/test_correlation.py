@@ -3,7 +3,6 @@ saga: JSON log lines of the web and the worker, the order's events, the email.""
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import pytest
@@ -12,6 +11,7 @@ from sqlalchemy import select
 
 from models import OrderEvent, SagaStep, unit_of_work
 from tests.support.factories import customer, eventually, order_body, product, wait_for
+from tests.support.logs import json_lines
 from tests.support.processes import ARTIFACTS, web_server
 
 PASSWORD = "correct horse battery"
@@ -21,17 +21,6 @@ PASSWORD = "correct horse battery"
 def web(worker):
     with web_server() as base:
         yield base
-
-
-def json_lines(path) -> list[dict]:
-    lines = []
-    for raw in path.read_text().splitlines():
-        if raw.startswith("{"):
-            try:
-                lines.append(json.loads(raw))
-            except json.JSONDecodeError:
-                continue
-    return lines
 
 
 def test_a_request_id_follows_the_saga_through_logs_events_and_email(web, worker, inbox, uid):

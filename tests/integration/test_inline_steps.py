@@ -5,7 +5,6 @@ outcome (a transient fault: a retry with backoff, as from the queue)."""
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
@@ -14,20 +13,10 @@ from sqlalchemy import select
 from models import SagaStep, unit_of_work
 from tests.integration.conftest import FAST_RETRIES
 from tests.support.factories import customer, place, product, wait_for
+from tests.support.logs import json_lines
 from tests.support.processes import celery_worker
 
 pytestmark = pytest.mark.usefixtures("inbox")
-
-
-def log_lines(worker) -> list[dict]:
-    lines = []
-    for raw in worker.log_path.read_text(errors="replace").splitlines():
-        if raw.startswith("{"):
-            try:
-                lines.append(json.loads(raw))
-            except json.JSONDecodeError:
-                continue
-    return lines
 
 
 def task_lines(lines: list[dict], task: str, order_id) -> list[str]:
@@ -48,12 +37,18 @@ def attempts(order_id) -> dict[str, tuple[str, int]]:
     return {name: (status, attempt) for name, status, attempt in rows}
 
 
-def test_payment_steps_run_inline_without_messages_of_their_own(uid):
-    with celery_worker(FAST_RETRIES) as worker:
+def completed_order(uid: str, env: dict[str, str], token: str = "tok_visa") -> tuple[object, list[dict]]:
+    """An order placed and completed on a worker started with ``env``; its id and
+    the worker's log lines."""
+    with celery_worker({**FAST_RETRIES, **env}) as worker:
         user, sku = customer(uid), product(uid, on_hand=5)
-        order_id = place(user, [(sku, 1)])
-        assert wait_for(order_id).status == "completed"
-        lines = log_lines(worker)
+        order_id = place(user, [(sku, 1)], token=token)
+        assert wait_for(order_id, timeout=60).status == "completed"
+        return order_id, json_lines(worker.log_path)
+
+
+def test_payment_steps_run_inline_without_messages_of_their_own(uid):
+    order_id, lines = completed_order(uid, {})
 
     for task in ("saga.authorize_payment", "saga.capture_payment"):
         events = task_lines(lines, task, order_id)
@@ -64,11 +59,7 @@ def test_payment_steps_run_inline_without_messages_of_their_own(uid):
 
 
 def test_without_inline_steps_every_step_is_a_message(uid):
-    with celery_worker({**FAST_RETRIES, "SAGA_INLINE_STEPS": "false"}) as worker:
-        user, sku = customer(uid), product(uid, on_hand=5)
-        order_id = place(user, [(sku, 1)])
-        assert wait_for(order_id).status == "completed"
-        lines = log_lines(worker)
+    order_id, lines = completed_order(uid, {"SAGA_INLINE_STEPS": "false"})
 
     for task in ("saga.authorize_payment", "saga.capture_payment"):
         events = task_lines(lines, task, order_id)
@@ -78,11 +69,7 @@ def test_without_inline_steps_every_step_is_a_message(uid):
 def test_a_transient_fault_inline_is_retried_as_the_steps_own_message(uid):
     # tok_flaky: the first two authorization calls of an order time out. The
     # first is the inline attempt; the second and third come from the queue.
-    with celery_worker(FAST_RETRIES) as worker:
-        user, sku = customer(uid), product(uid, on_hand=5)
-        order_id = place(user, [(sku, 1)], token="tok_flaky")
-        assert wait_for(order_id, timeout=60).status == "completed"
-        lines = log_lines(worker)
+    order_id, lines = completed_order(uid, {}, token="tok_flaky")
 
     assert attempts(order_id)["authorize_payment"] == ("succeeded", 3)
     events = task_lines(lines, "saga.authorize_payment", order_id)
